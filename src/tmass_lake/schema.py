@@ -1,0 +1,160 @@
+"""Table schemas: one YAML file per IRSA table in ``schemas/``, loaded into Arrow schemas.
+
+Each column carries its documented type, the Arrow storage type, unit, UCD, description,
+nullability and provenance (documented, with its source, or inferred, and from what).
+A user can point any reader at their own file to drop in a real layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+
+SCHEMA_DIR_ENV = "TMASS_LAKE_SCHEMAS"
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "int8": pa.int8(),
+    "int16": pa.int16(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "string": pa.string(),
+    "date32": pa.date32(),
+    "bool": pa.bool_(),
+}
+
+
+def schema_dir() -> Path:
+    """The directory holding the table schema files (``$TMASS_LAKE_SCHEMAS`` overrides)."""
+    if env := os.environ.get(SCHEMA_DIR_ENV):
+        return Path(env)
+    packaged = Path(__file__).resolve().parent / "schemas"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "schemas"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column as the schema file describes it."""
+
+    name: str
+    type: str
+    arrow: str
+    unit: str | None
+    ucd: str | None
+    description: str
+    nullable: bool
+    provenance: str
+    source: str
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return _ARROW_TYPES[self.arrow]
+
+    @property
+    def scale(self) -> int | None:
+        """Digits after the decimal point of a documented fixed-point type, if any."""
+        m = re.search(r"(?:\d+\.(\d+)f)|(?:decimal\(\d+,(\d+)\))", self.type)
+        if not m:
+            return None
+        return int(m.group(1) or m.group(2))
+
+    def field(self) -> pa.Field:
+        meta = {"description": self.description, "provenance": self.provenance,
+                "source": self.source, "documented_type": self.type}
+        if self.unit:
+            meta["unit"] = self.unit
+        if self.ucd:
+            meta["ucd"] = self.ucd
+        return pa.field(self.name, self.arrow_type, nullable=self.nullable, metadata=meta)
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A table's layout and the roles of its columns."""
+
+    table: str
+    title: str
+    product: str
+    kind: str
+    layout_status: str
+    layout_note: str
+    columns: tuple[Column, ...]
+    key_column: str | None = None
+    ra_column: str | None = None
+    dec_column: str | None = None
+    epoch_column: str | None = None
+    rows: int | None = None
+    rows_source: str | None = None
+    sources: tuple[str, ...] = ()
+    links: dict[str, str] = field(default_factory=dict)
+    path: str | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def positional(self) -> bool:
+        return self.ra_column is not None and self.dec_column is not None
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.table} has no column {name!r}")
+
+    def arrow_schema(self) -> pa.Schema:
+        """The Arrow schema with per-field unit/description/UCD and table-level provenance."""
+        meta = {
+            "table": self.table,
+            "title": self.title,
+            "product": self.product,
+            "layout_status": self.layout_status,
+            "layout_note": self.layout_note,
+            "sources": json.dumps(list(self.sources)),
+        }
+        return pa.schema([c.field() for c in self.columns], metadata=meta)
+
+
+def _parse(doc: dict, path: str | None) -> TableSchema:
+    columns = tuple(Column(**{k: c.get(k) for k in Column.__dataclass_fields__}) for c in doc["columns"])
+    names = [c.name for c in columns]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: duplicate column names")
+    for c in columns:
+        if c.arrow not in _ARROW_TYPES:
+            raise ValueError(f"{path}: column {c.name}: unknown arrow type {c.arrow!r}")
+    return TableSchema(
+        table=doc["table"], title=doc["title"], product=doc.get("product", ""), kind=doc["kind"],
+        layout_status=doc["layout_status"], layout_note=doc.get("layout_note", ""),
+        columns=columns, key_column=doc.get("key_column"), ra_column=doc.get("ra_column"),
+        dec_column=doc.get("dec_column"), epoch_column=doc.get("epoch_column"),
+        rows=doc.get("rows"), rows_source=doc.get("rows_source"),
+        sources=tuple(doc.get("sources") or ()), links=dict(doc.get("links") or {}), path=path,
+    )
+
+
+@cache
+def load_schema(name_or_path: str) -> TableSchema:
+    """Load a table schema by IRSA table name (``pt_src_6x2``) or by the path of a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = schema_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise KeyError(f"no schema for table {name_or_path!r} (looked for {path})")
+    return _parse(yaml.safe_load(path.read_text()), str(path))
+
+
+def list_tables() -> list[str]:
+    """Every table with a schema file, sorted by name."""
+    return sorted(p.stem for p in schema_dir().glob("*.yaml"))
