@@ -1,0 +1,194 @@
+"""Plan stage: the global histogram into partitions, and the resume plan that remembers progress.
+
+The resume plan keeps one small file per finished step under ``tmp_dir/plan``: a map result
+per input file, the partitioning, and a marker per written partition. ``--resume`` skips
+whatever is recorded; a fresh build clears it.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+
+import numpy as np
+from hats.pixel_math import HealpixPixel
+from hats.pixel_math.healpix_shim import margin2order
+from hats.pixel_math.pixel_margins import get_margin
+
+from tmass_lake.build.arguments import HISTOGRAM_ORDER, BuildArguments
+from tmass_lake.build.map import MapResult, Run
+from tmass_lake.storage import filesystem, join, retrying
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Rows ``[start, stop)`` of one spill run."""
+
+    run: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One destination pixel and the run slices that hold its rows (and its margin's)."""
+
+    pixel: HealpixPixel
+    rows: int
+    slices: tuple[Slice, ...]
+    margin_order: int
+    margin_pixels: tuple[int, ...]
+    margin_slices: tuple[Slice, ...]
+
+
+class ResumePlan:
+    """Progress markers for one build, on the build's tmp filesystem."""
+
+    def __init__(self, args: BuildArguments):
+        self.fs, self.root = filesystem(args.plan_dir, args.storage_options)
+        if not args.resume and self.fs.exists(self.root):
+            self.fs.rm(self.root, recursive=True)
+        for sub in ("map", "reduce"):
+            self.fs.makedirs(join(self.root, sub), exist_ok=True)
+
+    def _put(self, path: str, obj: object) -> None:
+        tmp = path + ".tmp"
+
+        def put() -> None:
+            with self.fs.open(tmp, "wb") as f:
+                pickle.dump(obj, f)
+            self.fs.mv(tmp, path)
+
+        retrying(put, what=f"writing {path}")
+
+    def _get(self, path: str) -> object:
+        with self.fs.open(path, "rb") as f:
+            return pickle.load(f)
+
+    def map_done(self) -> dict[int, MapResult]:
+        found = {}
+        for p in self.fs.glob(join(self.root, "map", "*.pkl")):
+            res: MapResult = self._get(p)
+            found[res.index] = res
+        return found
+
+    def record_map(self, result: MapResult) -> None:
+        self._put(join(self.root, "map", f"{result.index:05d}.pkl"), result)
+
+    def reduce_done(self) -> dict[tuple[int, int], dict]:
+        found = {}
+        for p in self.fs.glob(join(self.root, "reduce", "*.pkl")):
+            rec = self._get(p)
+            found[(rec["order"], rec["pixel"])] = rec
+        return found
+
+    def record_reduce(self, rec: dict) -> None:
+        self._put(join(self.root, "reduce", f"{rec['order']}_{rec['pixel']}.pkl"), rec)
+
+    def clear(self) -> None:
+        self.fs.rm(self.root, recursive=True)
+
+
+def global_histogram(results: list[MapResult]) -> np.ndarray:
+    """Dense row-count histogram at ``HISTOGRAM_ORDER`` summed over every run."""
+    hist = np.zeros(12 * 4**HISTOGRAM_ORDER, dtype=np.int64)
+    for res in results:
+        for run in res.runs:
+            hist[run.pixels] += run.counts  # pixels are unique within a run
+    return hist
+
+
+def effective_threshold(args: BuildArguments, results: list[MapResult]) -> int:
+    """Rows per partition allowed by both the row and the byte threshold."""
+    rows = sum(r.rows for res in results for r in res.runs)
+    nbytes = sum(r.nbytes for res in results for r in res.runs)
+    if rows == 0:
+        return args.pixel_threshold
+    per_row = nbytes / rows
+    return max(1, min(args.pixel_threshold, int(args.byte_threshold / per_row)))
+
+
+def sparse_histogram(results: list[MapResult]) -> tuple[np.ndarray, np.ndarray]:
+    """Non-empty ``HISTOGRAM_ORDER`` pixels (sorted) and their row counts, over every run."""
+    pixels = np.concatenate([r.pixels for res in results for r in res.runs] or [np.empty(0, np.int64)])
+    counts = np.concatenate([r.counts for res in results for r in res.runs] or [np.empty(0, np.int64)])
+    unique, inverse = np.unique(pixels, return_inverse=True)
+    return unique, np.bincount(inverse, weights=counts, minlength=len(unique)).astype(np.int64)
+
+
+def destination_pixels(args: BuildArguments, results: list[MapResult],
+                       threshold: int) -> list[tuple[HealpixPixel, int]]:
+    """Adaptive partitioning: the coarsest non-empty pixels holding at most ``threshold`` rows.
+
+    Same result as hats' ``generate_alignment`` with empty siblings dropped, computed top-down
+    on the sparse histogram (hats' dense version costs ~20 s at order 10 whatever the size).
+    """
+    fine, counts = sparse_histogram(results)
+    open_ = np.ones(len(fine), dtype=bool)
+    found: list[tuple[HealpixPixel, int]] = []
+    for order in range(args.lowest_order, args.highest_order + 1):
+        idx = np.flatnonzero(open_)
+        if not len(idx):
+            break
+        parents = fine[idx] >> (2 * (HISTOGRAM_ORDER - order))
+        starts = np.flatnonzero(np.r_[True, parents[1:] != parents[:-1]])
+        sums = np.add.reduceat(counts[idx], starts)
+        close = sums <= threshold if order < args.highest_order else np.ones(len(sums), bool)
+        for s, n in zip(starts[close], sums[close], strict=True):
+            found.append((HealpixPixel(order, int(parents[s])), int(n)))
+        ends = np.r_[starts[1:], len(idx)]
+        for s, e in zip(starts[close], ends[close], strict=True):
+            open_[idx[s:e]] = False
+    return sorted(found, key=lambda x: (x[0].order, x[0].pixel))
+
+
+def _run_slices(run: Run, fine_lo: int, fine_hi: int) -> Slice | None:
+    """The rows of a run whose fine pixel lies in ``[fine_lo, fine_hi)``."""
+    offsets = np.concatenate([[0], np.cumsum(run.counts)])
+    a, b = np.searchsorted(run.pixels, [fine_lo, fine_hi])
+    if offsets[b] == offsets[a]:
+        return None
+    return Slice(run.path, int(offsets[a]), int(offsets[b]))
+
+
+def margin_order_for(args: BuildArguments, highest: int) -> int:
+    """Order of the margin pixels: fine enough to be tight, never coarser than the partitions."""
+    return max(int(margin2order(np.array([args.margin_arcsec / 60.0]))[0]), highest)
+
+
+def plan_partitions(args: BuildArguments, results: list[MapResult]) -> list[Partition]:
+    """Every destination pixel with the run slices of its rows and of its margin."""
+    pixels = destination_pixels(args, results, effective_threshold(args, results))
+    runs = [run for res in sorted(results, key=lambda r: r.index) for run in res.runs]
+    highest = max((p.order for p, _ in pixels), default=0)
+    m_order = margin_order_for(args, highest)
+    partitions = []
+    for pixel, count in pixels:
+        shift = 2 * (HISTOGRAM_ORDER - pixel.order)
+        lo, hi = pixel.pixel << shift, (pixel.pixel + 1) << shift
+        slices = tuple(s for run in runs if (s := _run_slices(run, lo, hi)))
+        margin = get_margin(pixel.order, pixel.pixel, m_order - pixel.order)
+        margin_fine = _fine_ranges(margin, m_order)
+        margin_slices = tuple(
+            s for run in runs for a, b in margin_fine if (s := _run_slices(run, a, b))
+        )
+        partitions.append(Partition(pixel, count, slices, m_order, tuple(margin), margin_slices))
+    return partitions
+
+
+def _fine_ranges(pixels: list[int], order: int) -> list[tuple[int, int]]:
+    """Merged ``HISTOGRAM_ORDER`` pixel ranges covering pixels at ``order``."""
+    if order >= HISTOGRAM_ORDER:
+        shift = 2 * (order - HISTOGRAM_ORDER)
+        fine = sorted({p >> shift for p in pixels})
+        ranges = [(f, f + 1) for f in fine]
+    else:
+        shift = 2 * (HISTOGRAM_ORDER - order)
+        ranges = sorted((p << shift, (p + 1) << shift) for p in pixels)
+    merged: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged

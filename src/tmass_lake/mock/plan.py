@@ -1,0 +1,259 @@
+"""Deterministic plan of a mock run: families, tiles, scans, coadds and work chunks.
+
+Row budget at ``scale=1`` (~1 M working-database detection rows; every count scales linearly):
+
+=============  ========  ==================================================
+family         point     extended (galaxies; a fraction of the point rows)
+=============  ========  ==================================================
+survey         450,000   ~1 %  (pt_src_rej / ext_src_rej)
+6x             200,000   ~1 %  (pt_src_6x2 / ext_src_6x2)
+calibration    290,000   ~1 %  (pt_src_c / ext_src_c)
+LMC/SMC cal     60,000   ~1 %  (pt_src_sc / ext_src_sc)
+=============  ========  ==================================================
+
+Merged-information tables add one row per group and link tables one row per detection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+import numpy as np
+
+from tmass_lake.mock import geometry as geo
+from tmass_lake.schema import list_tables, load_schema
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Static description of one working-database family."""
+
+    name: str
+    code: int
+    product: str
+    dataset: str  # label used in the association lists
+    pt_rows: int  # point-detection rows at scale 1
+    m10: tuple[float, float, float]  # SNR=10 magnitudes J, H, K of one scan
+    k_range: tuple[float, float]  # K range of the truth stars
+    spurious_frac: float
+    moving_per_100k: float
+    galaxy_frac: float
+    seed_margin_arcsec: float  # keep sources this far inside their tile
+
+
+FAMILIES: tuple[FamilySpec, ...] = (
+    FamilySpec("survey", 1, "survey", "survey", 450_000, (15.8, 15.1, 14.3), (9.0, 15.6), 0.03,
+               4.0, 0.02, 2.0),
+    FamilySpec("6x", 2, "6x", "6x", 200_000, (16.8, 16.1, 15.3), (8.0, 16.6), 0.02, 3.0, 0.02,
+               2.0),
+    FamilySpec("cal", 3, "calibration", "cal", 290_000, (15.8, 15.1, 14.3), (6.0, 15.2), 0.005,
+               1.0, 0.02, 30.0),
+    FamilySpec("sc", 4, "calibration_sc", "cal", 60_000, (15.8, 15.1, 14.3), (7.0, 15.2), 0.005,
+               1.0, 0.02, 30.0),
+)
+SURVEY_TILES_PER_SCALE = 1200
+CAL_SCAN_FRACTION_PER_SCALE = 0.5
+CAL_MIN_SCANS = 30
+EXPECTED_DET_PER_SOURCE = {"survey": 1.45, "6x": 1.5}
+
+
+@cache
+def family_tables(product: str) -> dict[str, str]:
+    """Resolve a family's tables from the schema files (kind, product and links)."""
+    out: dict[str, str] = {}
+    schemas = [load_schema(t) for t in list_tables()]
+    for s in schemas:
+        if s.product != product:
+            continue
+        role = {"point_detections": "pt", "extended_detections": "ext", "scan_info": "scan",
+                "atlas_info": "coadd"}.get(s.kind)
+        if role:
+            out[role] = s.table
+    for s in schemas:
+        det = s.links.get("detections")
+        if det is None or s.product != product:
+            continue
+        prefix = "pt" if det == out.get("pt") else "ext"
+        role = {"merged_sources": "info", "cross_reference": "link"}.get(s.kind)
+        if role:
+            out[f"{prefix}_{role}"] = s.table
+    if product == "calibration":
+        for s in schemas:
+            if s.kind == "deep_sources":
+                out["deep"] = s.table
+    return out
+
+
+def association_tables() -> list[str]:
+    return [t for t in list_tables() if load_schema(t).kind == "associations"]
+
+
+@dataclass
+class Scans:
+    """Scans of a family (flat arrays; ``scan_key`` is 1-based and unique in the family)."""
+
+    tile: np.ndarray
+    hemis: np.ndarray  # 0 = n, 1 = s
+    jd_start: np.ndarray
+    duration: np.ndarray  # days
+    scan_no: np.ndarray
+    direction: np.ndarray  # +1 north-going, -1 south-going
+    ra_off: np.ndarray  # cross-scan offset of the scan centre from the tile centre (deg)
+    n_coadd: np.ndarray
+    coadd_base: np.ndarray  # coadd_key of the scan's coadd 1 minus 1
+    tile_ptr: np.ndarray  # CSR: scans of tile t are tile_scans[tile_ptr[t]:tile_ptr[t+1]]
+    tile_scans: np.ndarray
+
+    @property
+    def scan_key(self) -> np.ndarray:
+        return np.arange(1, len(self.tile) + 1)
+
+    def __len__(self) -> int:
+        return len(self.tile)
+
+
+@dataclass
+class FamilyPlan:
+    """Everything a worker needs to generate one chunk of a family deterministically."""
+
+    spec: FamilySpec
+    tables: dict[str, str]
+    tiles: geo.Tiles
+    n_src: np.ndarray  # sources per tile
+    scans: Scans
+    chunks: list[list[tuple[int, int, int]]]  # per chunk: (tile, n_sources, part)
+    seed: int
+    fields: list[geo.Field] = field(default_factory=list)
+    regions: list[geo.Region] = field(default_factory=list)
+
+
+def _night_times(rng: np.random.Generator, n: int) -> np.ndarray:
+    nights = rng.integers(int(geo.JD_START), int(geo.JD_END), n)
+    return nights + 0.55 + 0.38 * rng.random(n)
+
+
+def _finish_scans(rng: np.random.Generator, tile: np.ndarray, hemis: np.ndarray,
+                  jd: np.ndarray, length: np.ndarray, direction: np.ndarray,
+                  ra_off: np.ndarray, n_tiles: int) -> Scans:
+    order = np.lexsort((jd, tile))  # scan_key by tile, then time
+    tile, hemis, jd = tile[order], hemis[order], jd[order]
+    length, direction, ra_off = length[order], direction[order], ra_off[order]
+    night = np.floor(jd).astype(np.int64)
+    o2 = np.lexsort((jd, night, hemis))
+    grp = np.ones(len(jd), dtype=bool)
+    grp[1:] = (night[o2][1:] != night[o2][:-1]) | (hemis[o2][1:] != hemis[o2][:-1])
+    start = np.maximum.accumulate(np.where(grp, np.arange(len(jd)), 0))
+    scan_no = np.empty(len(jd), dtype=np.int64)
+    scan_no[o2] = np.arange(len(jd)) - start + 1 + rng.integers(0, 20, len(jd))[o2] * 0
+    n_coadd = np.ceil(length / geo.COADD_STEP_DEG - 1e-9).astype(np.int64)
+    coadd_base = np.concatenate([[0], np.cumsum(n_coadd)[:-1]])
+    counts = np.bincount(tile, minlength=n_tiles)
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    return Scans(tile, hemis, jd, length * geo.SCAN_SECONDS_PER_DEG / 86400.0, scan_no,
+                 direction, ra_off, n_coadd, coadd_base, ptr, np.arange(len(jd)))
+
+
+def _tile_scans(rng: np.random.Generator, tiles: geo.Tiles, n_scans: np.ndarray) -> Scans:
+    t = np.repeat(np.arange(len(tiles)), n_scans)
+    n = len(t)
+    hemis = np.where(tiles.hemis_opts[t] == 2, rng.integers(0, 2, n), tiles.hemis_opts[t])
+    jd = _night_times(rng, n)
+    length = (tiles.dec_max - tiles.dec_min)[t]
+    direction = np.where(rng.random(n) < 0.5, 1, -1)
+    return _finish_scans(rng, t, hemis, jd, length, direction, np.zeros(n), len(tiles))
+
+
+def _field_scans(rng: np.random.Generator, tiles: geo.Tiles, n_scans: np.ndarray) -> Scans:
+    """Calibration scans: visits of 6 consecutive scans, alternating direction, ~5" RA steps."""
+    visits = n_scans // 6
+    vt = np.repeat(np.arange(len(tiles)), visits)
+    nv = len(vt)
+    hemis_v = np.where(tiles.hemis_opts[vt] == 2, rng.integers(0, 2, nv), tiles.hemis_opts[vt])
+    jd_v = _night_times(rng, nv)
+    k = np.tile(np.arange(6), nv)
+    t = np.repeat(vt, 6)
+    length = (tiles.dec_max - tiles.dec_min)[t]
+    dur = length * geo.SCAN_SECONDS_PER_DEG / 86400.0
+    jd = np.repeat(jd_v, 6) + k * (dur + 20.0 / 86400.0)
+    direction = np.where(k % 2 == 0, 1, -1)
+    ra_off = (k - 2.5) * 5.0 / 3600.0
+    return _finish_scans(rng, t, np.repeat(hemis_v, 6), jd, length, direction, ra_off,
+                         len(tiles))
+
+
+def _chunk_items(expected_rows: np.ndarray, n_src: np.ndarray, target: int,
+                 splittable: bool) -> list[list[tuple[int, int, int]]]:
+    """Group tiles into chunks of about ``target`` expected rows (splitting big tiles)."""
+    chunks: list[list[tuple[int, int, int]]] = []
+    cur: list[tuple[int, int, int]] = []
+    acc = 0.0
+    for t in range(len(n_src)):
+        if n_src[t] == 0:
+            continue
+        rows_per_src = expected_rows[t] / n_src[t]
+        parts = 1
+        if splittable and expected_rows[t] > target:
+            parts = int(np.ceil(expected_rows[t] / target))
+        sizes = np.diff(np.linspace(0, n_src[t], parts + 1).round().astype(int))
+        for p, sz in enumerate(sizes):
+            rows = sz * rows_per_src
+            if cur and acc + rows > target:
+                chunks.append(cur)
+                cur, acc = [], 0.0
+            cur.append((t, int(sz), p))
+            acc += rows
+    if cur:
+        chunks.append(cur)
+    return chunks or [[]]
+
+
+def plan_family(spec: FamilySpec, seed: int, scale: float, rows_per_file: int) -> FamilyPlan:
+    """Plan tiles, scans and chunks of one family (cheap; repeated identically anywhere)."""
+    rng = np.random.default_rng([seed, spec.code, 0])
+    target_rows = max(spec.pt_rows * scale, 200.0)
+    chunk_target = 0.8 * rows_per_file
+    fields: list[geo.Field] = []
+    regions: list[geo.Region] = []
+    if spec.name == "survey":
+        grid = geo.survey_grid()
+        n_tiles = int(min(len(grid), max(24, round(SURVEY_TILES_PER_SCALE * scale))))
+        sel = np.sort(rng.choice(len(grid), n_tiles, replace=False))
+        tiles = geo.Tiles(*[getattr(grid, f)[sel] for f in geo.Tiles.__dataclass_fields__])
+        n_scans = rng.choice([1, 2, 3], len(tiles), p=[0.45, 0.4, 0.15])
+        scans = _tile_scans(rng, tiles, n_scans)
+        _, b = geo.radec_to_galactic(tiles.ra, tiles.dec_c)
+        w = geo.galactic_density(b)
+        per_src = EXPECTED_DET_PER_SOURCE["survey"]
+    elif spec.name == "6x":
+        regions = geo.sixx_regions()
+        tiles = geo.region_tiles(regions)
+        spt = np.array([r.scans_per_tile for r in regions])[tiles.unit]
+        n_scans = np.floor(spt).astype(int) + (rng.random(len(tiles)) < spt % 1.0)
+        scans = _tile_scans(rng, tiles, n_scans)
+        dens = np.array([r.density for r in regions])[tiles.unit]
+        area = tiles.width * (tiles.dec_max - tiles.dec_min)
+        w = dens * area
+        per_src = EXPECTED_DET_PER_SOURCE["6x"] * n_scans.mean() / 1.3
+    else:
+        fields = [f for f in geo.calibration_fields() if f.special == (spec.name == "sc")]
+        tiles = geo.field_tiles(fields)
+        frac = min(1.0, CAL_SCAN_FRACTION_PER_SCALE * scale)
+        nominal = np.array([f.nominal_scans for f in fields])
+        n_scans = np.maximum(CAL_MIN_SCANS, np.round(nominal * frac / 6).astype(int) * 6)
+        scans = _field_scans(rng, tiles, n_scans)
+        w = n_scans.astype(float)
+        per_src = 0.0  # set below
+    if spec.name in ("survey", "6x"):
+        expected_src = target_rows / per_src * w / w.sum()
+        n_src = rng.poisson(expected_src)
+        expected_rows = n_src * per_src
+    else:
+        det_frac = 0.92
+        src_per_field = max(1, int(round(target_rows / (det_frac * n_scans.sum()))))
+        n_src = np.full(len(tiles), src_per_field)
+        expected_rows = n_src * n_scans * det_frac
+    chunks = _chunk_items(expected_rows, n_src, int(chunk_target),
+                          splittable=spec.name in ("cal", "sc"))
+    return FamilyPlan(spec, family_tables(spec.product), tiles, n_src, scans, chunks, seed,
+                      fields, regions)
