@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
@@ -22,5 +23,6 @@ def dask_client(
         return
     n = workers or os.cpu_count() or 1
     with LocalCluster(n_workers=n, threads_per_worker=1, memory_limit=memory_limit,
-                      dashboard_address=None, processes=True) as cluster, Client(cluster) as client:
+                      dashboard_address=None, processes=True,
+                      silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
         yield client

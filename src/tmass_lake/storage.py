@@ -90,3 +90,19 @@ def write_text(fs: fsspec.AbstractFileSystem, path: str, text: str) -> None:
             f.write(text.encode())
 
     retrying(put, what=f"writing {path}")
+
+
+def expand_inputs(urls: list[str], storage_options: dict | None = None) -> list[str]:
+    """Files named by URLs, globs or directories (a directory means every file under it), sorted."""
+    found: list[str] = []
+    for url in urls:
+        fs, path = filesystem(url, storage_options)
+        protocol = url.split("://", 1)[0] + "://" if "://" in url else ""
+        if any(ch in path for ch in "*?["):
+            paths = sorted(fs.glob(path))
+        elif fs.isdir(path):
+            paths = sorted(p for p in fs.find(path) if not fs.isdir(p))
+        else:
+            paths = [path]  # a missing file is reported by the reader, with its name
+        found.extend(protocol + p if protocol and not p.startswith(protocol) else p for p in paths)
+    return found
