@@ -45,6 +45,12 @@ def cmd_build(ns: argparse.Namespace) -> int:
     from tmass_lake.storage import expand_inputs, filesystem, is_local, join
 
     so = _storage_options(ns.storage_option)
+    if ns.pipeline:
+        from tmass_lake.build.lake import build_lake_command
+
+        return build_lake_command(ns, so)
+    if not ns.table:
+        raise ValueError("give a pipeline file/directory or --table NAME")
     schema = load_schema(ns.table)
     inputs = tuple(expand_inputs(ns.input, so))
     fs, _ = filesystem(ns.output, so)
@@ -79,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
     m.set_defaults(func=cmd_mock)
 
-    b = sub.add_parser("build", help="convert one table's IRSA files into a HATS collection")
-    b.add_argument("--table", required=True, help="IRSA table name or a schema YAML file")
+    b = sub.add_parser("build", help="convert IRSA files into HATS: one table, a pipeline, or the lake")
+    b.add_argument("pipeline", nargs="?", help="pipelines/<family>.toml or the pipelines/ directory")
+    b.add_argument("--table", help="IRSA table name or a schema YAML file (single-table build)")
     b.add_argument("--input", required=True, nargs="+", help="files, globs or directories (fsspec URLs)")
     b.add_argument("--output", required=True, help="collection URL")
     b.add_argument("--format", choices=["bulk", "ipac"], default="bulk")

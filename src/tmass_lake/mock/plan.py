@@ -133,7 +133,7 @@ def _night_times(rng: np.random.Generator, n: int) -> np.ndarray:
     return nights + 0.55 + 0.38 * rng.random(n)
 
 
-def _finish_scans(rng: np.random.Generator, tile: np.ndarray, hemis: np.ndarray,
+def _finish_scans(tile: np.ndarray, hemis: np.ndarray,
                   jd: np.ndarray, length: np.ndarray, direction: np.ndarray,
                   ra_off: np.ndarray, n_tiles: int) -> Scans:
     order = np.lexsort((jd, tile))  # scan_key by tile, then time
@@ -145,7 +145,7 @@ def _finish_scans(rng: np.random.Generator, tile: np.ndarray, hemis: np.ndarray,
     grp[1:] = (night[o2][1:] != night[o2][:-1]) | (hemis[o2][1:] != hemis[o2][:-1])
     start = np.maximum.accumulate(np.where(grp, np.arange(len(jd)), 0))
     scan_no = np.empty(len(jd), dtype=np.int64)
-    scan_no[o2] = np.arange(len(jd)) - start + 1 + rng.integers(0, 20, len(jd))[o2] * 0
+    scan_no[o2] = np.arange(len(jd)) - start + 1
     n_coadd = np.ceil(length / geo.COADD_STEP_DEG - 1e-9).astype(np.int64)
     coadd_base = np.concatenate([[0], np.cumsum(n_coadd)[:-1]])
     counts = np.bincount(tile, minlength=n_tiles)
@@ -161,7 +161,7 @@ def _tile_scans(rng: np.random.Generator, tiles: geo.Tiles, n_scans: np.ndarray)
     jd = _night_times(rng, n)
     length = (tiles.dec_max - tiles.dec_min)[t]
     direction = np.where(rng.random(n) < 0.5, 1, -1)
-    return _finish_scans(rng, t, hemis, jd, length, direction, np.zeros(n), len(tiles))
+    return _finish_scans(t, hemis, jd, length, direction, np.zeros(n), len(tiles))
 
 
 def _field_scans(rng: np.random.Generator, tiles: geo.Tiles, n_scans: np.ndarray) -> Scans:
@@ -178,7 +178,7 @@ def _field_scans(rng: np.random.Generator, tiles: geo.Tiles, n_scans: np.ndarray
     jd = np.repeat(jd_v, 6) + k * (dur + 20.0 / 86400.0)
     direction = np.where(k % 2 == 0, 1, -1)
     ra_off = (k - 2.5) * 5.0 / 3600.0
-    return _finish_scans(rng, t, np.repeat(hemis_v, 6), jd, length, direction, ra_off,
+    return _finish_scans(t, np.repeat(hemis_v, 6), jd, length, direction, ra_off,
                          len(tiles))
 
 
