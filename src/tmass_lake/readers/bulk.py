@@ -128,7 +128,8 @@ def parse_block(path: str, block: bytes, first_line: int, schema: TableSchema) -
     if bad:
         lines = block.split(b"\n")
         quarantined = [
-            BadLine(path, first_line + i, bad[i], lines[i].decode("utf-8", "replace"))
+            BadLine(path, first_line + i, bad[i] if lines[i].strip() else "blank line",
+                    lines[i].decode("utf-8", "replace"))
             for i in sorted(bad)
         ]
     return ParsedBlock(path, first_line, n_lines, table, quarantined)
