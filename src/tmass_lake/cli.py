@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not ns.verbose:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     from tmass_lake.readers import InputError
 
     try:

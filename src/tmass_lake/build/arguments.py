@@ -29,6 +29,7 @@ class BuildArguments:
     margin_arcsec: float = 10.0
     run_bytes: int = 192 << 20
     block_bytes: int = 16 << 20
+    compression_level: int = 3
     resume: bool = False
     progress: bool = True
 

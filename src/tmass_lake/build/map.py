@@ -17,7 +17,7 @@ from hats.pixel_math.spatial_index import compute_spatial_index
 from tmass_lake.build.arguments import HISTOGRAM_ORDER, SPILL_BATCH_ROWS, BuildArguments
 from tmass_lake.readers import ParsedBlock, quarantine_table, read_bulk, read_ipac
 from tmass_lake.readers.errors import BadLine
-from tmass_lake.storage import filesystem, join, retrying, write_parquet
+from tmass_lake.storage import ensure_dir, filesystem, join, retrying, url_of, write_parquet
 
 HEALPIX_COLUMN = "_healpix_29"
 _SHIFT = 2 * (29 - HISTOGRAM_ORDER)
@@ -65,12 +65,12 @@ def _write_run(args: BuildArguments, key: str, n: int, tables: list[pa.Table]) -
     path = join(root, f"{key}_{n:04d}.arrow")
 
     def put() -> None:
-        fs.makedirs(root, exist_ok=True)
+        ensure_dir(fs, root)
         with fs.open(path, "wb") as f, ipc.new_file(f, table.schema) as writer:
             for batch in table.to_batches(max_chunksize=SPILL_BATCH_ROWS):
                 writer.write_batch(batch)
 
-    retrying(put, what=f"spilling {path}")
+    retrying(put, what=f"spilling {url_of(fs, path)}")
     return Run(path, table.num_rows, table.nbytes, pixels.astype(np.int64), counts.astype(np.int64))
 
 

@@ -72,12 +72,16 @@ def build_table(args: BuildArguments, client: Client) -> dict:
         plan.record_map(res)
         done[res.index] = res
 
+    stages: dict[str, float] = {}
+    clock = time.time()
     _run_stage(client, lambda i: map_input(args, i), todo, "map", len(todo), mapped, args.progress)
     results = [done[i] for i in range(len(args.inputs))]
+    stages["map"], clock = time.time() - clock, time.time()
 
     partitions = plan_partitions(args, results)
     histogram = global_histogram(results)
     threshold = effective_threshold(args, results)
+    stages["plan"], clock = time.time() - clock, time.time()
     written = plan.reduce_done()
     todo_parts = [p for p in partitions if (p.pixel.order, p.pixel.pixel) not in written]
 
@@ -88,9 +92,11 @@ def build_table(args: BuildArguments, client: Client) -> dict:
     _run_stage(client, lambda p: reduce_partition(args, p, catalog_url, margin_url), todo_parts,
                "reduce", len(todo_parts), reduced, args.progress)
     records = [written[(p.pixel.order, p.pixel.pixel)] for p in partitions]
+    stages["reduce"], clock = time.time() - clock, time.time()
 
     totals = finish_build(args, catalog_url, margin_url, margin_name(args), records, histogram,
                           threshold)
+    stages["finish"] = time.time() - clock
     lines = sum(r.lines for r in results)
     quarantined = sum(r.quarantined for r in results)
     if lines != totals["rows"] + quarantined:
@@ -105,6 +111,7 @@ def build_table(args: BuildArguments, client: Client) -> dict:
         "partitions": totals["partitions"], "bytes": totals["bytes"],
         "margin_rows": totals["margin_rows"], "margin_arcsec": args.margin_arcsec,
         "pixel_threshold": threshold, "seconds": round(time.time() - started, 3),
+        "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
     }
     write_report(args, report)
     fs, tmp = filesystem(args.tmp_dir, args.storage_options)

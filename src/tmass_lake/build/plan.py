@@ -17,7 +17,7 @@ from hats.pixel_math.pixel_margins import get_margin
 
 from tmass_lake.build.arguments import HISTOGRAM_ORDER, BuildArguments
 from tmass_lake.build.map import MapResult, Run
-from tmass_lake.storage import filesystem, join, retrying
+from tmass_lake.storage import ensure_dir, filesystem, join, retrying, url_of
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class ResumePlan:
         if not args.resume and self.fs.exists(self.root):
             self.fs.rm(self.root, recursive=True)
         for sub in ("map", "reduce"):
-            self.fs.makedirs(join(self.root, sub), exist_ok=True)
+            ensure_dir(self.fs, join(self.root, sub))
 
     def _put(self, path: str, obj: object) -> None:
         tmp = path + ".tmp"
@@ -59,7 +59,7 @@ class ResumePlan:
                 pickle.dump(obj, f)
             self.fs.mv(tmp, path)
 
-        retrying(put, what=f"writing {path}")
+        retrying(put, what=f"writing {url_of(self.fs, path)}")
 
     def _get(self, path: str) -> object:
         with self.fs.open(path, "rb") as f:
@@ -142,13 +142,21 @@ def destination_pixels(args: BuildArguments, results: list[MapResult],
     return sorted(found, key=lambda x: (x[0].order, x[0].pixel))
 
 
-def _run_slices(run: Run, fine_lo: int, fine_hi: int) -> Slice | None:
-    """The rows of a run whose fine pixel lies in ``[fine_lo, fine_hi)``."""
-    offsets = np.concatenate([[0], np.cumsum(run.counts)])
-    a, b = np.searchsorted(run.pixels, [fine_lo, fine_hi])
-    if offsets[b] == offsets[a]:
-        return None
-    return Slice(run.path, int(offsets[a]), int(offsets[b]))
+def _run_slices(run: Run, offsets: np.ndarray, ranges: np.ndarray) -> list[Slice]:
+    """The rows of a run whose fine pixel lies in any ``[lo, hi)`` of ``ranges`` (n x 2), merged."""
+    if not len(ranges):
+        return []
+    a = np.searchsorted(run.pixels, ranges[:, 0])
+    b = np.searchsorted(run.pixels, ranges[:, 1])
+    starts, stops = offsets[a], offsets[b]
+    keep = stops > starts
+    out: list[Slice] = []
+    for lo, hi in zip(starts[keep].tolist(), stops[keep].tolist(), strict=True):
+        if out and out[-1].stop == lo:
+            out[-1] = Slice(run.path, out[-1].start, hi)
+        else:
+            out.append(Slice(run.path, lo, hi))
+    return out
 
 
 def margin_order_for(args: BuildArguments, highest: int) -> int:
@@ -162,33 +170,32 @@ def plan_partitions(args: BuildArguments, results: list[MapResult]) -> list[Part
     runs = [run for res in sorted(results, key=lambda r: r.index) for run in res.runs]
     highest = max((p.order for p, _ in pixels), default=0)
     m_order = margin_order_for(args, highest)
+    offsets = [np.concatenate([[0], np.cumsum(run.counts)]) for run in runs]
     partitions = []
     for pixel, count in pixels:
         shift = 2 * (HISTOGRAM_ORDER - pixel.order)
-        lo, hi = pixel.pixel << shift, (pixel.pixel + 1) << shift
-        slices = tuple(s for run in runs if (s := _run_slices(run, lo, hi)))
+        own = np.array([[pixel.pixel << shift, (pixel.pixel + 1) << shift]])
+        slices = tuple(s for run, off in zip(runs, offsets, strict=True) for s in _run_slices(run, off, own))
         margin = get_margin(pixel.order, pixel.pixel, m_order - pixel.order)
-        margin_fine = _fine_ranges(margin, m_order)
+        around = _fine_ranges(margin, m_order)
         margin_slices = tuple(
-            s for run in runs for a, b in margin_fine if (s := _run_slices(run, a, b))
+            s for run, off in zip(runs, offsets, strict=True) for s in _run_slices(run, off, around)
         )
         partitions.append(Partition(pixel, count, slices, m_order, tuple(margin), margin_slices))
     return partitions
 
 
-def _fine_ranges(pixels: list[int], order: int) -> list[tuple[int, int]]:
-    """Merged ``HISTOGRAM_ORDER`` pixel ranges covering pixels at ``order``."""
+def _fine_ranges(pixels: list[int], order: int) -> np.ndarray:
+    """Merged ``[lo, hi)`` ranges of ``HISTOGRAM_ORDER`` pixels covering pixels at ``order`` (n x 2)."""
+    p = np.asarray(pixels, dtype=np.int64)
     if order >= HISTOGRAM_ORDER:
-        shift = 2 * (order - HISTOGRAM_ORDER)
-        fine = sorted({p >> shift for p in pixels})
-        ranges = [(f, f + 1) for f in fine]
+        lo = np.unique(p >> (2 * (order - HISTOGRAM_ORDER)))
+        hi = lo + 1
     else:
         shift = 2 * (HISTOGRAM_ORDER - order)
-        ranges = sorted((p << shift, (p + 1) << shift) for p in pixels)
-    merged: list[tuple[int, int]] = []
-    for a, b in ranges:
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
-        else:
-            merged.append((a, b))
-    return merged
+        lo = np.sort(p) << shift
+        hi = lo + (1 << shift)
+    if not len(lo):
+        return np.empty((0, 2), np.int64)
+    breaks = np.flatnonzero(lo[1:] > hi[:-1]) + 1
+    return np.stack([lo[np.r_[0, breaks]], hi[np.r_[breaks - 1, len(hi) - 1]]], axis=1)

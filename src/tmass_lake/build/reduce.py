@@ -14,7 +14,7 @@ from hats.pixel_math import HealpixPixel
 from tmass_lake.build.arguments import SPILL_BATCH_ROWS, BuildArguments
 from tmass_lake.build.map import HEALPIX_COLUMN
 from tmass_lake.build.plan import Partition, Slice
-from tmass_lake.storage import filesystem, is_local, join, write_parquet
+from tmass_lake.storage import filesystem, is_local, join, retrying, url_of, write_parquet
 
 
 def pixel_file(catalog_dir: str, pixel: HealpixPixel) -> str:
@@ -29,8 +29,9 @@ def read_slices(args: BuildArguments, slices: tuple[Slice, ...]) -> pa.Table | N
     for s in slices:
         by_run[s.run].append(s)
     fs, _ = filesystem(args.spill_dir, args.storage_options)
-    parts = []
-    for run, wanted in by_run.items():
+
+    def read_run(run: str, wanted: list[Slice]) -> list[pa.Table]:
+        out = []
         source = pa.memory_map(run) if is_local(fs) else fs.open(run, "rb")
         with source:
             reader = ipc.open_file(source)
@@ -38,8 +39,13 @@ def read_slices(args: BuildArguments, slices: tuple[Slice, ...]) -> pa.Table | N
                 b0, b1 = s.start // SPILL_BATCH_ROWS, (s.stop - 1) // SPILL_BATCH_ROWS
                 batches = [reader.get_batch(i) for i in range(b0, b1 + 1)]
                 t = pa.Table.from_batches(batches, schema=reader.schema)
-                parts.append(t.slice(s.start - b0 * SPILL_BATCH_ROWS, s.stop - s.start))
-            parts = [p.combine_chunks() for p in parts]  # own the bytes before the map closes
+                out.append(t.slice(s.start - b0 * SPILL_BATCH_ROWS, s.stop - s.start))
+            return [p.combine_chunks() for p in out]  # own the bytes before the map closes
+
+    parts = []
+    for run, wanted in by_run.items():
+        parts.extend(retrying(lambda r=run, w=wanted: read_run(r, w),
+                              what=f"reading spill run {url_of(fs, run)}"))
     return pa.concat_tables(parts) if parts else None
 
 
@@ -49,10 +55,14 @@ def _sorted(table: pa.Table) -> pa.Table:
 
 
 def write_partition(table: pa.Table, path: str, args: BuildArguments) -> int:
-    """Write one HATS partition file with hats' Parquet defaults, sorted by ``_healpix_29``."""
+    """Write one HATS partition file with hats' Parquet layout defaults, sorted by ``_healpix_29``.
+
+    zstd at ``args.compression_level`` (default 3): hats' level 15 costs ~7x the CPU for ~10% less.
+    """
     ordering = [(HEALPIX_COLUMN, "ascending")]
     kwargs = get_parquet_write_table_kwargs(table.schema, write_table_kwargs={
-        "sorting_columns": pq.SortingColumn.from_ordering(table.schema, ordering)})
+        "sorting_columns": pq.SortingColumn.from_ordering(table.schema, ordering),
+        "compression_level": args.compression_level})
     fs, _ = filesystem(path, args.storage_options)
     return write_parquet(table, fs, path, **kwargs)
 

@@ -1,0 +1,33 @@
+"""Running a list of independent tasks on the lake's Dask client, with a progress bar."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dask.distributed import Client, as_completed
+from tqdm.auto import tqdm
+
+
+def run_tasks(client: Client, fn: Callable[[Any], Any], items: Sequence, label: str,
+              progress: bool = True, on_done: Callable[[Any], None] | None = None) -> list:
+    """``[fn(item) for item in items]`` on the cluster, in item order (retrying failed tasks twice).
+
+    ``on_done`` sees each result as soon as it arrives (to record progress for resuming).
+    """
+    if not items:
+        return []
+    tag = uuid.uuid4().hex[:8]
+    futures = [client.submit(fn, item, key=f"{label.replace(' ', '-')}-{i}-{tag}", pure=False, retries=2)
+               for i, item in enumerate(items)]
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: list = [None] * len(items)
+    with tqdm(total=len(items), desc=f"{label:<8}", disable=not progress, unit="task") as bar:
+        for fut in as_completed(futures):
+            res = fut.result()
+            results[index[fut.key]] = res
+            if on_done is not None:
+                on_done(res)
+            bar.update(1)
+    return results
