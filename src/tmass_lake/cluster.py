@@ -7,7 +7,37 @@ import logging
 import os
 from collections.abc import Iterator
 
-from dask.distributed import Client, LocalCluster
+from dask.distributed import Client, LocalCluster, WorkerPlugin
+
+
+class _DropComputeFailed(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+class QuietTaskErrors(WorkerPlugin):
+    """Local workers do not log failed tasks: the client raises the task's error, which says it all
+    (a bad input file would otherwise print one worker traceback per retry)."""
+
+    name = "tmass-lake-quiet-task-errors"
+
+    def setup(self, worker) -> None:
+        logger = logging.getLogger("distributed.worker")
+        if not any(isinstance(f, _DropComputeFailed) for f in logger.filters):
+            logger.addFilter(_DropComputeFailed())
+
+
+@contextlib.contextmanager
+def _quiet_distributed() -> Iterator[None]:
+    """Keep the in-process scheduler's INFO chatter out of a non-verbose run."""
+    logger = logging.getLogger("distributed")
+    old = logger.level
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
 
 
 @contextlib.contextmanager
@@ -22,7 +52,9 @@ def dask_client(
             yield client
         return
     n = workers or os.cpu_count() or 1
-    with LocalCluster(n_workers=n, threads_per_worker=1, memory_limit=memory_limit,
-                      dashboard_address=None, processes=True,
-                      silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+    with _quiet_distributed(), LocalCluster(n_workers=n, threads_per_worker=1, memory_limit=memory_limit,
+                                            dashboard_address=None, processes=True,
+                                            silence_logs=logging.WARNING) as cluster, \
+            Client(cluster) as client:
+        client.register_plugin(QuietTaskErrors())
         yield client

@@ -30,7 +30,6 @@ PADDED_COLUMNS = frozenset({"designation"})
 """Character columns that keep their documented width padding (trailing blanks) in IRSA files."""
 
 _SUB_ROWS = 65_536
-_POW10 = np.array([10**k for k in range(19)], dtype=np.uint64)
 
 
 def _zero_pad_width(col: Column) -> int:
@@ -43,9 +42,18 @@ def _str_width(col: Column) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _ndigits(a: np.ndarray) -> np.ndarray:
-    """Number of decimal digits of non-negative integers (0 has 1 digit)."""
-    return np.maximum(np.searchsorted(_POW10, a, side="right"), 1)
+_LUT4 = np.array([list(f"{i:04d}".encode()) for i in range(10_000)], dtype=np.uint8)
+
+
+def _digit_chars(a: np.ndarray, ndig: int) -> np.ndarray:
+    """ASCII digits of non-negative integers, zero-filled to ``ndig`` columns (4 at a time)."""
+    groups = -(-ndig // 4)
+    out = np.empty((len(a), groups * 4), dtype=np.uint8)
+    t = a.astype(np.int64, copy=True)
+    for g in range(groups - 1, -1, -1):
+        t, r = np.divmod(t, 10_000)
+        out[:, 4 * g:4 * g + 4] = _LUT4[r]
+    return out[:, groups * 4 - ndig:]
 
 
 def render_fixed(values: np.ndarray, null: np.ndarray | None, scale: int, *,
@@ -53,40 +61,33 @@ def render_fixed(values: np.ndarray, null: np.ndarray | None, scale: int, *,
     """Render scaled integers (``value * 10**scale``) as a padded ``uint8`` block (pad = 0)."""
     v = np.asarray(values, dtype=np.int64)
     n = len(v)
+    has_null = null is not None and bool(null.any())
+    if has_null:
+        v = np.where(null, 0, v)
     neg = v < 0
-    a = np.abs(v).astype(np.uint64)
-    if null is not None and null.any():
-        a = np.where(null, 0, a)
-        neg = neg & ~null
+    a = np.abs(v)
     amax = int(a.max()) if n else 0
     ndig = max(scale + 1, len(str(amax)), zero_pad)
     di = ndig - scale
-    digits = np.empty((n, ndig), dtype=np.uint8)
-    t = a.copy()
-    for k in range(ndig):
-        digits[:, ndig - 1 - k] = (t % 10).astype(np.uint8) + 48
-        t //= 10
-    ip = a // _POW10[scale]
-    keep_int = np.maximum(_ndigits(ip), zero_pad)
-    pos = np.arange(di)
-    digits[:, :di][pos[None, :] < (di - keep_int)[:, None]] = 0
+    digits = _digit_chars(a, ndig)
+    ip = digits[:, :di]
+    keep = max(zero_pad, 1)
+    if di > keep:
+        lead = np.logical_and.accumulate(ip[:, :di - keep] == 48, axis=1)
+        ip[:, :di - keep][lead] = 0
     parts = []
     if neg.any():
         parts.append(np.where(neg, ord("-"), 0).astype(np.uint8)[:, None])
-    parts.append(digits[:, :di])
+    parts.append(ip)
     if scale > 0:
         frac = digits[:, di:]
         dot = np.full((n, 1), ord("."), dtype=np.uint8)
         if trim_zeros:
-            f = a % _POW10[scale]
-            tz = np.zeros(n, dtype=np.int64)
-            for k in range(1, scale + 1):
-                tz += (f % _POW10[k]) == 0
-            fpos = np.arange(scale)
-            frac[fpos[None, :] >= (scale - tz)[:, None]] = 0
-            dot[tz == scale, 0] = 0
+            trail = np.logical_and.accumulate((frac == 48)[:, ::-1], axis=1)[:, ::-1]
+            frac[trail] = 0
+            dot[trail[:, 0], 0] = 0
         parts += [dot, frac]
-    if null is not None and null.any():
+    if has_null:
         if sum(p.shape[1] for p in parts) < 2:
             parts.append(np.zeros((n, 1), dtype=np.uint8))
         block = np.concatenate(parts, axis=1)
@@ -131,7 +132,9 @@ def render_strings(arr: pa.Array, width: int = 0, pad: bool = False) -> np.ndarr
     null = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
     bufs = arr.buffers()
     offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(1, np.uint8)
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    if len(data) == 0:
+        data = np.zeros(1, np.uint8)
     lengths = np.diff(offsets)
     w = max(int(lengths.max()) if n else 0, width if pad else 0, 2 if null is not None else 1)
     pos = np.arange(w)

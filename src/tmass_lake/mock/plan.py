@@ -55,6 +55,8 @@ FAMILIES: tuple[FamilySpec, ...] = (
 SURVEY_TILES_PER_SCALE = 1200
 CAL_SCAN_FRACTION_PER_SCALE = 0.5
 CAL_MIN_SCANS = 30
+MAX_CHUNK_ROWS = 300_000
+"""Upper bound of the expected rows of one work chunk (one file per table per chunk)."""
 EXPECTED_DET_PER_SOURCE = {"survey": 1.45, "6x": 1.5}
 
 
@@ -129,7 +131,7 @@ class FamilyPlan:
 
 
 def _night_times(rng: np.random.Generator, n: int) -> np.ndarray:
-    nights = rng.integers(int(geo.JD_START), int(geo.JD_END), n)
+    nights = rng.integers(int(np.ceil(geo.JD_START)), int(geo.JD_END), n)
     return nights + 0.55 + 0.38 * rng.random(n)
 
 
@@ -212,7 +214,7 @@ def plan_family(spec: FamilySpec, seed: int, scale: float, rows_per_file: int) -
     """Plan tiles, scans and chunks of one family (cheap; repeated identically anywhere)."""
     rng = np.random.default_rng([seed, spec.code, 0])
     target_rows = max(spec.pt_rows * scale, 200.0)
-    chunk_target = 0.8 * rows_per_file
+    chunk_target = min(0.8 * rows_per_file, MAX_CHUNK_ROWS)
     fields: list[geo.Field] = []
     regions: list[geo.Region] = []
     if spec.name == "survey":

@@ -20,6 +20,7 @@ import pyarrow.csv as pacsv
 from tmass_lake.readers.errors import BadLine, InputError
 from tmass_lake.readers.typing import cast_text_columns, rtrim_strings, validate_rows
 from tmass_lake.schema import TableSchema
+from tmass_lake.storage import StorageError, retrying
 
 DEFAULT_BLOCK_BYTES = 32 << 20
 NULL = "\\N"
@@ -39,14 +40,19 @@ class ParsedBlock:
 
 def open_text(path: str, storage_options: dict | None = None) -> io.BufferedIOBase:
     """Open a (possibly gzip'd, detected by magic bytes) file through fsspec for binary reading."""
-    try:
-        raw = fsspec.open(path, "rb", **(storage_options or {})).open()
-    except FileNotFoundError as e:
-        raise InputError(path, "no such file") from e
-    except PermissionError as e:
-        raise InputError(path, f"cannot be read: {e}") from e
-    except IsADirectoryError as e:
-        raise InputError(path, "is a directory, not a file") from e
+    try:  # transient object-store errors are retried; what remains is the file's fault
+        raw = retrying(lambda: fsspec.open(path, "rb", **(storage_options or {})).open(),
+                       what=f"opening {path}")
+    except StorageError as e:
+        cause = e.__cause__
+        remote = f" ({cause})" if "://" in path else ""
+        if isinstance(cause, FileNotFoundError):
+            raise InputError(path, f"no such file{remote}") from cause
+        if isinstance(cause, PermissionError):
+            raise InputError(path, f"cannot be read: {cause}") from cause
+        if isinstance(cause, IsADirectoryError):
+            raise InputError(path, "is a directory, not a file") from cause
+        raise InputError(path, f"cannot be opened: {cause!r}") from cause
     head = raw.read(2)
     raw.seek(0)
     return gzip.GzipFile(fileobj=raw, mode="rb") if head == _GZIP_MAGIC else raw

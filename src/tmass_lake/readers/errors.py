@@ -14,7 +14,12 @@ class InputError(ValueError):
         where = f"{path}, line {line}" if line is not None else path
         super().__init__(f"{where}: {message}")
         self.path = path
+        self.message = message
         self.line = line
+
+    def __reduce__(self):
+        # Dask ships a worker's exception to the client by pickling it: rebuild from the parts.
+        return type(self), (self.path, self.message, self.line)
 
 
 @dataclass(frozen=True)
