@@ -12,7 +12,7 @@ from pathlib import Path
 from tmass_lake.schema import list_tables
 
 # Modules adding their own subcommands: each defines ``register(subparsers)``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["tmass_lake.build.commands"]
 
 
 def _storage_options(pairs: list[str] | None) -> dict:
@@ -36,6 +36,14 @@ def cmd_mock(ns: argparse.Namespace) -> int:
     print(f"mock Extended Mission written to {ns.out}: {len(manifest['tables'])} tables, "
           f"{total:,} rows (seed {ns.seed}, scale {ns.scale})")
     return 0
+
+
+def run_bytes_for(memory_limit: str | None) -> int:
+    """Spill-run size from the per-worker memory budget: a run is sorted in memory, ~3x its size."""
+    from dask.utils import parse_bytes
+
+    budget = parse_bytes(memory_limit) if memory_limit else 4 << 30
+    return max(16 << 20, min(256 << 20, budget // 12))
 
 
 def cmd_build(ns: argparse.Namespace) -> int:
@@ -62,6 +70,7 @@ def cmd_build(ns: argparse.Namespace) -> int:
         input_format=ns.format, storage_options=so, pixel_threshold=ns.pixel_threshold,
         byte_threshold=ns.byte_threshold, highest_order=ns.highest_order,
         margin_arcsec=ns.margin_arcsec, resume=ns.resume, progress=not ns.quiet,
+        run_bytes=run_bytes_for(ns.memory_limit),
     )
     with dask_client(ns.scheduler, ns.workers, ns.memory_limit) as client:
         report = build_table(args, client)

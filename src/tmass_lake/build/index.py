@@ -34,7 +34,7 @@ from tmass_lake.build.finish import BUILDER, upath
 from tmass_lake.build.map import HEALPIX_COLUMN
 from tmass_lake.build.reduce import pixel_file
 from tmass_lake.build.tasks import run_tasks
-from tmass_lake.storage import filesystem, is_local, join, retrying, write_parquet
+from tmass_lake.storage import ensure_dir, filesystem, is_local, join, retrying, write_parquet
 
 SAMPLES_PER_PARTITION = 128
 ROW_GROUP_ROWS = 32_768
@@ -86,6 +86,12 @@ def _values(table: pa.Table, column: str) -> np.ndarray:
     return table.column(column).to_numpy(zero_copy_only=False)
 
 
+def _spill(table: pa.Table, fs, root: str, path: str) -> None:
+    ensure_dir(fs, root)
+    with fs.open(path, "wb") as f, ipc.new_file(f, table.schema) as w:
+        w.write_table(table)
+
+
 def map_partition(args: IndexArguments, pixel: HealpixPixel, number: int) -> dict[str, Spill]:
     """Spill one partition's ``(value, _healpix_29, Norder, Npix)`` rows per column, sorted."""
     fs, path = filesystem(pixel_file(args.catalog_url, pixel), args.storage_options)
@@ -103,12 +109,8 @@ def map_partition(args: IndexArguments, pixel: HealpixPixel, number: int) -> dic
         sfs, root = filesystem(join(args.tmp_dir, col), args.storage_options)
         spill = join(root, f"{number:06d}.arrow")
 
-        def put(part: pa.Table = part, spill: str = spill) -> None:
-            sfs.makedirs(root, exist_ok=True)
-            with sfs.open(spill, "wb") as f, ipc.new_file(f, part.schema) as w:
-                w.write_table(part)
-
-        retrying(put, what=f"spilling {spill}")
+        retrying(lambda part=part, sfs=sfs, root=root, spill=spill: _spill(part, sfs, root, spill),
+                 what=f"spilling {spill}")
         values = _values(part, col)
         picks = np.unique(np.linspace(0, n - 1, min(n, SAMPLES_PER_PARTITION)).astype(np.int64))
         spills[col] = Spill(spill, n, values[picks].tolist() if n else [])

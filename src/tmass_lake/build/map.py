@@ -17,7 +17,7 @@ from hats.pixel_math.spatial_index import compute_spatial_index
 from tmass_lake.build.arguments import HISTOGRAM_ORDER, SPILL_BATCH_ROWS, BuildArguments
 from tmass_lake.readers import ParsedBlock, quarantine_table, read_bulk, read_ipac
 from tmass_lake.readers.errors import BadLine
-from tmass_lake.storage import ensure_dir, filesystem, join, retrying, url_of, write_parquet
+from tmass_lake.storage import filesystem, join, open_atomic, retrying, url_of, write_parquet
 
 HEALPIX_COLUMN = "_healpix_29"
 _SHIFT = 2 * (29 - HISTOGRAM_ORDER)
@@ -65,8 +65,9 @@ def _write_run(args: BuildArguments, key: str, n: int, tables: list[pa.Table]) -
     path = join(root, f"{key}_{n:04d}.arrow")
 
     def put() -> None:
-        ensure_dir(fs, root)
-        with fs.open(path, "wb") as f, ipc.new_file(f, table.schema) as writer:
+        # Atomic: a map task Dask reruns after losing a worker rewrites its runs while reducers
+        # may be reading (memory-mapping) them; readers must see the old file or the new one.
+        with open_atomic(fs, path) as f, ipc.new_file(f, table.schema) as writer:
             for batch in table.to_batches(max_chunksize=SPILL_BATCH_ROWS):
                 writer.write_batch(batch)
 

@@ -159,16 +159,24 @@ def build_parquet_table(args: ParquetTableArguments, client: Client) -> dict:
         md = retrying(lambda p=p: pq.read_metadata(p, filesystem=fs), what=f"reading {p}")
         md.set_file_path(f"part-{i:05d}.parquet")
         collector.append(md)
-    for name, kw in (("_common_metadata", {}), ("_metadata", {"metadata_collector": collector})):
-        def put(name: str = name, kw: dict = kw) -> None:
-            with open_atomic(fs, join(root, "dataset", name)) as f:
-                pq.write_metadata(schema, f, **kw)
+    combined = collector[0]
+    for md in collector[1:]:
+        combined.append_row_groups(md)
 
-        retrying(put, what=f"writing {name}")
+    def put_common() -> None:
+        with open_atomic(fs, join(root, "dataset", "_common_metadata")) as f:
+            pq.write_metadata(schema, f)
+
+    def put_metadata() -> None:
+        with open_atomic(fs, join(root, "dataset", "_metadata")) as f:
+            combined.write_metadata_file(f)
+
+    retrying(put_common, what=f"writing {args.table} _common_metadata")
+    retrying(put_metadata, what=f"writing {args.table} _metadata")
     lines = sum(r["lines"] for r in results)
     rows = sum(r["rows"] for r in results)
     quarantined = sum(r["quarantined"] for r in results)
-    counted = sum(md.num_rows for md in collector)
+    counted = combined.num_rows
     if lines != rows + quarantined or counted != rows:
         raise ParquetBuildError(f"row accounting failed for {args.table}: {lines} lines read, {rows} "
                                 f"rows ({counted} in the files) + {quarantined} quarantined")
@@ -182,7 +190,8 @@ def build_parquet_table(args: ParquetTableArguments, client: Client) -> dict:
     })
     report = {
         "table": args.table,
-        "inputs": [{k: r[k] for k in ("path", "lines", "rows", "quarantined", "quarantine")} for r in results],
+        "inputs": [{k: r[k] for k in ("path", "lines", "rows", "quarantined", "quarantine")}
+                   for r in results],
         "lines_read": lines, "rows_written": rows, "rows_quarantined": quarantined,
         "partitions": len(results), "bytes": sum(r["bytes"] for r in results),
         "seconds": round(time.time() - started, 3),

@@ -7,6 +7,8 @@ whatever is recorded; a fresh build clears it.
 
 from __future__ import annotations
 
+import json
+import logging
 import pickle
 from dataclasses import dataclass
 
@@ -17,7 +19,9 @@ from hats.pixel_math.pixel_margins import get_margin
 
 from tmass_lake.build.arguments import HISTOGRAM_ORDER, BuildArguments
 from tmass_lake.build.map import MapResult, Run
-from tmass_lake.storage import ensure_dir, filesystem, join, retrying, url_of
+from tmass_lake.storage import ensure_dir, filesystem, join, retrying, url_of, write_text
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,33 @@ class ResumePlan:
 
     def __init__(self, args: BuildArguments):
         self.fs, self.root = filesystem(args.plan_dir, args.storage_options)
+        self.spill_fs, self.spill_root = filesystem(args.spill_dir, args.storage_options)
         if not args.resume and self.fs.exists(self.root):
             self.fs.rm(self.root, recursive=True)
         for sub in ("map", "reduce"):
             ensure_dir(self.fs, join(self.root, sub))
+        self._check_arguments(args)
+
+    def _check_arguments(self, args: BuildArguments) -> None:
+        """Refuse to resume a build that was started with other inputs or partitioning."""
+        now = {
+            "table": args.table, "columns": [f"{c.name}:{c.arrow}" for c in args.schema.columns],
+            "inputs": list(args.inputs), "input_format": args.input_format,
+            "pixel_threshold": args.pixel_threshold, "byte_threshold": args.byte_threshold,
+            "lowest_order": args.lowest_order, "highest_order": args.highest_order,
+            "margin_arcsec": args.margin_arcsec,
+        }
+        path = join(self.root, "arguments.json")
+        if args.resume and self.fs.exists(path):
+            with self.fs.open(path, "rb") as f:
+                before = json.load(f)
+            changed = [k for k in now if before.get(k) != now[k]]
+            if changed:
+                raise ValueError(
+                    f"cannot resume the build in {url_of(self.fs, self.root)}: it was started with "
+                    f"different {', '.join(changed)}; rerun with the same arguments, or without --resume")
+        else:
+            write_text(self.fs, path, json.dumps(now))
 
     def _put(self, path: str, obj: object) -> None:
         tmp = path + ".tmp"
@@ -66,10 +93,15 @@ class ResumePlan:
             return pickle.load(f)
 
     def map_done(self) -> dict[int, MapResult]:
+        """Inputs already mapped, whose spill runs are all still there (the others are redone)."""
         found = {}
+        spilled = set(self.spill_fs.glob(join(self.spill_root, "*.arrow")))
         for p in self.fs.glob(join(self.root, "map", "*.pkl")):
             res: MapResult = self._get(p)
-            found[res.index] = res
+            if all(run.path in spilled for run in res.runs):
+                found[res.index] = res
+            else:
+                log.warning("%s: spill runs missing, mapping it again", res.path)
         return found
 
     def record_map(self, result: MapResult) -> None:

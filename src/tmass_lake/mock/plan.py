@@ -22,7 +22,20 @@ from functools import cache
 import numpy as np
 
 from tmass_lake.mock import geometry as geo
-from tmass_lake.schema import list_tables, load_schema
+from tmass_lake.schema import TableSchema, list_tables, load_schema
+
+_SCHEMAS: dict[str, TableSchema] = {}
+
+
+def get_schema(name: str) -> TableSchema:
+    """A table schema, from the run's preloaded set when present (workers skip YAML parsing)."""
+    s = _SCHEMAS.get(name)
+    return s if s is not None else load_schema(name)
+
+
+def preload_schemas(schemas: dict[str, TableSchema]) -> None:
+    """Install schemas loaded by the parent (ProcessPool initializer)."""
+    _SCHEMAS.update(schemas)
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,7 @@ EXPECTED_DET_PER_SOURCE = {"survey": 1.45, "6x": 1.5}
 def family_tables(product: str) -> dict[str, str]:
     """Resolve a family's tables from the schema files (kind, product and links)."""
     out: dict[str, str] = {}
-    schemas = [load_schema(t) for t in list_tables()]
+    schemas = [get_schema(t) for t in list_tables()]
     for s in schemas:
         if s.product != product:
             continue
@@ -88,7 +101,7 @@ def family_tables(product: str) -> dict[str, str]:
 
 
 def association_tables() -> list[str]:
-    return [t for t in list_tables() if load_schema(t).kind == "associations"]
+    return [t for t in list_tables() if get_schema(t).kind == "associations"]
 
 
 @dataclass
