@@ -12,7 +12,7 @@ from pathlib import Path
 from tmass_lake.schema import list_tables
 
 # Modules adding their own subcommands: each defines ``register(subparsers)``.
-COMMAND_MODULES: list[str] = ["tmass_lake.build.commands"]
+COMMAND_MODULES: list[str] = ["tmass_lake.build.commands", "tmass_lake.lake.commands"]
 
 
 def _storage_options(pairs: list[str] | None) -> dict:
@@ -80,6 +80,13 @@ def cmd_build(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(ns: argparse.Namespace) -> int:
+    from tmass_lake.demo import run_demo
+
+    run_demo(ns.out, scale=ns.scale, seed=ns.seed, workers=ns.workers)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tmass-lake", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -112,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
     b.set_defaults(func=cmd_build)
+    d = sub.add_parser("demo", help="mock data, a whole lake, a crossmatch and light curves, end to end")
+    d.add_argument("out", nargs="?", default="demo-output")
+    d.add_argument("--scale", type=float, default=0.05)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--workers", type=int, default=None)
+    d.set_defaults(func=cmd_demo)
+
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
     return p
@@ -124,10 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     if not ns.verbose:
         logging.getLogger("distributed").setLevel(logging.WARNING)
     from tmass_lake.readers import InputError
+    from tmass_lake.storage import StorageError
 
     try:
         return ns.func(ns)
-    except (InputError, KeyError, ValueError) as e:
+    except (InputError, StorageError, KeyError, ValueError) as e:
         print(f"tmass-lake: error: {e}", file=sys.stderr)
         return 2
 
