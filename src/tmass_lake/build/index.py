@@ -4,8 +4,8 @@ An index catalog (the format lsdb's ``Catalog.id_search`` reads through ``all_in
 ``collection.properties``) is a plain Parquet dataset under ``<collection>/<catalog>_<col>_index/``:
 ``dataset/index/part-NNNNN.parquet`` files with columns ``<col>, _healpix_29, Norder (uint8),
 Npix (uint64)``, sorted by ``<col>`` in small row groups (so Parquet statistics prune a lookup to
-a few of them), a ``dataset/_metadata`` that lookups filter through, and ``hats.properties``
-with ``dataclass=index``-style keys (``catalog_type=index``, ``hats_index_column``).
+a few of them), a ``dataset/_metadata`` that lookups filter through, and ``hats.properties`` saying
+``dataproduct_type=index``, ``hats_index_column=<col>``, ``hats_primary_table_url=<catalog>``.
 
 Map: one task per partition reads only ``<cols>, _healpix_29`` once and spills, per column, its
 non-null rows sorted by value (Arrow IPC) plus a small sample of values. Plan: value boundaries
@@ -51,6 +51,7 @@ class IndexArguments:
     tmp_dir: str
     storage_options: dict = field(default_factory=dict)
     rows_per_file: int = 5_000_000
+    spill_batch_rows: int = 65_536
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -66,11 +67,15 @@ class IndexArguments:
 
 @dataclass(frozen=True)
 class Spill:
-    """One partition's sorted rows for one column: file, row count and value sample."""
+    """One partition's sorted ``(value, _healpix_29)`` rows for one column: file, pixel, count, sample."""
 
     path: str
+    order: int
+    pixel: int
     rows: int
     sample: list
+    firsts: list  # the first value of each record batch, so a reducer reads only the batches it needs
+    last: object = None
 
 
 def index_name(catalog: str, column: str) -> str:
@@ -86,14 +91,19 @@ def _values(table: pa.Table, column: str) -> np.ndarray:
     return table.column(column).to_numpy(zero_copy_only=False)
 
 
-def _spill(table: pa.Table, fs, root: str, path: str) -> None:
+def _py(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _spill(table: pa.Table, fs, root: str, path: str, batch_rows: int) -> None:
     ensure_dir(fs, root)
     with fs.open(path, "wb") as f, ipc.new_file(f, table.schema) as w:
-        w.write_table(table)
+        for batch in table.combine_chunks().to_batches(max_chunksize=batch_rows):
+            w.write_batch(batch)
 
 
 def map_partition(args: IndexArguments, pixel: HealpixPixel, number: int) -> dict[str, Spill]:
-    """Spill one partition's ``(value, _healpix_29, Norder, Npix)`` rows per column, sorted."""
+    """Spill one partition's non-null ``(value, _healpix_29)`` rows per column, sorted by value."""
     fs, path = filesystem(pixel_file(args.catalog_url, pixel), args.storage_options)
     table = retrying(lambda: pq.read_table(path, columns=[*args.columns, HEALPIX_COLUMN], filesystem=fs),
                      what=f"reading {path}")
@@ -102,18 +112,15 @@ def map_partition(args: IndexArguments, pixel: HealpixPixel, number: int) -> dic
         part = table.select([col, HEALPIX_COLUMN]).filter(pc.is_valid(table.column(col)))
         n = part.num_rows
         part = _sorted_by(part, col)
-        part = part.append_column(pa.field("Norder", pa.uint8(), nullable=False),
-                                  pa.array(np.full(n, pixel.order, np.uint8)))
-        part = part.append_column(pa.field("Npix", pa.uint64(), nullable=False),
-                                  pa.array(np.full(n, pixel.pixel, np.uint64)))
         sfs, root = filesystem(join(args.tmp_dir, col), args.storage_options)
         spill = join(root, f"{number:06d}.arrow")
 
-        retrying(lambda part=part, sfs=sfs, root=root, spill=spill: _spill(part, sfs, root, spill),
-                 what=f"spilling {spill}")
+        retrying(lambda part=part, sfs=sfs, root=root, spill=spill:
+                 _spill(part, sfs, root, spill, args.spill_batch_rows), what=f"spilling {spill}")
         values = _values(part, col)
         picks = np.unique(np.linspace(0, n - 1, min(n, SAMPLES_PER_PARTITION)).astype(np.int64))
-        spills[col] = Spill(spill, n, values[picks].tolist() if n else [])
+        spills[col] = Spill(spill, pixel.order, pixel.pixel, n, values[picks].tolist() if n else [],
+                            values[::args.spill_batch_rows].tolist(), _py(values[-1]) if n else None)
     return spills
 
 
@@ -132,14 +139,28 @@ def boundaries(spills: list[Spill], rows_per_file: int) -> list:
 
 
 def _read_range(args: IndexArguments, spill: Spill, column: str, lo, hi) -> pa.Table | None:
+    """The spill's rows with ``lo <= value < hi`` (``None``: unbounded), plus Norder and Npix."""
+    if not spill.rows or (lo is not None and spill.last < lo) or (hi is not None and spill.firsts[0] >= hi):
+        return None
+    firsts = np.array(spill.firsts, dtype=object)
+    b0 = 0 if lo is None else max(int(np.searchsorted(firsts, lo, side="left")) - 1, 0)
+    b1 = len(firsts) if hi is None else int(np.searchsorted(firsts, hi, side="left"))
     fs, _ = filesystem(spill.path, args.storage_options)
     source = pa.memory_map(spill.path) if is_local(fs) else fs.open(spill.path, "rb")
     with source:
-        table = ipc.open_file(source).read_all()
+        reader = ipc.open_file(source)
+        table = pa.Table.from_batches([reader.get_batch(i) for i in range(b0, b1)], schema=reader.schema)
         values = _values(table, column)
         a = 0 if lo is None else int(np.searchsorted(values, lo, side="left"))
         b = len(values) if hi is None else int(np.searchsorted(values, hi, side="left"))
-        return table.slice(a, b - a).combine_chunks() if b > a else None
+        if b <= a:
+            return None
+        part = table.slice(a, b - a).combine_chunks()
+    n = part.num_rows
+    part = part.append_column(pa.field("Norder", pa.uint8(), nullable=False),
+                              pa.array(np.full(n, spill.order, np.uint8)))
+    return part.append_column(pa.field("Npix", pa.uint64(), nullable=False),
+                              pa.array(np.full(n, spill.pixel, np.uint64)))
 
 
 def reduce_range(args: IndexArguments, column: str, spills: list[Spill], cuts: list, number: int,

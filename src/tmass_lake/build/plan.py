@@ -60,7 +60,8 @@ class ResumePlan:
     def _check_arguments(self, args: BuildArguments) -> None:
         """Refuse to resume a build that was started with other inputs or partitioning."""
         now = {
-            "table": args.table, "columns": [f"{c.name}:{c.arrow}" for c in args.schema.columns],
+            "output": args.output, "table": args.table,
+            "columns": [f"{c.name}:{c.arrow}" for c in args.schema.columns],
             "inputs": list(args.inputs), "input_format": args.input_format,
             "pixel_threshold": args.pixel_threshold, "byte_threshold": args.byte_threshold,
             "lowest_order": args.lowest_order, "highest_order": args.highest_order,

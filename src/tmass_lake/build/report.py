@@ -1,0 +1,199 @@
+"""The lake build report: a text and JSON summary per table, and sky coverage / partition-order PNGs.
+
+Written to ``LAKE/report/``: ``report.txt``, ``report.json``, ``<table>_coverage.png`` (point
+density from the catalog's skymap) and ``<table>_orders.png`` (HEALPix order of each partition)
+for every collection, and ``rows.png`` (rows per table).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+
+from dask.distributed import Client
+
+from tmass_lake.build.finish import upath
+from tmass_lake.build.tasks import run_tasks
+from tmass_lake.storage import ensure_dir, filesystem, join, retrying, write_text
+
+log = logging.getLogger(__name__)
+
+REPORT_DIR = "report"
+COVERAGE_ORDER = 6
+
+
+def _orders(lake: str, entry: dict, storage_options: dict) -> dict[str, int]:
+    """Partitions per HEALPix order of a collection's main catalog."""
+    import hats
+
+    catalog = hats.read_hats(upath(join(lake, entry["path"], entry["catalog"]), storage_options))
+    counts = Counter(p.order for p in catalog.get_healpix_pixels())
+    return {str(k): counts[k] for k in sorted(counts)}
+
+
+def _disk_bytes(lake: str, entry: dict, storage_options: dict) -> int | None:
+    try:
+        fs, root = filesystem(join(lake, entry["path"]), storage_options)
+        return int(fs.du(root))
+    except (OSError, NotImplementedError):
+        return None
+
+
+def table_rows(lake: str, manifest: dict, storage_options: dict) -> list[dict]:
+    """One summary row per table of the manifest."""
+    rows = []
+    for name, e in sorted(manifest["tables"].items(), key=lambda kv: (kv[1]["family"], kv[0])):
+        collection = e["type"] in ("collection", "derived")
+        rows.append({
+            "table": name, "family": e["family"], "type": e["type"], "rows_in": e["lines_read"],
+            "rows_written": e["rows"], "rows_quarantined": e["rows_quarantined"],
+            "partitions": e["partitions"], "margin_rows": e.get("margin_rows", 0),
+            "indexes": sorted(e.get("indexes") or {}), "bytes": e["bytes"],
+            "disk_bytes": _disk_bytes(lake, e, storage_options),
+            "seconds": e.get("lake_seconds", e["seconds"]),
+            "orders": _orders(lake, e, storage_options) if collection else {},
+        })
+    return rows
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def plot_collection(lake: str, entry: dict, storage_options: dict) -> dict[str, bytes]:
+    """Coverage and partition-order PNGs of one collection."""
+    import hats
+    import matplotlib
+    from hats.inspection import plot_density, plot_pixels
+    from matplotlib import pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    catalog = hats.read_hats(upath(join(lake, entry["path"], entry["catalog"]), storage_options))
+    out = {}
+    plt.close("all")
+    fig, _ = plot_pixels(catalog, plot_title=f"{entry['name']}: partitions by HEALPix order")
+    out["orders"] = _png(fig)
+    plt.close("all")
+    alt = catalog.catalog_info.skymap_alt_orders or []
+    order = COVERAGE_ORDER if COVERAGE_ORDER in alt else None
+    cmap = matplotlib.colormaps["viridis"].copy()
+    cmap.set_bad("white")  # empty sky (log of zero)
+    fig, _ = plot_density(catalog, order=order, norm=LogNorm(), cmap=cmap,
+                          plot_title=f"{entry['name']}: sky coverage (sources / deg², order {order or 10})")
+    out["coverage"] = _png(fig)
+    plt.close("all")
+    return out
+
+
+def plot_rows(rows: list[dict]) -> bytes:
+    """Horizontal bars: rows written and quarantined per table (log scale)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 0.28 * len(rows) + 1.2))
+    ax = fig.subplots()
+    names = [r["table"] for r in rows][::-1]
+    ax.barh(names, [max(r["rows_written"], 1) for r in rows][::-1], color="tab:blue", label="written")
+    ax.barh(names, [max(r["rows_quarantined"], 0) for r in rows][::-1], color="tab:red", label="quarantined")
+    ax.set_xscale("log")
+    ax.set_xlabel("rows")
+    ax.legend(loc="lower right")
+    ax.set_title("Rows per table")
+    return _png(fig)
+
+
+def format_text(rows: list[dict], manifest: dict) -> str:
+    """The fixed-width text report."""
+    head = (f"{'table':<18} {'family':<13} {'type':<10} {'rows in':>12} {'written':>12} {'quarant.':>9} "
+            f"{'parts':>6} {'margin':>9} {'MiB':>9} {'sec':>7}  orders / indexes")
+    lines = [f"tmass-lake build report  {datetime.now(UTC).isoformat(timespec='seconds')}", "", head,
+             "-" * len(head)]
+    for r in rows:
+        orders = " ".join(f"{k}:{v}" for k, v in r["orders"].items())
+        extra = "; ".join(x for x in (f"orders {orders}" if orders else "",
+                                      f"indexes {', '.join(r['indexes'])}" if r["indexes"] else "") if x)
+        lines.append(f"{r['table']:<18} {r['family']:<13} {r['type']:<10} {r['rows_in']:>12,} "
+                     f"{r['rows_written']:>12,} {r['rows_quarantined']:>9,} {r['partitions']:>6} "
+                     f"{r['margin_rows']:>9,} {r['bytes'] / 2**20:>9.1f} {r['seconds']:>7.1f}  {extra}")
+    t = manifest["totals"]
+    lines += ["", f"{t['tables']} tables ({t['collections']} collections, {t['parquet_tables']} Parquet), "
+                  f"{t['rows']:,} rows from inputs, {t['rows_quarantined']:,} quarantined, "
+                  f"{t['bytes'] / 2**20:.1f} MiB of data"]
+    for name, why in sorted(manifest.get("skipped", {}).items()):
+        lines.append(f"skipped {name}: {why}")
+    tools = ", ".join(f"{k} {v}" for k, v in manifest["tools"].items())
+    lines += [f"tools: {tools}", ""]
+    return "\n".join(lines)
+
+
+def _plot_task(lake: str, entry: dict, storage_options: dict) -> dict[str, bytes]:
+    """:func:`plot_collection` in a worker process (which may switch to the Agg backend freely)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    try:
+        return plot_collection(lake, entry, storage_options)
+    except Exception as err:  # a plot must not fail the build
+        log.warning("could not plot %s: %s", entry["name"], err)
+        return {}
+
+
+def _plots(lake: str, entries: list[dict], storage_options: dict, client: Client | None) -> dict[str, dict]:
+    if client is not None:
+        out = run_tasks(client, lambda e: _plot_task(lake, e, storage_options), entries, "plots", False)
+        return {e["name"]: o for e, o in zip(entries, out, strict=True)}
+    import matplotlib
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("Agg")
+    try:
+        return {e["name"]: _plot_task(lake, e, storage_options) for e in entries}
+    finally:
+        with contextlib.suppress(ImportError, ValueError):
+            matplotlib.use(previous)
+
+
+def write_lake_report(lake: str, manifest: dict, storage_options: dict | None = None, plots: bool = True,
+                      client: Client | None = None, replot: set[str] | None = None) -> dict:
+    """Write ``LAKE/report/``; returns the JSON report.
+
+    Collections are plotted (on ``client``'s workers when given) if named in ``replot`` or if
+    their PNGs are missing; ``replot=None`` plots them all.
+    """
+    so = storage_options or {}
+    fs, root = filesystem(join(lake, REPORT_DIR), so)
+    ensure_dir(fs, root)
+    rows = table_rows(lake, manifest, so)
+    pngs: dict[str, bytes] = {}
+    names: list[str] = []
+    if plots:
+        todo = []
+        for name, e in sorted(manifest["tables"].items()):
+            if e["type"] not in ("collection", "derived"):
+                continue
+            files = [f"{name}_{kind}.png" for kind in ("coverage", "orders")]
+            names += files
+            if replot is None or name in replot or not all(fs.exists(join(root, f)) for f in files):
+                todo.append(e)
+        for name, out in _plots(lake, todo, so, client).items():
+            pngs |= {f"{name}_{kind}.png": data for kind, data in out.items()}
+        if rows:
+            pngs["rows.png"] = plot_rows(rows)
+            names.append("rows.png")
+    for fname, data in pngs.items():
+        def put(fname: str = fname, data: bytes = data) -> None:
+            with fs.open(join(root, fname), "wb") as f:
+                f.write(data)
+
+        retrying(put, what=f"writing {fname}")
+    report = {"generated": datetime.now(UTC).isoformat(timespec="seconds"), "tables": rows,
+              "totals": manifest["totals"], "skipped": manifest.get("skipped", {}),
+              "tools": manifest["tools"], "plots": sorted(n for n in names if fs.exists(join(root, n)))}
+    write_text(fs, join(root, "report.json"), json.dumps(report, indent=1))
+    write_text(fs, join(root, "report.txt"), format_text(rows, manifest))
+    return report
