@@ -1,0 +1,385 @@
+"""Orchestration of a mock run: plan, run chunks (optionally in parallel), write the
+per-family scan/atlas tables, the deep calibration lists, association lists, truth, reference
+HATS catalogues and the manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tmass_lake.mock import geometry as geo
+from tmass_lake.mock import plan as pl
+from tmass_lake.mock import truth as tr
+from tmass_lake.mock.bulkfmt import format_table
+from tmass_lake.mock.columns import build_table, choose_strings, fixed_strings
+from tmass_lake.mock.tables import ChunkResult, _chunk_sources, run_chunk, write_bulk
+from tmass_lake.schema import list_tables, load_schema
+
+GENERATOR_VERSION = "1.0"
+DEFAULT_ROWS_PER_FILE = 1_000_000
+MARGIN_ARCSEC = 10.0
+REFERENCE_IMPORT_ROWS = 3_000_000
+"""Above this many rows a reference catalogue is built with hats-import instead of lsdb."""
+DEEP_MAG_GAIN = 4.0  # combined calibration images are ~3.5-4.5 mag deeper (documented)
+NOTES = [
+    "Geometry documented: calibration field size (1 deg Dec x 8.5' RA), the first 18 regular "
+    "calibration fields (calib plan v4.2), scan counts (regular ~600-3700, special 150-470), "
+    "visits of 6 scans alternating direction with ~5\" RA steps; 6x SMC/Hydra centres, bounds, "
+    "scan lengths and scans/tile, Lockman Hole RA/Dec range, Abell 553 (11 x 1 deg scans); survey "
+    "6 deg x 8.5' tiles.",
+    "Geometry inferred: 17 regular calibration fields (MOCK-CAL-19..35) placed on the documented "
+    "pattern (2 h RA steps from 13 h at Dec -30/0/+30); 5 special LMC/SMC calibration fields "
+    "(MOCK-LMC-*, MOCK-SMC-*); the LMC 6x region (well-known position, not from the reference); "
+    "Hydra as a 54-tile block about its documented centre; tile grids, tile numbers (cal 90001+), "
+    "scans per survey tile (1-3), ~23 Atlas images per 6 deg scan, nights 1997-06..2001-02.",
+    "Scale: working-database rows at scale 1 ~ 450k survey + 200k 6x + 290k calibration + 60k "
+    "LMC/SMC calibration point detections, plus ~1% extended detections; calibration scans per "
+    "field = documented count x min(1, scale/2) (>= 30).",
+    "Truth: positions at J2000.0 (JD 2451545.0) with linear proper motion; parallax is not "
+    "applied to detection positions; photometric noise sigma = printed msigcom; astrometric "
+    "noise drawn from the printed err_maj/err_min/err_ang ellipse; one merged group per truth "
+    "source per database (spurious and moving-object detections are single-member groups).",
+    "Keys: cntr = chunk*10^7 + n (ext_key = chunk*10^6 + n), unique per table, increasing "
+    "with observation time inside a file; pxcntr points at a random row of the same file; "
+    "deepcal_src pts_key/ext_key are null (no All-Sky mock).",
+]
+
+
+def _open(out: str, rel: str, mode: str, so: dict | None):
+    return fsspec.open(f"{out.rstrip('/')}/{rel}", mode, **(so or {}))
+
+
+def _blocks(n: int, size: int) -> Iterable[tuple[int, int]]:
+    yield from enumerate(range(0, max(n, 1), size))
+
+
+def _write_split(out: str, table: pa.Table, name: str, rows_per_file: int, level: int,
+                 so: dict | None) -> list[dict]:
+    s = pl.get_schema(name)
+    files = []
+    for i, start in _blocks(table.num_rows, rows_per_file):
+        part = table.slice(start, rows_per_file)
+        files.append(write_bulk(out, name, i, format_table(part, s), part.num_rows, level, so))
+    return files
+
+
+def scan_tables(plan: pl.FamilyPlan, counts: np.ndarray | None) -> tuple[pa.Table, pa.Table]:
+    """The scan-information and atlas-image tables of a family (every planned scan)."""
+    sc, tl = plan.scans, plan.tiles
+    rng = np.random.default_rng([plan.seed, plan.spec.code, 6])
+    n = len(sc)
+    ss = pl.get_schema(plan.tables["scan"])
+    date = geo.jd_to_days1970(sc.jd_start)
+    scan_t = build_table(ss, n, {
+        "scan_key": sc.scan_key, "hemis": choose_strings(sc.hemis, ["n", "s"]), "date": date,
+        "scan": sc.scan_no, "tile": tl.tile_no[sc.tile], "jdate_start": sc.jd_start,
+        "jdate_end": sc.jd_start + sc.duration,
+        "nsrc": (np.zeros(n, np.int64), np.ones(n, bool)) if counts is None else counts,
+        "j_seeing": rng.uniform(0.9, 1.6, n), "k_zp": rng.normal(20.0, 0.05, n),
+        "qual": rng.choice([10, 9, 8, 7, 5], n, p=[0.5, 0.25, 0.15, 0.07, 0.03]),
+    }, rng)
+    cs = pl.get_schema(plan.tables["coadd"])
+    s = np.repeat(np.arange(n), sc.n_coadd)
+    c = np.arange(len(s)) - np.repeat(sc.coadd_base, sc.n_coadd) + 1
+    f = (c - 0.5) / sc.n_coadd[s]
+    t = sc.tile[s]
+    frac = np.where(sc.direction[s] > 0, f, 1.0 - f)
+    dec = tl.dec_min[t] + frac * (tl.dec_max[t] - tl.dec_min[t])
+    ra = (tl.ra[t] + sc.ra_off[s] / np.maximum(np.cos(np.radians(dec)), 1e-6)) % 360.0
+    jd = sc.jd_start[s] + f * sc.duration[s]
+    coadd_t = build_table(cs, len(s), {
+        "coadd_key": sc.coadd_base[s] + c, "scan_key": s + 1, "coadd": c, "ra": ra, "dec": dec,
+        "jdate": jd, "hemis": choose_strings(sc.hemis[s], ["n", "s"]),
+        "date": geo.jd_to_days1970(jd), "scan": sc.scan_no[s],
+        "j_back": rng.uniform(150.0, 450.0, len(s)), "k_seeing": rng.uniform(0.9, 1.6, len(s)),
+    }, rng)
+    return scan_t, coadd_t
+
+
+def deep_tables(plan: pl.FamilyPlan) -> tuple[pa.Table, pa.Table]:
+    """Combined calibration-scan source lists of the regular fields, and their truth map.
+
+    Per field: every truth source of the field (measured on the deep combined image) plus
+    fainter sources down to ~4 mag below the survey limit; ids run by increasing Dec.
+    """
+    schema = pl.get_schema(plan.tables["deep"])
+    m10 = np.array(plan.spec.m10) + DEEP_MAG_GAIN
+    tabs, maps = [], []
+    for fi, fld in enumerate(plan.fields):
+        items = [it for ch in plan.chunks for it in ch if it[0] == fi]
+        src = _chunk_sources(plan, items)
+        rng = np.random.default_rng([plan.seed, plan.spec.code, 7, fi])
+        lo, hi = plan.spec.k_range[1], plan.spec.k_range[1] + 3.2
+        ratio = (10 ** (0.3 * hi) - 10 ** (0.3 * lo)) / (10 ** (0.3 * lo) - 10 ** (0.3 * 6.0))
+        n_x = int(round(ratio * len(src)))
+        xra, xdec = geo.uniform_in_box(rng, n_x, np.full(n_x, fld.ra),
+                                       np.full(n_x, geo.TILE_WIDTH_DEG), np.full(n_x, fld.dec - .5),
+                                       np.full(n_x, fld.dec + 0.5), 30.0 / 3600.0)
+        xk = tr.power_law_mags(rng, n_x, lo, hi)
+        xjk = np.clip(rng.normal(0.7, 0.25, n_x), -0.1, 2.5)
+        xmag = np.stack([xk + xjk, xk + 0.3 * xjk, xk], axis=1)
+        ra0, dec0 = tr.position_at(src, np.arange(len(src)), np.full(len(src), 2451300.0))
+        ra = np.concatenate([ra0, xra])
+        dec = np.concatenate([dec0, xdec])
+        mag = np.concatenate([src.mag, xmag])
+        tid = np.concatenate([src.truth_id, np.full(n_x, -1)])
+        sig = np.round(tr.phot_sigma(mag, m10[None, :], floor=0.01), 3)
+        det = mag < m10[None, :] + 1.0
+        obs = mag + rng.standard_normal(mag.shape) * sig
+        ra = (ra + rng.normal(0, 0.05, len(ra)) / 3600.0 / np.cos(np.radians(dec))) % 360.0
+        dec = dec + rng.normal(0, 0.05, len(dec)) / 3600.0
+        order = np.argsort(dec, kind="stable")
+        n = len(order)
+        snr = 1.0857 / sig
+        q = np.where(snr >= 10, ord("A"), np.where(snr >= 7, ord("B"), ord("C")))
+        q = np.where(det, q, ord("U")).astype(np.uint8)[order]
+        name = np.frombuffer(fld.name.encode(), np.uint8)
+        vals: dict[str, object] = {
+            "field": fixed_strings(np.broadcast_to(name, (n, len(name)))),
+            "id": np.arange(1, n + 1), "ra": ra[order], "dec": dec[order],
+            "ph_qual": fixed_strings(q),
+            "pts_key": (np.zeros(n, np.int64), np.ones(n, bool)),
+            "ext_key": (np.zeros(n, np.int64), np.ones(n, bool)),
+        }
+        for i, b in enumerate("jhk"):
+            nd = ~det[order, i]
+            vals[f"{b}_m"] = (np.where(det[:, i], obs[:, i], m10[i] + 1.0)[order], None)
+            vals[f"{b}_msig"] = (sig[order, i], nd)
+        tabs.append(build_table(schema, n, vals, rng, mag[order]))
+        maps.append(pa.table({"field": pa.array([fld.name] * n), "id": np.arange(1, n + 1),
+                              "truth_id": tid[order]}))
+    return pa.concat_tables(tabs), pa.concat_tables(maps)
+
+
+def assoc_tables(results: list[ChunkResult]) -> dict[str, pa.Table]:
+    """Association lists (asteroids, comets, planets/satellites), sorted by designation."""
+    parts = [r.assoc for r in results if r.assoc is not None and r.assoc.num_rows]
+    names = pl.association_tables()
+    by_cls = {n: i for i, n in enumerate(["ast_assoc", "com_assoc", "pla_assoc"])}
+    out: dict[str, pa.Table] = {}
+    allrows = pa.concat_tables(parts) if parts else None
+    for name in names:
+        s = pl.get_schema(name)
+        rng = np.random.default_rng([sum(name.encode()), 8])
+        if allrows is None:
+            out[name] = build_table(s, 0, {}, rng)
+            continue
+        t = allrows.filter(pc.equal(allrows.column("class"), by_cls.get(name, 0)))
+        t = t.sort_by([("object", "ascending"), ("jdate", "ascending")])
+        vals = {c: t.column(c) for c in t.column_names if c != "class"}
+        out[name] = build_table(s, t.num_rows, vals, rng)
+    return out
+
+
+def _merge_parts(out: str, results: list[ChunkResult], kind: str, dest: str,
+                 so: dict | None) -> int:
+    """Concatenate per-chunk parquet parts into one file (streamed; one row group per part)."""
+    fs, root = fsspec.core.url_to_fs(out, **(so or {}))
+    paths = [f"{root.rstrip('/')}/{r.parts[kind]}" for r in results if kind in r.parts]
+    rows = 0
+    writer = None
+    with fs.open(f"{root.rstrip('/')}/{dest}", "wb") as fh:
+        for p in paths:
+            with fs.open(p, "rb") as f:
+                t = pq.read_table(f)
+            if writer is None:
+                writer = pq.ParquetWriter(fh, t.schema, compression="zstd")
+            writer.write_table(t.cast(writer.schema))
+            rows += t.num_rows
+        if writer is not None:
+            writer.close()
+    return rows
+
+
+def _read_parts(out: str, results: list[ChunkResult], kind: str, so: dict | None) -> pa.Table:
+    fs, root = fsspec.core.url_to_fs(out, **(so or {}))
+    tabs = []
+    for r in results:
+        if kind in r.parts:
+            with fs.open(f"{root.rstrip('/')}/{r.parts[kind]}", "rb") as f:
+                tabs.append(pq.read_table(f))
+    return pa.concat_tables(tabs)
+
+
+def write_reference(out: str, name: str, table: pa.Table, so: dict | None,
+                    sort_key: str) -> dict:
+    """Write one reference catalogue as a HATS collection (catalogue + 10" margin) with lsdb."""
+    import lsdb
+    from upath import UPath
+
+    df = table.sort_by(sort_key).to_pandas()
+    cat = lsdb.from_dataframe(df, ra_column="ra", dec_column="dec", catalog_name=name,
+                              margin_threshold=MARGIN_ARCSEC, partition_rows=250_000,
+                              lowest_order=0, highest_order=8)
+    path = UPath(f"{out.rstrip('/')}/reference/{name}", **(so or {}))
+    cat.write_catalog(path, catalog_name=name, overwrite=True, progress_bar=False)
+    return {"path": f"reference/{name}", "rows": table.num_rows, "writer": "lsdb.from_dataframe"}
+
+
+def import_reference(out: str, name: str, parts: list[str], so: dict | None, sort_key: str,
+                     workers: int) -> dict:
+    """Large reference catalogues: the hats-import pipeline over the per-chunk Parquet parts
+    (bounded memory), written as the same collection layout as :func:`write_reference`."""
+    from hats_import.collection.arguments import CollectionArguments
+    from hats_import.pipeline import pipeline_with_client
+    from upath import UPath
+
+    from tmass_lake.cluster import dask_client
+
+    root = UPath(f"{out.rstrip('/')}", **(so or {}))
+    paths = [root / p for p in parts]
+    with tempfile.TemporaryDirectory(prefix="tmass_mock_") as tmp:
+        args = (CollectionArguments(output_artifact_name=name, output_path=root / "reference",
+                                    resume=False, progress_bar=False, tmp_dir=tmp)
+                .catalog(input_file_list=paths, file_reader="parquet", ra_column="ra",
+                         dec_column="dec", pixel_threshold=250_000, highest_healpix_order=8,
+                         sort_columns=sort_key)
+                .add_margin(margin_threshold=MARGIN_ARCSEC, is_default=True))
+        with dask_client(workers=workers) as client:
+            pipeline_with_client(args, client)
+    return {"path": f"reference/{name}", "writer": "hats_import"}
+
+
+def _plans(seed: int, scale: float, rows_per_file: int, want: set[str],
+           ) -> list[pl.FamilyPlan]:
+    plans = []
+    every = bool(want & set(pl.association_tables()))  # association lists draw on all families
+    for spec in pl.FAMILIES:
+        tabs = pl.family_tables(spec.product)
+        if every or want & set(tabs.values()):
+            plans.append(pl.plan_family(spec, seed, scale, rows_per_file))
+    return plans
+
+
+def generate(out: str, *, scale: float = 1.0, seed: int = 0, tables: list[str] | None = None,
+             storage_options: dict | None = None, workers: int | None = None,
+             progress: bool = True, rows_per_file: int = DEFAULT_ROWS_PER_FILE,
+             compresslevel: int = 1, reference: bool = True) -> dict:
+    """Write a deterministic mock 2MASS Extended Mission under ``out`` (local path or URL).
+
+    Layout: ``irsa/<table>/<table>_aaa.gz ...`` (IRSA bulk text, ``|``/``\\N``, gzip with
+    mtime 0), ``truth/*.parquet``, ``reference/{gaia_dr3,allwise}`` (HATS collections) and
+    ``manifest.json``. The same ``seed``/``scale``/``rows_per_file`` give byte-identical bulk
+    and truth files. ``tables`` restricts the IRSA tables written (all but fp_psc/fp_xsc by
+    default). Returns the manifest.
+    """
+    if scale <= 0:
+        raise ValueError("scale must be positive")
+    schemas = {t: load_schema(t) for t in list_tables()}
+    all_tables = [t for t, s in schemas.items() if s.product not in ("all-sky",)]
+    want = set(tables) if tables else set(all_tables)
+    unknown = want - set(list_tables())
+    if unknown:
+        raise KeyError(f"unknown tables: {sorted(unknown)}")
+    so = storage_options or {}
+    plans = _plans(seed, scale, rows_per_file, want)
+    tasks = []
+    for p in plans:
+        for ci in range(len(p.chunks)):
+            tasks.append((p, ci))
+    workers = workers or min(os.cpu_count() or 1, max(len(tasks), 1))
+    results: list[ChunkResult] = []
+    bar = _progress(len(tasks), progress)
+    if workers <= 1 or len(tasks) <= 1:
+        for g, (p, ci) in enumerate(tasks):
+            results.append(run_chunk(p, ci, g, out, want, so, compresslevel))
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=pl.preload_schemas,
+                                 initargs=(schemas,)) as ex:
+            futs = [ex.submit(run_chunk, p, ci, g, out, want, so, compresslevel)
+                    for g, (p, ci) in enumerate(tasks)]
+            for _ in as_completed(futs):
+                bar.update(1)
+            results = [f.result() for f in futs]
+    bar.close()
+    manifest_tables: dict[str, dict] = {}
+    for r in results:
+        for name, entry in r.files.items():
+            manifest_tables.setdefault(name, {"files": []})["files"].append(entry)
+    families: dict[str, dict] = {}
+    for p in plans:
+        res = [r for r in results if r.family == p.spec.name]
+        counts = np.sum([r.scan_counts for r in res], axis=0) if res else None
+        scan_t, coadd_t = scan_tables(p, counts)
+        for role, t in (("scan", scan_t), ("coadd", coadd_t)):
+            name = p.tables.get(role)
+            if name in want:
+                manifest_tables[name] = {"files": _write_split(out, t, name, rows_per_file,
+                                                               compresslevel, so)}
+        deep = p.tables.get("deep")
+        if deep and deep in want:
+            dt, dmap = deep_tables(p)
+            manifest_tables[deep] = {"files": _write_split(out, dt, deep, rows_per_file,
+                                                           compresslevel, so)}
+            with _open(out, "truth/deepcal_map.parquet", "wb", so) as f:
+                pq.write_table(dmap, f, compression="zstd")
+        families[p.spec.name] = {
+            "product": p.spec.product, "tables": p.tables, "chunks": len(p.chunks),
+            "tiles": len(p.tiles), "scans": len(p.scans), "sources": int(p.n_src.sum()),
+            "fields": [{"name": f.name, "ra": f.ra, "dec": f.dec, "tile": f.tile,
+                        "documented": f.documented, "scans": int(np.diff(p.scans.tile_ptr)[i])}
+                       for i, f in enumerate(p.fields)],
+            "regions": [{"name": r.name, "ra_min": r.ra_min, "ra_max": r.ra_max,
+                         "dec_min": r.dec_min, "dec_max": r.dec_max, "scan_len": r.scan_len,
+                         "documented": r.documented} for r in p.regions],
+        }
+    for name, t in assoc_tables(results).items():
+        if name in want:
+            manifest_tables[name] = {"files": _write_split(out, t, name, rows_per_file,
+                                                           compresslevel, so)}
+    for entry in manifest_tables.values():
+        entry["rows"] = sum(f["rows"] for f in entry["files"])
+    truth = {}
+    for kind in ("sources", "detections", "moving", "gaia_map", "allwise_map"):
+        truth[f"{kind}.parquet"] = _merge_parts(out, results, kind, f"truth/{kind}.parquet", so)
+    refs = {}
+    if reference and results:
+        for name, kind, key in (("gaia_dr3", "gaia", "source_id"), ("allwise", "allwise", "cntr")):
+            parts = [r.parts[kind] for r in results]
+            rows = sum(r.parts_rows.get(kind, 0) for r in results)
+            if rows > REFERENCE_IMPORT_ROWS:
+                refs[name] = import_reference(out, name, parts, so, key, workers)
+            else:
+                refs[name] = write_reference(out, name, _read_parts(out, results, kind, so), so,
+                                             key)
+            refs[name]["rows"] = rows
+    fs, root = fsspec.core.url_to_fs(out, **so)
+    if fs.exists(f"{root.rstrip('/')}/truth/_parts"):
+        fs.rm(f"{root.rstrip('/')}/truth/_parts", recursive=True)
+    manifest = {
+        "generator": {"name": "tmass_lake.mock", "version": GENERATOR_VERSION},
+        "seed": seed, "scale": scale, "rows_per_file": rows_per_file,
+        "compresslevel": compresslevel,
+        "tables": dict(sorted(manifest_tables.items())),
+        "total_rows": sum(e["rows"] for e in manifest_tables.values()),
+        "truth": truth, "reference": refs, "families": families, "notes": NOTES,
+    }
+    with _open(out, "manifest.json", "w", so) as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    return manifest
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="mock chunks", unit="chunk")
