@@ -123,8 +123,7 @@ def test_every_table_and_field_count(lake):
         assert all(len(r) == n for r in rows), t
         assert len(rows) == manifest["tables"][t]["rows"], t
         assert sum(f["rows"] for f in manifest["tables"][t]["files"]) == len(rows)
-        if t not in ("com_assoc", "pla_assoc"):
-            assert rows, f"{t} is empty"
+        assert rows, f"{t} is empty"
     assert 0.5 * SCALE * 1e6 < sum(manifest["tables"][t]["rows"] for t in
                                    ("pt_src_rej", "pt_src_6x2", "pt_src_c", "pt_src_sc")) < \
         2 * SCALE * 1e6

@@ -389,9 +389,13 @@ class Movers:
 
 
 def _moving_rows(plan: FamilyPlan, scans: np.ndarray, n_obj: int, gchunk: int,
-                 rng: np.random.Generator) -> tuple[Rows, Movers]:
+                 rng: np.random.Generator, every_class: bool = False) -> tuple[Rows, Movers]:
+    """Solar-system objects (asteroids, comets, planets/satellites), one row per appearance;
+    ``every_class`` makes the first three objects one of each class."""
     sc, tl = plan.scans, plan.tiles
     cls = rng.choice(3, n_obj, p=[0.8, 0.12, 0.08])
+    if every_class and n_obj >= 3:
+        cls[:3] = [0, 1, 2]
     tid = ((plan.spec.code * 1_000_000 + 999_999) * 100 + gchunk % 100) * 1_000_000 + \
         np.arange(n_obj) + 1 + (gchunk // 100) * 10_000
     names = []
@@ -622,8 +626,9 @@ def run_chunk(plan: FamilyPlan, ci: int, gchunk: int, out: str, want: set[str],
     spur = _spurious_rows(plan, scans, max(n_sp, 1 if len(scans) else 0), rng)
     n_mov = int(rng.poisson(spec.moving_per_100k * len(real.src) / 1e5))
     if ci == 0:
-        n_mov = max(n_mov, 2)
-    mov, movers = _moving_rows(plan, scans, n_mov if len(scans) else 0, gchunk, rng)
+        n_mov = max(n_mov, 3)
+    mov, movers = _moving_rows(plan, scans, n_mov if len(scans) else 0, gchunk, rng,
+                               every_class=ci == 0)
     rows = Rows.concat([real, spur, mov])
     order = np.lexsort((rows.ra_true, rows.jd))
     rows = Rows(*[getattr(rows, f)[order] for f in Rows.__dataclass_fields__])
