@@ -18,6 +18,7 @@ import pyarrow as pa
 import yaml
 
 SCHEMA_DIR_ENV = "TMASS_LAKE_SCHEMAS"
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20x faster when present
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "float32": pa.float32(),
@@ -152,7 +153,7 @@ def load_schema(name_or_path: str) -> TableSchema:
         path = schema_dir() / f"{name_or_path}.yaml"
     if not path.is_file():
         raise KeyError(f"no schema for table {name_or_path!r} (looked for {path})")
-    return _parse(yaml.safe_load(path.read_text()), str(path))
+    return _parse(yaml.load(path.read_text(), Loader=_YAML_LOADER), str(path))
 
 
 def list_tables() -> list[str]:
