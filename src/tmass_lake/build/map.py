@@ -7,6 +7,7 @@ the batches holding one partition. The text is never parsed again.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 from hats.pixel_math.spatial_index import compute_spatial_index
 
-from tmass_lake.build.arguments import HISTOGRAM_ORDER, SPILL_BATCH_ROWS, BuildArguments
+from tmass_lake.build.arguments import HISTOGRAM_ORDER, SPILL_BATCH_ROWS, BuildArguments, InputArguments
 from tmass_lake.readers import ParsedBlock, quarantine_table, read_bulk, read_ipac
 from tmass_lake.readers.errors import BadLine
 from tmass_lake.storage import filesystem, join, open_atomic, retrying, url_of, write_parquet
@@ -75,7 +76,7 @@ def _write_run(args: BuildArguments, key: str, n: int, tables: list[pa.Table]) -
     return Run(path, table.num_rows, table.nbytes, pixels.astype(np.int64), counts.astype(np.int64))
 
 
-def read_blocks(args: BuildArguments, path: str):
+def read_blocks(args: InputArguments, path: str) -> Iterator[ParsedBlock]:
     """The table's reader for its input format."""
     reader = read_ipac if args.input_format == "ipac" else read_bulk
     return reader(path, args.schema, block_bytes=args.block_bytes, storage_options=args.storage_options)

@@ -14,19 +14,19 @@ Same readers, row accounting and quarantine as positional builds, one Dask task 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow.parquet as pq
 from dask.distributed import Client
 
+from tmass_lake.build.arguments import InputArguments
 from tmass_lake.build.finish import BUILDER
+from tmass_lake.build.map import read_blocks
 from tmass_lake.build.tasks import run_tasks
-from tmass_lake.readers import quarantine_table, read_bulk, read_ipac
-from tmass_lake.schema import TableSchema
+from tmass_lake.readers import quarantine_table
 from tmass_lake.storage import filesystem, join, open_atomic, retrying, write_parquet, write_text
 
 PROPERTIES_FILE = "table.properties"
@@ -37,32 +37,8 @@ class ParquetBuildError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ParquetTableArguments:
-    """What to store, from what, where."""
-
-    schema: TableSchema
-    inputs: tuple[str, ...]
-    output: str
-    tmp_dir: str
-    input_format: str = "bulk"
-    storage_options: dict = field(default_factory=dict)
-    block_bytes: int = 16 << 20
-    resume: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.inputs:
-            raise ValueError("no input files")
-        if len(set(self.inputs)) != len(self.inputs):
-            raise ValueError(f"{self.schema.table}: input files listed more than once")
-
-    @property
-    def table(self) -> str:
-        return self.schema.table
-
-    def input_key(self, index: int) -> str:
-        digest = hashlib.sha1(self.inputs[index].encode()).hexdigest()[:10]
-        return f"{index:05d}_{digest}"
+class ParquetTableArguments(InputArguments):
+    """What to store, from what, where (no thresholds: one Parquet file per input file)."""
 
 
 def data_file(output: str, index: int) -> str:
@@ -72,7 +48,6 @@ def data_file(output: str, index: int) -> str:
 def convert_file(args: ParquetTableArguments, index: int) -> dict:
     """Parse one input file into one Parquet file (one row group per block); quarantine bad lines."""
     path = args.inputs[index]
-    reader = read_ipac if args.input_format == "ipac" else read_bulk
     target = args.schema.arrow_schema()
     fs, out = filesystem(data_file(args.output, index), args.storage_options)
     res = {"index": index, "path": path, "lines": 0, "rows": 0, "quarantined": 0, "quarantine": None}
@@ -82,8 +57,7 @@ def convert_file(args: ParquetTableArguments, index: int) -> dict:
         res.update(lines=0, rows=0)
         bad.clear()
         with open_atomic(fs, out) as f, pq.ParquetWriter(f, target, compression="zstd") as writer:
-            for block in reader(path, args.schema, block_bytes=args.block_bytes,
-                                storage_options=args.storage_options):
+            for block in read_blocks(args, path):
                 res["lines"] += block.n_lines
                 bad.extend(block.bad)
                 if block.table.num_rows:
