@@ -28,19 +28,6 @@ class QuietTaskErrors(WorkerPlugin):
 
 
 @contextlib.contextmanager
-def _quiet_distributed() -> Iterator[None]:
-    """Keep the in-process scheduler's INFO chatter out of a non-verbose run."""
-    logger = logging.getLogger("distributed")
-    old = logger.level
-    if not logging.getLogger().isEnabledFor(logging.INFO):
-        logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
-    try:
-        yield
-    finally:
-        logger.setLevel(old)
-
-
-@contextlib.contextmanager
 def dask_client(
     scheduler: str | None = None,
     workers: int | None = None,
@@ -52,9 +39,11 @@ def dask_client(
             yield client
         return
     n = workers or os.cpu_count() or 1
-    with _quiet_distributed(), LocalCluster(n_workers=n, threads_per_worker=1, memory_limit=memory_limit,
-                                            dashboard_address=None, processes=True,
-                                            silence_logs=logging.WARNING) as cluster, \
-            Client(cluster) as client:
+    # No dashboard; the scheduler's bare HTTP routes go to a free loopback port, not 8787 (which
+    # another cluster may hold: a warning on every build).
+    with LocalCluster(n_workers=n, threads_per_worker=1, memory_limit=memory_limit,
+                      dashboard_address=None, processes=True,
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                      silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
         client.register_plugin(QuietTaskErrors())
         yield client

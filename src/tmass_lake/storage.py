@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.spec import AbstractBufferedFile
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -122,8 +123,9 @@ def remove_stale_temporaries(fs: fsspec.AbstractFileSystem, path: str) -> None:
 def open_atomic(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[io.BufferedIOBase]:
     """Open for writing so that readers see the whole file or nothing.
 
-    Local files are written under a temporary name and renamed; object stores make a PUT
-    visible only when the upload completes, which is atomic already.
+    Local files are written under a temporary name and renamed; object stores make an upload
+    visible only when it completes. But closing an fsspec upload completes it, so when the
+    writer fails the upload is discarded (aborted), never closed: no truncated object appears.
     """
     if is_local(fs):
         fs.makedirs(fs._parent(path), exist_ok=True)
@@ -137,8 +139,16 @@ def open_atomic(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[io.Buffere
             if fs.exists(tmp):
                 fs.rm(tmp)
     else:
-        with fs.open(path, "wb") as f:
+        f = fs.open(path, "wb")
+        try:
             yield f
+        except BaseException:
+            if isinstance(f, AbstractBufferedFile):
+                with contextlib.suppress(Exception):
+                    f.discard()
+                f.closed = True  # and no commit when it is garbage-collected
+            raise
+        f.close()
 
 
 def write_parquet(table: pa.Table, fs: fsspec.AbstractFileSystem, path: str, **kwargs) -> int:
@@ -180,6 +190,8 @@ def expand_inputs(urls: list[str], storage_options: dict | None = None) -> list[
             paths = sorted(p for p in fs.find(path) if not fs.isdir(p))
             if not paths:
                 raise InputError(url, "directory holds no files")
+        elif url.endswith("/"):
+            raise InputError(url, "no such directory")
         else:
             paths = [path]  # a missing file is reported by the reader, with its name
         found.extend(protocol + p if protocol and not p.startswith(protocol) else p for p in paths)

@@ -1,0 +1,210 @@
+"""Shared fixtures: a tiny synthetic pt_src_6x2 input set, a build helper and lake comparison.
+
+The inputs are written with the mock package's bulk formatter, so they look like IRSA's files.
+Half the sources sit in a 3-degree patch around (150, 2) so the build makes several partitions
+at a few orders with margins, and a cone search there finds rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tmass_lake.build import BuildArguments, build_table
+from tmass_lake.cluster import dask_client
+from tmass_lake.mock.bulkfmt import format_table
+from tmass_lake.schema import TableSchema, load_schema
+
+TABLE = "pt_src_6x2"
+BIN = Path(sys.executable).parent
+N_FILES = 4
+ROWS_PER_FILE = 4_000
+PIXEL_THRESHOLD = 1_500  # several partitions at orders 0..3 from 16k rows
+CONE = (150.0, 2.0, 1800.0)  # ra, dec, radius in arcsec: inside the dense patch
+
+
+@pytest.fixture(scope="session")
+def pt_schema() -> TableSchema:
+    return load_schema(TABLE)
+
+
+def synthetic_table(schema: TableSchema, n: int, seed: int, first_cntr: int = 1) -> pa.Table:
+    """``n`` rows with valid values for every column of ``schema`` (not physically meaningful)."""
+    rng = np.random.default_rng(seed)
+    dense = rng.random(n) < 0.5
+    ra = np.where(dense, 150.0 + rng.uniform(-1.5, 1.5, n), rng.uniform(0.0, 360.0, n)) % 360.0
+    dec = np.where(dense, 2.0 + rng.uniform(-1.5, 1.5, n),
+                   np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, n))))
+    arrays = []
+    for col in schema.columns:
+        t = col.arrow_type
+        null = (rng.random(n) < 0.1) if col.nullable else None
+        if col.name == schema.ra_column:
+            values = np.round(ra, 6)
+        elif col.name == schema.dec_column:
+            values = np.round(dec, 6)
+        elif col.name in ("cntr", "pxcntr", "gcntr"):
+            values = np.arange(first_cntr, first_cntr + n, dtype=np.int64)
+        elif pa.types.is_date32(t):
+            values = rng.integers(10_000, 11_000, n).astype(np.int32)
+        elif pa.types.is_floating(t):
+            values = np.round(rng.uniform(0.0, 9.0, n), col.scale if col.scale is not None else 3)
+        elif pa.types.is_integer(t):
+            values = rng.integers(0, 9, n)
+        else:
+            values = np.array(["A"] * n, dtype=object)
+        arr = pa.array(values, mask=null)
+        arrays.append(arr.cast(t) if not pa.types.is_date32(t) else arr.cast(pa.int32()).cast(t))
+    return pa.Table.from_arrays(arrays, schema=pa.schema([c.field() for c in schema.columns]))
+
+
+def bulk_lines(schema: TableSchema, n: int, seed: int, first_cntr: int = 1) -> list[bytes]:
+    """IRSA bulk lines (each ending in ``\\n``) of a synthetic table."""
+    text = format_table(synthetic_table(schema, n, seed, first_cntr), schema)
+    return text.splitlines(keepends=True)
+
+
+def write_gz(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(data)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_inputs(tmp_path_factory, pt_schema) -> list[Path]:
+    """Four gzip'd bulk files of 4,000 clean rows each, IRSA style names."""
+    root = tmp_path_factory.mktemp("irsa") / TABLE
+    return [
+        write_gz(root / f"{TABLE}_{suffix}.gz",
+                 b"".join(bulk_lines(pt_schema, ROWS_PER_FILE, seed=i, first_cntr=1 + i * ROWS_PER_FILE)))
+        for i, suffix in enumerate(["aaa", "aab", "aac", "aad"])
+    ]
+
+
+def make_args(schema: TableSchema, inputs, output: str, **kw) -> BuildArguments:
+    kw.setdefault("tmp_dir", f"{output.rstrip('/')}/_build")
+    kw.setdefault("pixel_threshold", PIXEL_THRESHOLD)
+    kw.setdefault("progress", False)
+    return BuildArguments(schema=schema, inputs=tuple(str(p) for p in inputs), output=output, **kw)
+
+
+def build_cli(inputs, output: str, *extra: str) -> list[str]:
+    """The ``tmass-lake build`` command line for the tiny inputs with the shared thresholds."""
+    return [str(BIN / "tmass-lake"), "build", "--table", TABLE, "--input", *map(str, inputs),
+            "--output", output, "--pixel-threshold", str(PIXEL_THRESHOLD), "--quiet", *extra]
+
+
+@pytest.fixture(scope="session")
+def local_client():
+    """One local cluster (2 single-threaded worker processes) shared by the session."""
+    with dask_client(workers=2, memory_limit="1GiB") as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def reference_lake(tmp_path_factory, pt_schema, tiny_inputs, local_client) -> Path:
+    """The tiny inputs built once on the local cluster: what every other build must equal."""
+    out = tmp_path_factory.mktemp("reference") / "lake"
+    build_table(make_args(pt_schema, tiny_inputs, str(out)), local_client)
+    return out
+
+
+def lake_data(fs, root: str) -> dict[str, str]:
+    """Every data Parquet file of a lake (main and margin): relative path -> hash of its rows.
+
+    Files are read back and hashed as Arrow IPC (schema metadata dropped), so write-time
+    metadata cannot make equal content look different.
+    """
+    root = root.rstrip("/")
+    out = {}
+    for path in sorted(fs.glob(f"{root}/*/dataset/**/Npix=*.parquet")):
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+        table = table.replace_schema_metadata(None)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table.combine_chunks())
+        out[path[len(root) + 1:]] = hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    return out
+
+
+def local_lake_data(root: Path) -> dict[str, str]:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return lake_data(LocalFileSystem(), str(root))
+
+
+PRELOAD = '''"""Dask worker preload for the tests: count (and maybe slow) the map and reduce tasks."""
+import functools
+import os
+import time
+
+import tmass_lake.build.map as _map
+import tmass_lake.build.reduce as _reduce
+
+
+def _instrument(module, name, stage):
+    fn = getattr(module, name)
+    if getattr(fn, "_tmass_lake_test", False):  # the preload may be executed more than once
+        return
+    delay = float(os.environ.get(f"TMASS_LAKE_TEST_{stage.upper()}_DELAY", "0"))
+    log = os.environ.get("TMASS_LAKE_TEST_CALLS")
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if log:
+            with open(log, "a") as f:
+                f.write(stage + "\\n")
+        time.sleep(delay)
+        return fn(*args, **kwargs)
+
+    wrapper._tmass_lake_test = True
+    setattr(module, name, wrapper)
+
+
+_instrument(_map, "map_input", "map")
+_instrument(_reduce, "reduce_partition", "reduce")
+'''
+
+
+@pytest.fixture(scope="session")
+def worker_env(tmp_path_factory):
+    """``worker_env(calls=..., map_delay=..., reduce_delay=...)``: an environment whose Dask workers
+    (local cluster or ``dask worker``) log each map/reduce task to ``calls`` and sleep first."""
+    preload = tmp_path_factory.mktemp("preload") / "tmass_lake_test_preload.py"
+    preload.write_text(PRELOAD)
+
+    def env(calls: Path | None = None, map_delay: float = 0.0, reduce_delay: float = 0.0) -> dict:
+        out = dict(os.environ, DASK_DISTRIBUTED__WORKER__PRELOAD=json.dumps([str(preload)]),
+                   TMASS_LAKE_TEST_MAP_DELAY=str(map_delay), TMASS_LAKE_TEST_REDUCE_DELAY=str(reduce_delay))
+        if calls is not None:
+            out["TMASS_LAKE_TEST_CALLS"] = str(calls)
+        return out
+
+    return env
+
+
+def task_calls(calls: Path) -> dict[str, int]:
+    """How many map and reduce tasks the instrumented workers ran."""
+    lines = calls.read_text().split() if calls.exists() else []
+    return {stage: lines.count(stage) for stage in ("map", "reduce")}
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (found := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+    return found
