@@ -7,7 +7,6 @@ import importlib
 import json
 import logging
 import sys
-from pathlib import Path
 
 from tmass_lake.schema import list_tables
 
@@ -50,7 +49,7 @@ def cmd_build(ns: argparse.Namespace) -> int:
     from tmass_lake.build import BuildArguments, build_table
     from tmass_lake.cluster import dask_client
     from tmass_lake.schema import load_schema
-    from tmass_lake.storage import expand_inputs, filesystem, is_local, join
+    from tmass_lake.storage import expand_inputs, filesystem, is_local, join, local_scratch
 
     so = _storage_options(ns.storage_option)
     if ns.pipeline:
@@ -64,7 +63,7 @@ def cmd_build(ns: argparse.Namespace) -> int:
     fs, _ = filesystem(ns.output, so)
     tmp = ns.tmp_dir or join(ns.output, "_build")
     if not ns.tmp_dir and not is_local(fs) and not ns.scheduler:
-        tmp = str(Path.home() / ".cache" / "tmass-lake" / schema.table)
+        tmp = local_scratch(ns.output)
     args = BuildArguments(
         schema=schema, inputs=inputs, output=ns.output, tmp_dir=tmp,
         input_format=ns.format, storage_options=so, pixel_threshold=ns.pixel_threshold,
@@ -137,12 +136,15 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not ns.verbose:
         logging.getLogger("distributed").setLevel(logging.WARNING)
+    from tmass_lake.build.derive import DeriveError
+    from tmass_lake.build.parquet_table import ParquetBuildError
+    from tmass_lake.build.pipeline import BuildError
     from tmass_lake.readers import InputError
     from tmass_lake.storage import StorageError
 
     try:
         return ns.func(ns)
-    except (InputError, StorageError, KeyError, ValueError) as e:
+    except (InputError, StorageError, BuildError, ParquetBuildError, DeriveError, KeyError, ValueError) as e:
         print(f"tmass-lake: error: {e}", file=sys.stderr)
         return 2
 

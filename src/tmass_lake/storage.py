@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import fsspec
@@ -196,3 +198,10 @@ def expand_inputs(urls: list[str], storage_options: dict | None = None) -> list[
             paths = [path]  # a missing file is reported by the reader, with its name
         found.extend(protocol + p if protocol and not p.startswith(protocol) else p for p in paths)
     return found
+
+
+def local_scratch(output: str) -> str:
+    """A local spill/resume directory for a build writing to a remote ``output`` (one per output URL)."""
+    digest = hashlib.sha1(output.encode()).hexdigest()[:12]
+    name = output.rstrip("/").rsplit("/", 1)[-1]
+    return str(Path.home() / ".cache" / "tmass-lake" / f"{name}-{digest}")

@@ -48,10 +48,9 @@ from tmass_lake.build.finish import upath
 from tmass_lake.build.index import IndexArguments, build_indexes, register_indexes
 from tmass_lake.build.parquet_table import ParquetBuildError, ParquetTableArguments, build_parquet_table
 from tmass_lake.build.pipeline import BuildError, build_table
-from tmass_lake.build.tasks import run_tasks
 from tmass_lake.readers import InputError
 from tmass_lake.schema import TableSchema, load_schema
-from tmass_lake.storage import expand_inputs, filesystem, is_local, join, write_text
+from tmass_lake.storage import expand_inputs, filesystem, is_local, join, local_scratch, write_text
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +231,6 @@ class LakeArguments:
     resume: bool = False
     progress: bool = True
     tables: tuple[str, ...] | None = None  # restrict the build to these names
-    checksums: bool = True
     report_plots: bool = True
     index_rows_per_file: int = 5_000_000
     echo: Callable[[str], None] = print
@@ -257,7 +255,7 @@ class LakeArguments:
         fs, _ = filesystem(self.output, self.storage_options)
         if is_local(fs):
             return join(self.output, "_build")
-        return str(Path.home() / ".cache" / "tmass-lake" / self.output.rstrip("/").rsplit("/", 1)[-1])
+        return local_scratch(self.output)
 
 
 def tool_versions() -> dict[str, str]:
@@ -279,18 +277,6 @@ def schema_entry(schema: TableSchema) -> dict:
         "columns": [{"name": c.name, "type": c.arrow, "unit": c.unit, "nullable": c.nullable}
                     for c in schema.columns],
     }
-
-
-def file_digest(url: str, storage_options: dict) -> dict:
-    """Size and sha256 of one input file."""
-    fs, path = filesystem(url, storage_options)
-    h = hashlib.sha256()
-    size = 0
-    with fs.open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return {"path": url, "bytes": size, "sha256": h.hexdigest()}
 
 
 def resolve_inputs(spec: TableSpec, roots: tuple[str, ...], storage_options: dict) -> list[str]:
@@ -399,15 +385,9 @@ def build_one(args: LakeArguments, spec: TableSpec, inputs: list[str], client: C
                 input_format=spec.input_format, storage_options=args.storage_options,
                 resume=args.resume, progress=args.progress), client)
         entry = {"type": "parquet", "format": "parquet", "dataset": "dataset"}  # data under <path>/dataset
-    digests = {}
-    if args.checksums:
-        digests = {d["path"]: d for d in run_tasks(client, lambda u: file_digest(u, args.storage_options),
-                                                     inputs, "sha256", args.progress)}
-    files = []
-    for rec in report["inputs"]:
-        d = digests.get(rec["path"], {})
-        files.append({"path": rec["path"], "bytes": d.get("bytes"), "sha256": d.get("sha256"),
-                      "lines": rec["lines"], "rows": rec["rows"], "quarantined": rec["quarantined"]})
+    # Size and sha256 were taken while the build read each file: no second read for provenance.
+    files = [{k: rec.get(k) for k in ("path", "bytes", "sha256", "lines", "rows", "quarantined")}
+             for rec in report["inputs"]]
     return {
         "name": spec.name, "family": spec.family, "path": spec.name, **entry,
         "schema": schema_entry(schema),

@@ -17,6 +17,7 @@ from hats.pixel_math.spatial_index import compute_spatial_index
 
 from tmass_lake.build.arguments import HISTOGRAM_ORDER, SPILL_BATCH_ROWS, BuildArguments, InputArguments
 from tmass_lake.readers import ParsedBlock, quarantine_table, read_bulk, read_ipac
+from tmass_lake.readers.bulk import FileDigest
 from tmass_lake.readers.errors import BadLine
 from tmass_lake.storage import filesystem, join, open_atomic, retrying, url_of, write_parquet
 
@@ -46,6 +47,8 @@ class MapResult:
     quarantined: int
     runs: list[Run] = field(default_factory=list)
     quarantine_path: str | None = None
+    bytes: int = 0
+    sha256: str = ""
 
 
 def with_healpix(table: pa.Table, ra: str, dec: str) -> pa.Table:
@@ -76,10 +79,11 @@ def _write_run(args: BuildArguments, key: str, n: int, tables: list[pa.Table]) -
     return Run(path, table.num_rows, table.nbytes, pixels.astype(np.int64), counts.astype(np.int64))
 
 
-def read_blocks(args: InputArguments, path: str) -> Iterator[ParsedBlock]:
-    """The table's reader for its input format."""
+def read_blocks(args: InputArguments, path: str, digest: FileDigest | None = None) -> Iterator[ParsedBlock]:
+    """The table's reader for its input format (hashing the file as it goes, given a digest)."""
     reader = read_ipac if args.input_format == "ipac" else read_bulk
-    return reader(path, args.schema, block_bytes=args.block_bytes, storage_options=args.storage_options)
+    return reader(path, args.schema, block_bytes=args.block_bytes, storage_options=args.storage_options,
+                  digest=digest)
 
 
 def map_input(args: BuildArguments, index: int) -> MapResult:
@@ -91,7 +95,8 @@ def map_input(args: BuildArguments, index: int) -> MapResult:
     pending_bytes = 0
     bad: list[BadLine] = []
     block: ParsedBlock
-    for block in read_blocks(args, path):
+    digest = FileDigest()
+    for block in read_blocks(args, path, digest):
         result.lines += block.n_lines
         bad.extend(block.bad)
         if block.table.num_rows:
@@ -103,6 +108,7 @@ def map_input(args: BuildArguments, index: int) -> MapResult:
     if pending:
         result.runs.append(_write_run(args, key, len(result.runs), pending))
     result.rows = sum(r.rows for r in result.runs)
+    result.bytes, result.sha256 = digest.bytes, digest.sha256
     result.quarantined = len(bad)
     if bad:
         fs, root = filesystem(args.output, args.storage_options)

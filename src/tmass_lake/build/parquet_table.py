@@ -27,6 +27,7 @@ from tmass_lake.build.finish import BUILDER
 from tmass_lake.build.map import read_blocks
 from tmass_lake.build.tasks import run_tasks
 from tmass_lake.readers import quarantine_table
+from tmass_lake.readers.bulk import FileDigest
 from tmass_lake.storage import filesystem, join, open_atomic, retrying, write_parquet, write_text
 
 PROPERTIES_FILE = "table.properties"
@@ -57,12 +58,14 @@ def convert_file(args: ParquetTableArguments, index: int) -> dict:
         res.update(lines=0, rows=0)
         bad.clear()
         with open_atomic(fs, out) as f, pq.ParquetWriter(f, target, compression="zstd") as writer:
-            for block in read_blocks(args, path):
+            digest = FileDigest()
+            for block in read_blocks(args, path, digest):
                 res["lines"] += block.n_lines
                 bad.extend(block.bad)
                 if block.table.num_rows:
                     writer.write_table(block.table.cast(target))
                     res["rows"] += block.table.num_rows
+            res.update(input_bytes=digest.bytes, sha256=digest.sha256)
         return int(fs.size(out))
 
     res["bytes"] = retrying(put, what=f"writing {out}")
@@ -164,8 +167,8 @@ def build_parquet_table(args: ParquetTableArguments, client: Client) -> dict:
     })
     report = {
         "table": args.table,
-        "inputs": [{k: r[k] for k in ("path", "lines", "rows", "quarantined", "quarantine")}
-                   for r in results],
+        "inputs": [{"path": r["path"], "bytes": r["input_bytes"], "sha256": r["sha256"],
+                    **{k: r[k] for k in ("lines", "rows", "quarantined", "quarantine")}} for r in results],
         "lines_read": lines, "rows_written": rows, "rows_quarantined": quarantined,
         "partitions": len(results), "bytes": sum(r["bytes"] for r in results),
         "seconds": round(time.time() - started, 3),

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
 
-from dask.distributed import Client, as_completed
-from tqdm.auto import tqdm
+from dask.distributed import Client
 
 from tmass_lake.build.arguments import BuildArguments
 from tmass_lake.build.finish import finish_build, write_collection_properties, write_report
@@ -24,6 +22,7 @@ from tmass_lake.build.plan import (
     plan_partitions,
 )
 from tmass_lake.build.reduce import reduce_partition
+from tmass_lake.build.tasks import run_tasks
 from tmass_lake.storage import filesystem, join
 
 log = logging.getLogger(__name__)
@@ -35,17 +34,6 @@ class BuildError(RuntimeError):
 
 def margin_name(args: BuildArguments) -> str:
     return f"{args.table}_{args.margin_arcsec:g}arcsec"
-
-
-def _run_stage(client: Client, fn: Callable, items: Iterable, label: str, total: int,
-               on_done: Callable, progress: bool) -> None:
-    """Submit ``fn(item)`` for each item, recording each result as it completes."""
-    futures = [client.submit(fn, item, key=f"{label}-{i}-{id(fn)}", pure=False, retries=2)
-               for i, item in enumerate(items)]
-    with tqdm(total=total, desc=f"{label:<8}", disable=not progress, unit="task") as bar:
-        for fut in as_completed(futures):
-            on_done(fut.result())
-            bar.update(1)
 
 
 def _check_output(args: BuildArguments) -> None:
@@ -74,7 +62,7 @@ def build_table(args: BuildArguments, client: Client) -> dict:
 
     stages: dict[str, float] = {}
     clock = time.time()
-    _run_stage(client, lambda i: map_input(args, i), todo, "map", len(todo), mapped, args.progress)
+    run_tasks(client, lambda i: map_input(args, i), todo, "map", args.progress, mapped)
     results = [done[i] for i in range(len(args.inputs))]
     stages["map"], clock = time.time() - clock, time.time()
 
@@ -89,8 +77,8 @@ def build_table(args: BuildArguments, client: Client) -> dict:
         plan.record_reduce(rec)
         written[(rec["order"], rec["pixel"])] = rec
 
-    _run_stage(client, lambda p: reduce_partition(args, p, catalog_url, margin_url), todo_parts,
-               "reduce", len(todo_parts), reduced, args.progress)
+    run_tasks(client, lambda p: reduce_partition(args, p, catalog_url, margin_url), todo_parts,
+              "reduce", args.progress, reduced)
     records = [written[(p.pixel.order, p.pixel.pixel)] for p in partitions]
     stages["reduce"], clock = time.time() - clock, time.time()
 
@@ -104,7 +92,8 @@ def build_table(args: BuildArguments, client: Client) -> dict:
                          f"{totals['rows']} written + {quarantined} quarantined")
     write_collection_properties(args, [margin_name(args)] if totals["has_margin"] else [], {})
     report = {
-        "table": args.table, "inputs": [{"path": r.path, "lines": r.lines, "rows": r.rows,
+        "table": args.table, "inputs": [{"path": r.path, "bytes": r.bytes, "sha256": r.sha256,
+                                         "lines": r.lines, "rows": r.rows,
                                          "quarantined": r.quarantined,
                                          "quarantine": r.quarantine_path} for r in results],
         "lines_read": lines, "rows_written": totals["rows"], "rows_quarantined": quarantined,

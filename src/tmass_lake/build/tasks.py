@@ -12,20 +12,24 @@ from tqdm.auto import tqdm
 
 def run_tasks(client: Client, fn: Callable[[Any], Any], items: Sequence, label: str,
               progress: bool = True, on_done: Callable[[Any], None] | None = None) -> list:
-    """``[fn(item) for item in items]`` on the cluster, in item order (retrying failed tasks twice).
+    """``[fn(item) for item in items]`` on the cluster, in item order.
 
-    ``on_done`` sees each result as soon as it arrives (to record progress for resuming).
+    ``on_done`` sees each result as soon as it arrives (to record progress for resuming). Task
+    errors are not retried: transient storage errors are retried inside the tasks, and a task
+    lost with its worker is rescheduled by Dask; a bad input would fail the same way again.
+    Each finished future is released, so a lost worker does not make Dask recompute it.
     """
     if not items:
         return []
     tag = uuid.uuid4().hex[:8]
-    futures = [client.submit(fn, item, key=f"{label.replace(' ', '-')}-{i}-{tag}", pure=False, retries=2)
+    futures = [client.submit(fn, item, key=f"{label.replace(' ', '-')}-{i}-{tag}", pure=False)
                for i, item in enumerate(items)]
     index = {f.key: i for i, f in enumerate(futures)}
     results: list = [None] * len(items)
     with tqdm(total=len(items), desc=f"{label:<8}", disable=not progress, unit="task") as bar:
         for fut in as_completed(futures):
             res = fut.result()
+            fut.release()
             results[index[fut.key]] = res
             if on_done is not None:
                 on_done(res)

@@ -7,6 +7,7 @@ ends up either in a block's table or in its quarantine list, with file and line 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import zlib
 from collections.abc import Iterator
@@ -38,8 +39,48 @@ class ParsedBlock:
     bad: list[BadLine] = field(default_factory=list)
 
 
-def open_text(path: str, storage_options: dict | None = None) -> io.BufferedIOBase:
-    """Open a (possibly gzip'd, detected by magic bytes) file through fsspec for binary reading."""
+class FileDigest:
+    """Size and SHA-256 of a file's bytes as they stream past (no second read for provenance)."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.bytes = 0
+
+    def update(self, data: bytes) -> None:
+        self._sha.update(data)
+        self.bytes += len(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+
+class _Digesting(io.RawIOBase):
+    """A read-only stream feeding every byte read from ``raw`` to a :class:`FileDigest`."""
+
+    def __init__(self, raw: io.IOBase, digest: FileDigest):
+        self.raw, self.digest = raw, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # noqa: ANN001 - buffer protocol
+        data = self.raw.read(len(b))
+        self.digest.update(data)
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def open_text(path: str, storage_options: dict | None = None,
+              digest: FileDigest | None = None) -> io.BufferedIOBase:
+    """Open a (possibly gzip'd, detected by magic bytes) file through fsspec for binary reading.
+
+    With ``digest``, every byte of the file (compressed, as stored) is hashed while it is read.
+    """
     try:  # transient object-store errors are retried; what remains is the file's fault
         raw = retrying(lambda: fsspec.open(path, "rb", **(storage_options or {})).open(),
                        what=f"opening {path}")
@@ -55,6 +96,8 @@ def open_text(path: str, storage_options: dict | None = None) -> io.BufferedIOBa
         raise InputError(path, f"cannot be opened: {cause!r}") from cause
     head = raw.read(2)
     raw.seek(0)
+    if digest is not None:
+        raw = io.BufferedReader(_Digesting(raw, digest), buffer_size=1 << 20)
     return gzip.GzipFile(fileobj=raw, mode="rb") if head == _GZIP_MAGIC else raw
 
 
@@ -162,9 +205,10 @@ def read_bulk(
     *,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     storage_options: dict | None = None,
+    digest: FileDigest | None = None,
 ) -> Iterator[ParsedBlock]:
     """Stream a bulk file as typed blocks (bounded memory: about ``block_bytes`` of text each)."""
-    with open_text(path, storage_options) as stream:
+    with open_text(path, storage_options, digest) as stream:
         line = 1
         for block in iter_line_blocks(path, stream, block_bytes):
             if line == 1:

@@ -15,7 +15,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tmass_lake.readers.bulk import DEFAULT_BLOCK_BYTES, ParsedBlock, iter_line_blocks, open_text
+from tmass_lake.readers.bulk import (
+    DEFAULT_BLOCK_BYTES,
+    FileDigest,
+    ParsedBlock,
+    iter_line_blocks,
+    open_text,
+)
 from tmass_lake.readers.errors import BadLine, InputError
 from tmass_lake.readers.typing import cast_text_columns, validate_rows
 from tmass_lake.schema import TableSchema
@@ -102,12 +108,13 @@ def read_ipac(
     *,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     storage_options: dict | None = None,
+    digest: FileDigest | None = None,
 ) -> Iterator[ParsedBlock]:
     """Stream an IPAC table as typed blocks; bad data lines are quarantined with their line number.
 
     With a schema, columns it names are typed and described by it, in the file's order.
     """
-    with open_text(path, storage_options) as stream:
+    with open_text(path, storage_options, digest) as stream:
         blocks = iter_line_blocks(path, stream, block_bytes)
         first = next(blocks, b"")
         head_lines = first.decode("utf-8", "replace").split("\n")

@@ -1,0 +1,192 @@
+"""``tmass-lake crossmatch`` and ``tmass-lake lightcurves``: the lake API from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import lsdb
+
+log = logging.getLogger(__name__)
+
+
+def _storage_options(pairs: list[str] | None) -> dict:
+    from tmass_lake.cli import _storage_options as parse
+
+    return parse(pairs)
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", help="address of an existing dask.distributed scheduler")
+    p.add_argument("--workers", type=int, help="local cluster workers (default: cores)")
+    p.add_argument("--memory-limit", default="4GiB", help="per local worker")
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                   help="fsspec option for the lake, the reference and the output (repeatable)")
+    p.add_argument("--format", choices=["hats", "parquet"], default=None,
+                   help="output format (default: parquet for a .parquet OUTPUT or lightcurves, else hats)")
+
+
+def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: dict,
+                 name: str) -> int:
+    """Write a catalogue as a HATS catalogue, one Parquet file, or a directory of Parquet parts."""
+    import dask
+    import nested_pandas as npd
+    import pyarrow.parquet as pq
+
+    from tmass_lake.storage import filesystem, join, write_parquet
+
+    if fmt == "hats":
+        from upath import UPath
+
+        catalog.to_hats(UPath(output, **storage_options), catalog_name=name, overwrite=True,
+                        progress_bar=False)
+        return int(catalog.hc_structure.catalog_info.total_rows or 0)
+    fs, root = filesystem(output, storage_options)
+
+    def part(df: npd.NestedFrame, path: str) -> int:
+        if len(df) == 0:
+            return 0
+        write_parquet(npd.NestedFrame(df).to_pyarrow(), fs, path)
+        return len(df)
+
+    if output.endswith(".parquet"):
+        df = catalog.compute(progress_bar=False)
+        table = npd.NestedFrame(df).to_pyarrow()
+        fs.makedirs(fs._parent(root), exist_ok=True)
+        with fs.open(root, "wb") as f:
+            pq.write_table(table, f, compression="zstd")
+        return len(df)
+    fs.makedirs(root, exist_ok=True)
+    parts = catalog.to_delayed()
+    tasks = [dask.delayed(part)(p, join(root, f"part-{i:05d}.parquet")) for i, p in enumerate(parts)]
+    return int(sum(dask.compute(*tasks)))
+
+
+def cmd_crossmatch(ns: argparse.Namespace) -> int:
+    from tmass_lake.cluster import dask_client
+    from tmass_lake.lake import open_lake
+
+    so = _storage_options(ns.storage_option)
+    lake = open_lake(ns.lake, **so)
+    fmt = ns.format or ("parquet" if ns.output.endswith(".parquet") else "hats")
+    started = time.time()
+    with dask_client(ns.scheduler, ns.workers, ns.memory_limit):
+        right = lake.open_reference(ns.with_, storage_options=so or None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            result = lake.crossmatch(ns.table, right, radius_arcsec=ns.radius, epoch_aware=not ns.plain,
+                                     columns=ns.columns, n_neighbors=ns.n_neighbors, how=ns.how,
+                                     max_pm_mas_yr=ns.max_pm,
+                                     reference=ns.with_ if "/" not in ns.with_ else None)
+        rows = write_output(result, ns.output, fmt, so, f"{ns.table}_x_{right.name}")
+    kind = "positional" if ns.plain else "epoch-aware"
+    print(f"{ns.table} x {right.name}: {rows:,} {kind} matches within {ns.radius:g}\" "
+          f"({time.time() - started:.1f} s) -> {ns.output}")
+    return 0
+
+
+def cmd_lightcurves(ns: argparse.Namespace) -> int:
+    from tmass_lake.cluster import dask_client
+    from tmass_lake.lake import open_lake
+
+    so = _storage_options(ns.storage_option)
+    lake = open_lake(ns.lake, **so)
+    fmt = ns.format or "parquet"
+    search = None
+    if ns.cone:
+        import lsdb
+
+        search = lsdb.ConeSearch(ra=ns.cone[0], dec=ns.cone[1], radius_arcsec=ns.cone[2])
+    started = time.time()
+    with dask_client(ns.scheduler, ns.workers, ns.memory_limit):
+        cat = lake.light_curves(ns.product, kind=ns.kind, links=ns.links, complete=not ns.no_repair,
+                                search_filter=search)
+        rows = write_output(cat, ns.output, fmt, so, f"{ns.product}_lightcurves")
+    print(f"{ns.product}: {rows:,} merged sources with nested detections "
+          f"({time.time() - started:.1f} s) -> {ns.output}")
+    if ns.plot is not None:
+        png = ns.plot_file or _default_png(ns.output, ns.plot)
+        plot_from_output(ns.output, ns.plot, png, so)
+        print(f"light curve of gcntr {ns.plot} -> {png}")
+    return 0
+
+
+def _default_png(output: str, gcntr: int) -> str:
+    """Next to the output (inside a Parquet directory it would break readers of the directory)."""
+    base = output.rstrip("/")
+    base = base[: -len(".parquet")] if base.endswith(".parquet") else base
+    return f"{base}_lightcurve_{gcntr}.png"
+
+
+def read_source(output: str, gcntr: int, storage_options: dict | None = None) -> Any:
+    """One merged source (a NestedFrame row) from written light curves (Parquet or HATS)."""
+    import nested_pandas as npd
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    from tmass_lake.storage import filesystem, join
+
+    fs, root = filesystem(output, storage_options)
+    if fs.isdir(root):
+        files = [p for p in fs.glob(join(root, "**/*.parquet"))
+                 if "/_" not in p[len(root):] and not p.rsplit("/", 1)[-1].startswith("_")]
+    else:
+        files = [root]
+    ds = pads.dataset(files, filesystem=fs, format="parquet")
+    table = ds.to_table(filter=pc.field("gcntr") == int(gcntr))
+    if table.num_rows == 0:
+        raise KeyError(f"gcntr {gcntr} is not in {output}")
+    return npd.from_pyarrow(table).iloc[0]
+
+
+def plot_from_output(output: str, gcntr: int, png: str, storage_options: dict | None = None) -> None:
+    from tmass_lake.lake.lightcurves import plot_light_curve
+    from tmass_lake.storage import filesystem
+
+    row = read_source(output, gcntr, storage_options)
+    fig = plot_light_curve(row)
+    fs, path = filesystem(png, storage_options)
+    with fs.open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``crossmatch`` and ``lightcurves`` subcommands."""
+    x = sub.add_parser("crossmatch", help="epoch-aware crossmatch of a lake table with Gaia DR3/AllWISE")
+    x.add_argument("--lake", required=True, help="lake root URL")
+    x.add_argument("--table", required=True, help="lake table, e.g. pt_src_6x2 or pt_src_6x2_cat")
+    x.add_argument("--with", dest="with_", required=True, metavar="gaia_dr3|allwise|URL",
+                   help="reference catalogue: a name (lake copy, else the public LSDB copy) or URL")
+    x.add_argument("--radius", type=float, default=1.0, help="match radius, arcsec (default 1)")
+    x.add_argument("--output", required=True, help="HATS catalogue directory, .parquet file, or "
+                   "Parquet directory (--format parquet)")
+    x.add_argument("--plain", action="store_true", help="positional match only (lsdb's default)")
+    x.add_argument("--columns", nargs="+", help="2MASS columns to keep (default: all)")
+    x.add_argument("--n-neighbors", type=int, default=1)
+    x.add_argument("--how", choices=["inner", "left"], default="inner")
+    x.add_argument("--max-pm", type=float, default=None,
+                   help="fastest motion (mas/yr) the margin check assumes (default: from statistics)")
+    _cluster_args(x)
+    x.set_defaults(func=cmd_crossmatch)
+
+    lc = sub.add_parser("lightcurves", help="merged sources with their detections nested, plus statistics")
+    lc.add_argument("--lake", required=True, help="lake root URL")
+    lc.add_argument("--product", default="calibration",
+                    help="survey, 6x, calibration or calibration_sc (default calibration)")
+    lc.add_argument("--kind", choices=["point", "extended"], default="point")
+    lc.add_argument("--output", required=True, help="Parquet directory or .parquet file (or HATS)")
+    lc.add_argument("--links", choices=["auto", "table", "detections"], default="auto",
+                    help="membership from the link table or the detections' gcntr (default: table if stored)")
+    lc.add_argument("--cone", nargs=3, type=float, metavar=("RA", "DEC", "ARCSEC"),
+                    help="only merged sources in this cone")
+    lc.add_argument("--no-repair", action="store_true",
+                    help="skip the planning pass that restores groups spread beyond the margins")
+    lc.add_argument("--plot", type=int, metavar="GCNTR", help="also draw this source's light curve")
+    lc.add_argument("--plot-file", help="PNG path (default: OUTPUT_lightcurve_<gcntr>.png, next to OUTPUT)")
+    _cluster_args(lc)
+    lc.set_defaults(func=cmd_lightcurves)
+

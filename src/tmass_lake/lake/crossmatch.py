@@ -1,0 +1,476 @@
+"""Epoch-aware crossmatch of 2MASS detections against proper-motion catalogues (Gaia, AllWISE).
+
+2MASS observed in 1997-2001; Gaia DR3 positions are for 2016.0 and AllWISE ones for
+MJD 55400 (2010.56). A star moving 1"/yr has moved 17" between 2MASS and Gaia. The
+:class:`EpochCrossmatch` algorithm propagates every right-hand (reference) position by its proper
+motion to the epoch of each left-hand 2MASS detection (``jdate``) before measuring the
+separation. It is an lsdb crossmatch algorithm, so it runs partition by partition on Dask with
+the right catalogue's margin, exactly like lsdb's default k-d tree match.
+
+Margins: a reference star near a partition boundary is found only if its catalogued position
+lies inside the right catalogue's margin. For a star with proper motion ``pm`` the catalogued
+position can be ``pm * |dt|`` away from where 2MASS saw it, so the margin must be at least
+``radius + max_pm * max|dt|``. :func:`crossmatch` checks this against the right margin's
+threshold and warns (or raises, ``margin_policy="raise"``) when stars faster than
+``(margin - radius) / max|dt|`` could be missed at partition edges.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from lsdb.core.crossmatch.abstract_crossmatch_algorithm import AbstractCrossmatchAlgorithm
+from lsdb.core.crossmatch.crossmatch_args import CrossmatchArgs
+from scipy.spatial import KDTree
+
+if TYPE_CHECKING:
+    from lsdb import Catalog
+
+log = logging.getLogger(__name__)
+
+JD_J2000 = 2451545.0
+MJD_OFFSET = 2400000.5
+MAS_TO_RAD = math.pi / (180.0 * 3.6e6)
+ARCSEC_TO_RAD = math.pi / (180.0 * 3600.0)
+TWOMASS_JD_RANGE = (2450600.5, 2451955.5)
+"""Extended Mission observing span (1997-06-01 to 2001-02-15), used when the lake has no stats."""
+DEFAULT_MAX_PM_MAS_YR = 1000.0
+"""Fastest motion the margin check assumes when the reference catalogue has no local statistics."""
+
+EpochFormat = Literal["jd", "mjd", "jyear"]
+
+
+class MarginWarning(UserWarning):
+    """The right catalogue's margin may be too narrow for fast-moving stars."""
+
+
+def to_jyear(values: np.ndarray | float, fmt: EpochFormat) -> np.ndarray | float:
+    """Convert JD, MJD or Julian-year epochs to Julian years."""
+    v = np.asarray(values, dtype=float)
+    if fmt == "jyear":
+        out = v
+    elif fmt == "jd":
+        out = 2000.0 + (v - JD_J2000) / 365.25
+    elif fmt == "mjd":
+        out = 2000.0 + (v + MJD_OFFSET - JD_J2000) / 365.25
+    else:
+        raise ValueError(f"unknown epoch format {fmt!r} (jd, mjd or jyear)")
+    return float(out) if np.ndim(out) == 0 else out
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """Where a reference catalogue keeps its astrometry, and its epoch.
+
+    ``epoch_column`` (per-row epoch, in ``epoch_format``) wins over the constant ``epoch``
+    (Julian year). Proper motions are in mas/yr with ``pmra`` = mu_alpha cos delta. A proper
+    motion is applied only when its significance is at least ``min_pm_snr`` (needs the error
+    columns); below that the catalogued position is used as is.
+    """
+
+    name: str
+    url: str | None = None
+    ra: str = "ra"
+    dec: str = "dec"
+    pmra: str = "pmra"
+    pmdec: str = "pmdec"
+    pmra_error: str | None = None
+    pmdec_error: str | None = None
+    epoch: float | None = None
+    epoch_column: str | None = None
+    epoch_format: EpochFormat = "jyear"
+    min_pm_snr: float = 0.0
+    id_column: str | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        """Columns the epoch-aware match reads."""
+        cols = [self.ra, self.dec, self.pmra, self.pmdec, self.id_column, self.epoch_column]
+        if self.min_pm_snr > 0:
+            cols += [self.pmra_error, self.pmdec_error]
+        return [c for c in dict.fromkeys(cols) if c]
+
+
+GAIA_DR3 = ReferenceProfile(
+    name="gaia_dr3", url="https://data.lsdb.io/hats/gaia_dr3", pmra_error="pmra_error",
+    pmdec_error="pmdec_error", epoch=2016.0, epoch_column="ref_epoch", id_column="source_id",
+)
+ALLWISE = ReferenceProfile(
+    name="allwise", url="https://data.lsdb.io/hats/wise/allwise", pmra_error="sigpmra",
+    pmdec_error="sigpmdec", epoch=to_jyear(55400.0, "mjd"), min_pm_snr=5.0, id_column="designation",
+)
+"""AllWISE positions are for MJD 55400; its proper motions are noisy (tens to hundreds of mas/yr),
+so only motions detected at 5 sigma are applied."""
+PROFILES = {p.name: p for p in (GAIA_DR3, ALLWISE)}
+
+
+def detect_profile(catalog: Catalog, name: str | None = None) -> ReferenceProfile:
+    """Recognise Gaia DR3 (``ref_epoch``) or AllWISE (``sigpmra``/``w1mpro``) by name or columns."""
+    if name in PROFILES:
+        return PROFILES[name]
+    cols = set(catalog.all_columns) if hasattr(catalog, "all_columns") else set(catalog.columns)
+    label = (name or catalog.name or "").lower()
+    if "ref_epoch" in cols or "gaia" in label:
+        return GAIA_DR3
+    if {"sigpmra", "w1mpro"} & cols or "wise" in label:
+        return ALLWISE
+    raise ValueError(f"cannot tell the epoch and proper-motion columns of {catalog.name!r}: pass "
+                     "reference=ReferenceProfile(...) (or 'gaia_dr3'/'allwise')")
+
+
+def _unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    r, d = np.radians(ra), np.radians(dec)
+    cd = np.cos(d)
+    return np.stack([cd * np.cos(r), cd * np.sin(r), np.sin(d)], axis=1)
+
+
+def _motion_vectors(ra: np.ndarray, dec: np.ndarray, pmra: np.ndarray, pmdec: np.ndarray,
+                    ) -> np.ndarray:
+    """Tangent-plane velocity (rad/yr) of each star as a 3-vector."""
+    r, d = np.radians(ra), np.radians(dec)
+    e_ra = np.stack([-np.sin(r), np.cos(r), np.zeros_like(r)], axis=1)
+    e_dec = np.stack([-np.sin(d) * np.cos(r), -np.sin(d) * np.sin(r), np.cos(d)], axis=1)
+    return (pmra[:, None] * e_ra + pmdec[:, None] * e_dec) * MAS_TO_RAD
+
+
+def _norm(v: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.einsum("ij,ij->i", v, v))
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    return v / _norm(v)[:, None]
+
+
+def _chord(arcsec: float | np.ndarray) -> float | np.ndarray:
+    return 2.0 * np.sin(0.5 * np.asarray(arcsec) * ARCSEC_TO_RAD)
+
+
+def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
+    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+class EpochCrossmatch(AbstractCrossmatchAlgorithm):
+    """Nearest neighbours after moving the right catalogue to each left row's epoch.
+
+    Extra columns: ``_dist_arcsec`` (separation at the left row's epoch) and ``_dt_yr``
+    (left epoch minus right epoch, years).
+    """
+
+    extra_columns = pd.DataFrame({
+        "_dist_arcsec": pd.Series(dtype=pd.ArrowDtype(pa.float64())),
+        "_dt_yr": pd.Series(dtype=pd.ArrowDtype(pa.float64())),
+    })
+
+    def __init__(self, radius_arcsec: float = 1.0, n_neighbors: int = 1, *,
+                 reference: ReferenceProfile = GAIA_DR3, left_epoch: str | float = "jdate",
+                 left_epoch_format: EpochFormat = "jd", max_pm_mas_yr: float | None = None,
+                 margin_policy: Literal["warn", "raise", "ignore"] = "warn",
+                 left_epoch_range: tuple[float, float] | None = None) -> None:
+        super().__init__()
+        self.radius_arcsec = float(radius_arcsec)
+        self.n_neighbors = int(n_neighbors)
+        self.reference = reference
+        self.left_epoch = left_epoch
+        self.left_epoch_format = left_epoch_format
+        self.max_pm_mas_yr = max_pm_mas_yr
+        self.margin_policy = margin_policy
+        self.left_epoch_range = left_epoch_range
+
+    # -- validation ----------------------------------------------------------------------
+    def validate(self, left: Catalog, right: Catalog) -> None:
+        super().validate(left, right)
+        if not self.radius_arcsec > 0:
+            raise ValueError("radius_arcsec must be positive")
+        if self.n_neighbors < 1:
+            raise ValueError("n_neighbors must be at least 1")
+        ref = self.reference
+        missing = [c for c in ref.columns if c not in right.columns]
+        if missing:
+            raise ValueError(f"right catalogue {right.name!r} lacks columns {missing} "
+                             f"(open it with columns={ref.columns + ['...']})")
+        if isinstance(self.left_epoch, str) and self.left_epoch not in left.columns:
+            raise ValueError(f"left catalogue {left.name!r} has no epoch column {self.left_epoch!r}")
+        self.check_margin(left, right)
+
+    def required_margin_arcsec(self, left: Catalog, right: Catalog) -> tuple[float, float, float]:
+        """(required margin, max |dt| in years, max proper motion in mas/yr) for this match."""
+        lo, hi = self.left_epoch_range or _left_epoch_range(left, self.left_epoch, self.left_epoch_format)
+        ref_epochs = _right_epoch_range(right, self.reference)
+        max_dt = max(abs(hi - ref_epochs[0]), abs(lo - ref_epochs[1]), abs(hi - ref_epochs[1]),
+                     abs(lo - ref_epochs[0]))
+        max_pm = self.max_pm_mas_yr
+        if max_pm is None:
+            max_pm = _max_pm_from_statistics(right, self.reference)
+        return self.radius_arcsec + max_pm * max_dt / 1000.0, max_dt, max_pm
+
+    def check_margin(self, left: Catalog, right: Catalog) -> None:
+        """Raise if the margin is narrower than the radius; warn/raise if narrower than motion needs."""
+        if right.margin is None:
+            msg = (f"right catalogue {right.name!r} has no margin: matches across its partition "
+                   "boundaries will be missed")
+            if self.margin_policy == "raise":
+                raise ValueError(msg)
+            if self.margin_policy == "warn":
+                warnings.warn(msg, MarginWarning, stacklevel=4)
+            return
+        threshold = right.margin.hc_structure.catalog_info.margin_threshold or 0.0
+        if threshold < self.radius_arcsec:
+            raise ValueError(f"crossmatch radius {self.radius_arcsec}\" exceeds the right margin "
+                             f"threshold {threshold}\"")
+        need, max_dt, max_pm = self.required_margin_arcsec(left, right)
+        if threshold + 1e-9 < need and self.margin_policy != "ignore":
+            covered = max(threshold - self.radius_arcsec, 0.0) / max(max_dt, 1e-9) * 1000.0
+            msg = (f"right margin of {right.name!r} is {threshold:g}\" but radius + max_pm x max|dt| = "
+                   f"{self.radius_arcsec:g}\" + {max_pm:.0f} mas/yr x {max_dt:.1f} yr = {need:.1f}\": "
+                   f"stars faster than {covered:.0f} mas/yr may be missed near partition boundaries")
+            if self.margin_policy == "raise":
+                raise ValueError(msg)
+            warnings.warn(msg, MarginWarning, stacklevel=4)
+
+    # -- the match -----------------------------------------------------------------------
+    def perform_crossmatch(self, crossmatch_args: CrossmatchArgs,
+                           ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        left, right = crossmatch_args.left_df, crossmatch_args.right_df
+        linfo, rinfo = crossmatch_args.left_catalog_info, crossmatch_args.right_catalog_info
+        ref = self.reference
+        l_xyz = _unit_vectors(_numeric(left, linfo.ra_column), _numeric(left, linfo.dec_column))
+        if isinstance(self.left_epoch, str):
+            t_left = np.asarray(to_jyear(_numeric(left, self.left_epoch), self.left_epoch_format))
+        else:
+            t_left = np.full(len(left), float(self.left_epoch))
+        r_ra, r_dec = _numeric(right, rinfo.ra_column), _numeric(right, rinfo.dec_column)
+        pmra = np.nan_to_num(_numeric(right, ref.pmra))
+        pmdec = np.nan_to_num(_numeric(right, ref.pmdec))
+        if ref.min_pm_snr > 0 and ref.pmra_error and ref.pmdec_error:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                snr = np.hypot(pmra / _numeric(right, ref.pmra_error),
+                               pmdec / _numeric(right, ref.pmdec_error))
+            weak = ~(np.nan_to_num(snr) >= ref.min_pm_snr)
+            pmra[weak] = 0.0
+            pmdec[weak] = 0.0
+        t_right = _right_epochs(right, ref)
+        l_idx, r_idx, dist, dt = match_moving(l_xyz, t_left, r_ra, r_dec, pmra, pmdec, t_right,
+                                              self.radius_arcsec, self.n_neighbors)
+        extra = pd.DataFrame({
+            "_dist_arcsec": pd.Series(dist, dtype=pd.ArrowDtype(pa.float64())),
+            "_dt_yr": pd.Series(dt, dtype=pd.ArrowDtype(pa.float64())),
+        })
+        return l_idx, r_idx, extra
+
+
+def match_moving(l_xyz: np.ndarray, t_left: np.ndarray, r_ra: np.ndarray, r_dec: np.ndarray,
+                 pmra: np.ndarray, pmdec: np.ndarray, t_right: np.ndarray, radius_arcsec: float,
+                 n_neighbors: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Match left unit vectors at epochs ``t_left`` to moving right stars (epochs in years).
+
+    Candidates come from a k-d tree of the right stars moved to the left rows' median epoch,
+    searched within ``radius + tolerance``; the few stars that move more than the tolerance
+    over the left rows' epoch spread get their own wider ball search. Every candidate is then
+    moved to its left row's own epoch and kept if within ``radius``; the ``n_neighbors``
+    nearest per left row are returned as (left index, right index, separation ", dt yr).
+    """
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+    if len(l_xyz) == 0 or len(r_ra) == 0:
+        return empty
+    ok_left = np.isfinite(t_left) & np.isfinite(l_xyz).all(axis=1)
+    t_mid = float(np.median(t_left[ok_left])) if ok_left.any() else 2000.0
+    t_l = np.where(ok_left, t_left, t_mid)
+    spread = float(np.max(np.abs(t_l - t_mid))) if len(t_l) else 0.0
+    p0 = _unit_vectors(r_ra, r_dec)
+    vel = _motion_vectors(r_ra, r_dec, pmra, pmdec)
+    r_mid = _normalise(p0 + vel * (t_mid - t_right)[:, None])
+    good_r = np.isfinite(r_mid).all(axis=1)
+    r_mid = np.where(good_r[:, None], r_mid, 2.0)  # far off the unit sphere: never a candidate
+    pm = np.hypot(pmra, pmdec)
+    tol = max(0.5 * radius_arcsec, 0.2)
+    wander = pm * spread / 1000.0  # arcsec a star moves between t_mid and the extreme epochs
+    fast = good_r & (wander > tol)
+
+    tree = KDTree(r_mid, compact_nodes=True, balanced_tree=True)
+    reach = float(_chord(radius_arcsec + tol))
+    slack = float(_chord(tol))
+    if n_neighbors == 1 and 3 * len(r_mid) < len(l_xyz):
+        li, ri = _nearest_candidates(tree, r_mid, l_xyz, reach, slack, fast)
+    else:
+        li, ri = _knn_candidates(tree, l_xyz, reach, slack, n_neighbors, fast)
+    if fast.any():
+        # Fast stars: drop their k-NN pairs and search a ball covering their whole path instead.
+        slow_pair = ~fast[ri]
+        li, ri = li[slow_pair], ri[slow_pair]
+        f_idx = np.flatnonzero(fast)
+        ltree = KDTree(l_xyz, compact_nodes=False, balanced_tree=False)
+        radii = _chord(radius_arcsec + tol + wander[f_idx])
+        lists = ltree.query_ball_point(r_mid[f_idx], r=radii)
+        lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+        if lens.sum():
+            li = np.concatenate([li, np.concatenate([np.asarray(x, np.int64) for x in lists])])
+            ri = np.concatenate([ri, np.repeat(f_idx, lens)])
+    if len(li) == 0:
+        return empty
+    dt = t_l[li] - t_right[ri]
+    moved = _normalise(p0[ri] + vel[ri] * dt[:, None])
+    chord = _norm(l_xyz[li] - moved)
+    sep = np.degrees(2.0 * np.arcsin(np.minimum(0.5 * chord, 1.0))) * 3600.0
+    keep = (sep <= radius_arcsec) & ok_left[li]
+    li, ri, sep, dt = li[keep], ri[keep], sep[keep], dt[keep]
+    counts = np.bincount(li, minlength=len(l_xyz))
+    multi = counts[li] > n_neighbors  # only rows with surplus candidates need ranking
+    if multi.any():
+        m = np.flatnonzero(multi)
+        order = m[np.lexsort((sep[m], li[m]))]
+        lm = li[order]
+        rank = np.arange(len(lm)) - np.searchsorted(lm, lm)
+        keep = np.ones(len(li), dtype=bool)
+        keep[order[rank >= n_neighbors]] = False
+        li, ri, sep, dt = li[keep], ri[keep], sep[keep], dt[keep]
+    order = np.argsort(li, kind="stable")
+    return li[order], ri[order], sep[order], dt[order]
+
+
+def _nearest_candidates(tree: KDTree, r_mid: np.ndarray, l_xyz: np.ndarray, reach: float, slack: float,
+                        fast: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates for a single nearest neighbour when the right side is much smaller (multi-epoch
+    detections against a reference catalogue).
+
+    One k=1 query; a row needs more candidates only if another star could come within
+    ``d1 + 2 slack``, which requires that star to be within ``2 d1 + 2 slack`` of the nearest
+    one (triangle inequality): each right star's distance to its own nearest neighbour decides.
+    """
+    d1, i1 = tree.query(l_xyz, k=1, distance_upper_bound=reach)
+    found = np.isfinite(d1)
+    if len(r_mid) > 1:
+        dr, _ = tree.query(r_mid, k=2)
+        iso = dr[:, 1]
+    else:
+        iso = np.full(len(r_mid), np.inf)
+    j = np.minimum(i1, len(r_mid) - 1)
+    more = found & ((iso[j] <= 2.0 * d1 + 2.0 * slack) | fast[j])
+    done = found & ~more
+    li, ri = np.flatnonzero(done), i1[done]
+    rows = np.flatnonzero(more)
+    if len(rows):
+        l2, r2 = _knn_candidates(tree, l_xyz[rows], reach, slack, 1, fast)
+        li, ri = np.concatenate([li, rows[l2]]), np.concatenate([ri, r2])
+    return li.astype(np.int64), ri.astype(np.int64)
+
+
+def _knn_candidates(tree: KDTree, l_xyz: np.ndarray, reach: float, slack: float, n_neighbors: int,
+                    fast: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate (left, right) pairs: every neighbour within chord ``reach`` that could still be
+    among a row's ``n_neighbors`` nearest once slow stars move by up to ``slack`` (chord).
+
+    A k-NN query with k = n_neighbors + 1; rows whose k-th neighbour is within the
+    n_neighbors-th slow neighbour's distance + 2 * slack are queried again with a larger k.
+    """
+    n_right = len(fast)
+    rows = np.arange(len(l_xyz))
+    out_l, out_r = [], []
+    k = n_neighbors + 1
+    while len(rows):
+        kk = min(k, n_right)
+        dist, idx = tree.query(l_xyz[rows], k=kk, distance_upper_bound=reach)
+        dist, idx = dist.reshape(len(rows), kk), idx.reshape(len(rows), kk)
+        found = np.isfinite(dist)
+        slow = np.where(found & ~fast[np.minimum(idx, n_right - 1)], dist, np.inf)
+        ref = np.sort(slow, axis=1)[:, min(n_neighbors, kk) - 1]
+        more = found[:, -1] & (dist[:, -1] <= ref + 2.0 * slack) & (kk < n_right)
+        done = ~more
+        out_l.append(np.repeat(rows[done], found[done].sum(axis=1)))
+        out_r.append(idx[done][found[done]])
+        rows = rows[more]
+        k *= 4
+    if not out_l:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_l).astype(np.int64), np.concatenate(out_r).astype(np.int64)
+
+
+def _right_epochs(df: pd.DataFrame, ref: ReferenceProfile) -> np.ndarray:
+    if ref.epoch_column and ref.epoch_column in df.columns:
+        t = np.asarray(to_jyear(_numeric(df, ref.epoch_column), ref.epoch_format))
+        if ref.epoch is not None:
+            t = np.where(np.isfinite(t), t, ref.epoch)
+        return t
+    if ref.epoch is None:
+        raise ValueError(f"reference {ref.name!r} has neither an epoch column nor an epoch")
+    return np.full(len(df), float(ref.epoch))
+
+
+def _column_stats(catalog: Catalog, columns: list[str]) -> pd.DataFrame | None:
+    """Parquet footer min/max of ``columns``, for local catalogues only (remote _metadata is big)."""
+    try:
+        path = str(catalog.hc_structure.catalog_path)
+        if "://" in path and not path.startswith("file://"):
+            return None
+        stats = catalog.hc_structure.aggregate_column_statistics(include_columns=columns)
+        return stats if len(stats) else None
+    except Exception as e:  # noqa: BLE001 - statistics are an optimisation only
+        log.debug("no column statistics for %s: %s", catalog.name, e)
+        return None
+
+
+def _left_epoch_range(left: Catalog, column: str | float, fmt: EpochFormat) -> tuple[float, float]:
+    if not isinstance(column, str):
+        return float(column), float(column)
+    stats = _column_stats(left, [column])
+    if stats is not None and column in stats.index:
+        lo, hi = float(stats.loc[column, "min_value"]), float(stats.loc[column, "max_value"])
+        return float(to_jyear(lo, fmt)), float(to_jyear(hi, fmt))
+    lo, hi = TWOMASS_JD_RANGE
+    return float(to_jyear(lo, "jd")), float(to_jyear(hi, "jd"))
+
+
+def _right_epoch_range(right: Catalog, ref: ReferenceProfile) -> tuple[float, float]:
+    if ref.epoch_column:
+        stats = _column_stats(right, [ref.epoch_column])
+        if stats is not None and ref.epoch_column in stats.index:
+            lo = float(to_jyear(float(stats.loc[ref.epoch_column, "min_value"]), ref.epoch_format))
+            hi = float(to_jyear(float(stats.loc[ref.epoch_column, "max_value"]), ref.epoch_format))
+            return lo, hi
+    if ref.epoch is None:
+        raise ValueError(f"reference {ref.name!r} has no epoch")
+    return float(ref.epoch), float(ref.epoch)
+
+
+def _max_pm_from_statistics(right: Catalog, ref: ReferenceProfile) -> float:
+    stats = _column_stats(right, [ref.pmra, ref.pmdec])
+    if stats is None or not {ref.pmra, ref.pmdec} <= set(stats.index):
+        return DEFAULT_MAX_PM_MAS_YR
+    ext = [abs(float(stats.loc[c, k])) for c in (ref.pmra, ref.pmdec) for k in ("min_value", "max_value")]
+    return float(math.hypot(max(ext[:2]), max(ext[2:])))
+
+
+def crossmatch(left: Catalog, right: Catalog, *, radius_arcsec: float = 1.0, epoch_aware: bool = True,
+               n_neighbors: int = 1, reference: ReferenceProfile | str | None = None,
+               left_epoch: str | float = "jdate", left_epoch_format: EpochFormat = "jd",
+               suffixes: tuple[str, str] | None = None, how: Literal["inner", "left"] = "inner",
+               max_pm_mas_yr: float | None = None,
+               margin_policy: Literal["warn", "raise", "ignore"] = "warn",
+               output_catalog_name: str | None = None) -> Catalog:
+    """Crossmatch 2MASS rows (``left``) with a reference catalogue (``right``).
+
+    ``epoch_aware=True`` uses :class:`EpochCrossmatch` (reference positions moved to each
+    detection's ``jdate``); ``False`` is lsdb's plain positional k-d tree match. The result is an
+    lsdb catalogue with both sides' columns suffixed (default ``_2mass`` and ``_<reference>``)
+    plus ``_dist_arcsec`` and, when epoch-aware, ``_dt_yr``.
+    """
+    profile = reference if isinstance(reference, ReferenceProfile) else detect_profile(right, reference)
+    if right.hc_structure.catalog_info.ra_column and profile.ra != right.hc_structure.catalog_info.ra_column:
+        profile = replace(profile, ra=right.hc_structure.catalog_info.ra_column,
+                          dec=right.hc_structure.catalog_info.dec_column)
+    suffixes = suffixes or ("_2mass", f"_{profile.name}")
+    if not epoch_aware:
+        return left.crossmatch(right, radius_arcsec=radius_arcsec, n_neighbors=n_neighbors,
+                               suffixes=suffixes, suffix_method="all_columns", how=how,
+                               output_catalog_name=output_catalog_name)
+    algo = EpochCrossmatch(radius_arcsec, n_neighbors, reference=profile, left_epoch=left_epoch,
+                           left_epoch_format=left_epoch_format, max_pm_mas_yr=max_pm_mas_yr,
+                           margin_policy=margin_policy)
+    return left.crossmatch(right, algorithm=algo, suffixes=suffixes, suffix_method="all_columns",
+                           how=how, output_catalog_name=output_catalog_name)

@@ -1,0 +1,358 @@
+"""Multi-epoch light curves: merged sources with their working-database detections nested.
+
+For a product (``survey``, ``6x``, ``calibration``, ``calibration_sc``) the merged-source
+information table (``cf_info``...) gives one row per source (``gcntr``, mean position) and the
+cross-reference (link) table lists every member detection. The result is an lsdb catalogue
+partitioned like the information table, one row per merged source, with a nested column of
+its detections and per-source statistics (:mod:`tmass_lake.lake.stats`).
+
+How the join avoids a global shuffle: members of a group lie close to the group's mean
+position and carry its ``gcntr``, so each information partition is joined on ``gcntr`` with the
+detection partition covering the same sky plus that partition's margin (lsdb ``join_nested``).
+A group whose members spread beyond the margin (a fast-moving star near a partition edge; any
+edge group in a table built without margins) would come out short, so every task compares each
+group's member count with its link count (``napp``, or the link table) and, for the few short
+groups, reads the missing members itself: the detection partitions within ``repair_arcsec`` of
+the group (then, if still short, all of them) with a ``gcntr`` filter pushed down to Parquet.
+One pass, no shuffle, and exact. With ``links="table"`` the link table (plain Parquet in the
+lake, read per partition with a ``gcntr`` range and set filter) decides membership, so the nested
+rows are exactly the links; with ``links="detections"`` the detections' own ``gcntr`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal
+
+import nested_pandas as npd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from nested_pandas.series.packer import pack_sorted_df_into_struct
+
+from tmass_lake.lake.stats import BANDS, DEFAULT_THRESHOLDS, Thresholds, light_curve_stats
+from tmass_lake.schema import list_tables, load_schema
+from tmass_lake.storage import filesystem
+
+if TYPE_CHECKING:
+    import lsdb
+    from matplotlib.figure import Figure
+
+    from tmass_lake.lake.api import Lake
+
+log = logging.getLogger(__name__)
+
+PRODUCT_ALIASES = {"cal": "calibration", "sc": "calibration_sc", "lmc": "calibration_sc",
+                   "six_x": "6x", "6x2": "6x"}
+SOURCE_COLUMNS = ["gcntr", "ra", "dec", "napp"]
+POINT_COLUMNS = ["jdate", "ra", "dec", "err_maj", "err_min", "err_ang",
+                 *[f"{b}_{s}" for b in BANDS for s in ("m", "cmsig", "msigcom")],
+                 "ph_qual", "rd_flg", "bl_flg", "cc_flg", "rel"]
+EXTENDED_COLUMNS = ["jdate", "ra", "dec", *[f"{b}_{s}_k20fe" for b in BANDS for s in ("m", "msig")],
+                    "cc_flg", "rel"]
+NESTED = "detections"
+
+
+@dataclass(frozen=True)
+class ProductTables:
+    """The three tables of a product's multi-epoch join, from the schema files."""
+
+    product: str
+    info: str
+    detections: str
+    link: str | None
+    key: str
+    kind: str
+
+    @property
+    def mag_columns(self) -> dict[str, str]:
+        """Detection columns to stats names (``{b}_m``, ``{b}_msigcom``)."""
+        if self.kind == "point":
+            return {}
+        return {f"{b}_{s}_k20fe": f"{b}_{t}" for b in BANDS for s, t in (("m", "m"), ("msig", "msigcom"))}
+
+
+@cache
+def product_tables(product: str, kind: str = "point") -> ProductTables:
+    """Resolve ``product`` (``calibration``, ``cal``, ``6x``, ``survey``...) to its tables."""
+    product = PRODUCT_ALIASES.get(product, product)
+    det_kind = {"point": "point_detections", "extended": "extended_detections"}[kind]
+    for name in list_tables():
+        s = load_schema(name)
+        det = s.links.get("detections")
+        if s.kind != "merged_sources" or s.product != product or not det:
+            continue
+        if load_schema(det).kind != det_kind:
+            continue
+        link = next((t for t in list_tables() if load_schema(t).kind == "cross_reference"
+                     and load_schema(t).links.get("merged") == name), None)
+        return ProductTables(product, name, det, link, s.links.get("detection_key", "cntr"), kind)
+    products = sorted({load_schema(t).product for t in list_tables()
+                       if load_schema(t).kind == "merged_sources"})
+    raise KeyError(f"no {kind} merged-source table for product {product!r} (products: {products})")
+
+
+@dataclass(frozen=True)
+class LinkSource:
+    """Where group membership comes from: the link table's Parquet files, or None (detections)."""
+
+    files: tuple[str, ...] = ()
+    storage_options: tuple[tuple[str, Any], ...] = ()
+    key: str = "cntr"
+
+    @property
+    def table(self) -> bool:
+        return bool(self.files)
+
+    def pairs(self, gcntr: np.ndarray) -> pd.DataFrame:
+        """The (gcntr, key) links of the given groups (range + set filter pushed to Parquet)."""
+        if len(gcntr) == 0:
+            return pd.DataFrame({"gcntr": np.zeros(0, np.int64), self.key: np.zeros(0, np.int64)})
+        ds = _dataset(self.files, self.storage_options)
+        g = pc.field("gcntr")
+        flt = (g >= int(gcntr.min())) & (g <= int(gcntr.max())) & g.isin(pa.array(np.unique(gcntr)))
+        t = ds.to_table(columns=["gcntr", self.key], filter=flt)
+        return pd.DataFrame({"gcntr": t.column("gcntr").to_numpy(),
+                             self.key: t.column(self.key).to_numpy()})
+
+
+@cache
+def _dataset(files: tuple[str, ...], storage_options: tuple[tuple[str, Any], ...]) -> pads.Dataset:
+    fs, _ = filesystem(files[0], dict(storage_options))
+    paths = [filesystem(f, dict(storage_options))[1] for f in files]
+    return pads.dataset(paths, filesystem=fs, format="parquet")
+
+
+def _link_source(lake: Lake, tables: ProductTables, links: str) -> LinkSource:
+    if links not in ("auto", "table", "detections"):
+        raise ValueError("links must be 'auto', 'table' or 'detections'")
+    have = (tables.link is not None and tables.link in lake.tables
+            and lake.entry(tables.link).format == "parquet")
+    if links == "table" and not have:
+        raise KeyError(f"links='table' needs the link table {tables.link} as Parquet in {lake.url}")
+    if links == "detections" or not have:
+        return LinkSource(key=tables.key)
+    files = tuple(lake._parquet_files(lake.entry(tables.link).url))
+    return LinkSource(files, tuple(sorted(lake.storage_options.items())), tables.key)
+
+
+def _groups(df: npd.NestedFrame, nested: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """(group position per flat row, flat detections) of a joined partition."""
+    if len(df) == 0:
+        return np.zeros(0, np.int64), df[nested].nest.to_flat().iloc[:0]
+    lengths = np.asarray(df[nested].array.list_lengths, dtype=np.int64)
+    flat = df[nested].nest.to_flat()
+    group = np.repeat(np.arange(len(df)), lengths)
+    return group, flat.reset_index(drop=True)
+
+
+def _count_by(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """How many times each of ``keys`` occurs in ``values``."""
+    u, c = np.unique(values, return_counts=True)
+    out = np.zeros(len(keys), np.int64)
+    if len(u):
+        pos = np.clip(np.searchsorted(u, keys), 0, len(u) - 1)
+        hit = u[pos] == keys
+        out[hit] = c[pos[hit]]
+    return out
+
+
+def _pair_mask(gcntr: np.ndarray, key: np.ndarray, pairs: pd.DataFrame, key_name: str) -> np.ndarray:
+    """Which (gcntr, key) rows are links."""
+    if len(pairs) == 0:
+        return np.zeros(len(gcntr), bool)
+    idx = pd.MultiIndex.from_arrays([pairs["gcntr"].to_numpy(), pairs[key_name].to_numpy()])
+    return pd.MultiIndex.from_arrays([gcntr, key]).isin(idx)
+
+
+@dataclass(frozen=True)
+class DetectionSource:
+    """Reads detection rows of given groups from any partition (for groups cut by partitions)."""
+
+    url: str  # the detection catalogue (LAKE/<table>/<table>)
+    storage_options: tuple[tuple[str, Any], ...]
+    columns: tuple[str, ...]
+    radius_arcsec: float = 60.0
+
+    def fetch(self, gcntr: np.ndarray, ra: np.ndarray, dec: np.ndarray, expected: np.ndarray,
+              ) -> pd.DataFrame:
+        """All rows of groups ``gcntr``: nearby partitions first, every partition if still short."""
+        cat = _hats_catalog(self.url, self.storage_options)
+        pixels: set = set()
+        for r, d in zip(ra, dec, strict=True):
+            with contextlib.suppress(Exception):  # a cone outside the coverage has no pixels
+                pixels |= set(cat.filter_by_cone(float(r), float(d), self.radius_arcsec).get_healpix_pixels())
+        rows = self._read(cat, sorted(pixels), gcntr)
+        found = _count_by(gcntr, rows["gcntr"].to_numpy(dtype=np.int64))
+        if (found < expected).any():
+            log.warning("%s: %d groups have members beyond %g\"; scanning every partition",
+                        self.url, int((found < expected).sum()), self.radius_arcsec)
+            rows = self._read(cat, cat.get_healpix_pixels(), gcntr)
+        return rows
+
+    def _read(self, cat: Any, pixels: list, gcntr: np.ndarray) -> pd.DataFrame:
+        from hats.io import pixel_catalog_file
+
+        fs, _ = filesystem(self.url, dict(self.storage_options))
+        paths = [filesystem(str(pixel_catalog_file(cat.catalog_base_dir, p)), dict(self.storage_options))[1]
+                 for p in pixels]
+        cols = list(dict.fromkeys([*self.columns, "gcntr"]))
+        flt = pc.field("gcntr").isin(pa.array(np.unique(gcntr)))
+        table = pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=cols, filter=flt) \
+            if paths else None
+        if table is None:
+            return pd.DataFrame({c: pd.Series(dtype="int64") for c in cols})
+        return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+@cache
+def _hats_catalog(url: str, storage_options: tuple[tuple[str, Any], ...]) -> Any:
+    import hats
+    from upath import UPath
+
+    return hats.read_hats(UPath(url, **dict(storage_options)))
+
+
+@dataclass(frozen=True)
+class _Finish:
+    """What each light-curve task needs besides its partition."""
+
+    links: LinkSource
+    source: DetectionSource | None
+    nested: str
+    stats: bool
+    thresholds: Thresholds
+    rename: tuple[tuple[str, str], ...]
+    det_columns: tuple[str, ...]
+
+
+def _finish_partition(df: npd.NestedFrame, ctx: _Finish) -> npd.NestedFrame:
+    """Keep exactly the links, restore short groups, sort by epoch, add statistics, re-nest."""
+    nested, cols = ctx.nested, list(ctx.det_columns)
+    group, flat = _groups(df, nested)
+    flat = flat[cols]
+    gcntr = df["gcntr"].to_numpy(dtype=np.int64)
+    pairs = ctx.links.pairs(gcntr) if ctx.links.table and len(df) else None
+    if pairs is not None:
+        ok = _pair_mask(gcntr[group], flat[ctx.links.key].to_numpy(dtype=np.int64), pairs, ctx.links.key)
+        flat, group = flat[ok], group[ok]
+        expected = _count_by(gcntr, pairs["gcntr"].to_numpy())
+    else:
+        expected = df["napp"].to_numpy(dtype=np.int64) if "napp" in df else None
+    if ctx.source is not None and expected is not None and len(df):
+        short = np.bincount(group, minlength=len(df)) < expected
+        if short.any():
+            rows = ctx.source.fetch(gcntr[short], df["ra"].to_numpy(dtype=float)[short],
+                                    df["dec"].to_numpy(dtype=float)[short], expected[short])
+            pos = pd.Index(gcntr).get_indexer(rows["gcntr"].to_numpy(dtype=np.int64))
+            if pairs is not None:
+                ok = _pair_mask(rows["gcntr"].to_numpy(dtype=np.int64),
+                                rows[ctx.links.key].to_numpy(dtype=np.int64), pairs, ctx.links.key)
+                rows, pos = rows[ok], pos[ok]
+            keep = ~short[group]
+            flat = pd.concat([flat[keep], rows[cols]], ignore_index=True)
+            group = np.concatenate([group[keep], pos])
+    order = np.lexsort((flat["jdate"].to_numpy(dtype=float, na_value=np.nan), group))
+    flat = flat.iloc[order]
+    group = group[order]
+    index = df.index
+    base = npd.NestedFrame(df.drop(columns=[nested])).reset_index(drop=True)
+    if ctx.stats:
+        st = light_curve_stats(group, len(base), flat.rename(columns=dict(ctx.rename)),
+                               ra0=base["ra"].to_numpy(dtype=float),
+                               dec0=base["dec"].to_numpy(dtype=float), thresholds=ctx.thresholds)
+        for c in st.columns:
+            base[c] = pd.array(st[c].to_numpy(), dtype=pd.ArrowDtype(pa.from_numpy_dtype(st[c].dtype)))
+    flat.index = pd.Index(group)
+    packed = pack_sorted_df_into_struct(flat, name=nested)
+    if len(packed) != len(base):
+        packed = packed.reindex(pd.RangeIndex(len(base)))
+    base[nested] = packed.values
+    base.index = index
+    return base
+
+
+def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["point", "extended"] = "point",
+                 detection_columns: list[str] | None = None, source_columns: list[str] | None = None,
+                 links: Literal["auto", "table", "detections"] = "auto", stats: bool = True,
+                 thresholds: Thresholds = DEFAULT_THRESHOLDS, complete: bool = True,
+                 search_filter: Any = None, nested_name: str = NESTED, margin: bool = True,
+                 repair_arcsec: float = 60.0) -> lsdb.Catalog:
+    """One row per merged source of ``product`` with its detections nested, sorted by epoch.
+
+    ``detection_columns`` (default: key, epoch, position and errors, J/H/K magnitudes and
+    errors, quality flags) are nested under ``nested_name``; ``source_columns`` (default
+    ``gcntr, ra, dec, napp``) come from the information table. ``links``: ``"table"`` uses the
+    lake's link table, ``"detections"`` the detections' ``gcntr``, ``"auto"`` the table when
+    present. ``complete=True`` restores groups whose members lie beyond the partition margins
+    (searching ``repair_arcsec`` around them first), so every link appears exactly once;
+    ``margin=False`` joins without the detections' margin (cheaper reads; more repairs).
+    ``search_filter`` (an lsdb search) restricts the sources. ``stats`` adds
+    :func:`~tmass_lake.lake.stats.light_curve_stats` columns and flags (``thresholds``).
+    """
+    tables = product_tables(product, kind)
+    link_src = _link_source(lake, tables, links)
+    det_default = POINT_COLUMNS if kind == "point" else EXTENDED_COLUMNS
+    det_schema = load_schema(tables.detections)
+    det_cols = [c for c in dict.fromkeys([tables.key, *(detection_columns or det_default)])
+                if c in det_schema.names]
+    if "jdate" not in det_cols:
+        det_cols.append("jdate")
+    info_names = load_schema(tables.info).names
+    src_cols = [c for c in dict.fromkeys([*SOURCE_COLUMNS, *(source_columns or [])]) if c in info_names]
+    if complete and not link_src.table and "napp" not in src_cols:
+        raise ValueError(f"{tables.info} has no napp: use links='table' or complete=False")
+    info = lake.open(tables.info, columns=src_cols,
+                     **({"search_filter": search_filter} if search_filter is not None else {}))
+    det = lake.open(tables.detections, columns=[*det_cols, "gcntr"], margin=margin)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Right catalog does not have a margin", RuntimeWarning)
+        cat = info.join_nested(det, left_on="gcntr", right_on="gcntr", nested_column_name=nested_name,
+                               how="left")
+    source = None
+    if complete:
+        entry = lake.entry(tables.detections)
+        source = DetectionSource(lake._main_catalog_url(entry), tuple(sorted(lake.storage_options.items())),
+                                 tuple(det_cols), repair_arcsec)
+    ctx = _Finish(link_src, source, nested_name, stats, thresholds, tuple(tables.mag_columns.items()),
+                  tuple(det_cols))
+    meta = _finish_partition(cat.meta, ctx)
+    return cat.map_partitions(_finish_partition, ctx, meta=meta)
+
+
+def plot_light_curve(row: pd.Series | npd.NestedFrame, nested_name: str = NESTED,
+                     path: str | None = None) -> Figure:
+    """J, H, K magnitude against epoch for one merged source (a row of :func:`light_curves`)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if isinstance(row, pd.DataFrame):
+        row = row.iloc[0]
+    det = row[nested_name]
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    for b, color in zip(BANDS, ("tab:blue", "tab:green", "tab:red"), strict=True):
+        m = f"{b}_m" if f"{b}_m" in det else f"{b}_m_k20fe"
+        s = f"{b}_msigcom" if f"{b}_msigcom" in det else f"{b}_msig_k20fe"
+        if m not in det:
+            continue
+        d = det[[c for c in ("jdate", m, s) if c in det]].dropna()
+        ax.errorbar(d["jdate"] - 2450000.0, d[m], yerr=d.get(s), fmt=".", ms=3,
+                    color=color, ecolor=color, alpha=0.7, elinewidth=0.6, label=b.upper())
+    ax.invert_yaxis()
+    ax.set_xlabel("JD - 2450000")
+    ax.set_ylabel("magnitude")
+    title = f"gcntr {row['gcntr']}  ({row['ra']:.5f}, {row['dec']:+.5f})  {len(det)} epochs"
+    flags = [f for f in ("is_variable", "is_moving") if f in row and bool(row[f])]
+    ax.set_title(title + (f"  [{', '.join(flags)}]" if flags else ""), fontsize=10)
+    ax.legend(loc="best", fontsize=8)
+    if path:
+        fig.savefig(path, dpi=110)
+    return fig
