@@ -58,11 +58,13 @@ class PeakMemory:
 
 def make_input(root: Path, table: str, rows: int, seed: int) -> list[str]:
     """Mock bulk files of ``table`` with about ``rows`` rows (scale calibrated on a small run)."""
-    probe = generate(str(root / "probe"), scale=0.02, seed=seed, tables=[table], progress=False)
+    probe = generate(str(root / "probe"), scale=0.02, seed=seed, tables=[table], progress=False,
+                     reference=False)
     per_scale = probe["tables"][table]["rows"] / 0.02
     shutil.rmtree(root / "probe")
     started = time.time()
-    manifest = generate(str(root / "mock"), scale=rows / per_scale, seed=seed, tables=[table])
+    manifest = generate(str(root / "mock"), scale=rows / per_scale, seed=seed, tables=[table],
+                        reference=False)
     n = manifest["tables"][table]["rows"]
     print(f"mock: {n:,} rows of {table} in {time.time() - started:.1f} s "
           f"({n / (time.time() - started):,.0f} rows/s)")
