@@ -45,6 +45,7 @@ class TableEntry:
     name: str
     url: str
     format: str
+    schema: str | None = None  # schema name when it differs (derived tables: their source's)
 
 
 class Lake:
@@ -82,8 +83,10 @@ class Lake:
             spec = spec if isinstance(spec, dict) else {"path": spec}
             url = self._abs(spec.get("path") or spec.get("url") or name)
             fmt = spec.get("format") or self._detect_format(url)
+            schema = spec.get("schema")
             if fmt:
-                entries[name] = TableEntry(name, url, fmt)
+                entries[name] = TableEntry(name, url, fmt, schema.get("name") if isinstance(schema, dict)
+                                           else schema)
         for info in self._fs.ls(self._root, detail=True):
             if info["type"] != "directory" and not (info.get("islink") and self._fs.isdir(info["name"])):
                 continue
@@ -128,8 +131,10 @@ class Lake:
 
     def schema(self, name: str) -> TableSchema:
         """The table's documented schema (units, descriptions, provenance)."""
-        base = self._six_x_base(name) or name
-        return load_schema(base)
+        base = self._six_x_base(name)
+        if base is None and name in self._entries:
+            base = self._entries[name].schema
+        return load_schema(base or name)
 
     # -- opening -------------------------------------------------------------------------
     def __getitem__(self, name: str) -> lsdb.Catalog | dd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,10 @@ def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: 
 
         catalog.to_hats(UPath(output, **storage_options), catalog_name=name, overwrite=True,
                         progress_bar=False)
-        return int(catalog.hc_structure.catalog_info.total_rows or 0)
+        import lsdb
+
+        written = lsdb.open_catalog(UPath(output, **storage_options))
+        return int(written.hc_structure.catalog_info.total_rows or 0)
     fs, root = filesystem(output, storage_options)
 
     def part(df: npd.NestedFrame, path: str) -> int:
@@ -68,7 +72,7 @@ def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: 
 
 def cmd_crossmatch(ns: argparse.Namespace) -> int:
     from tmass_lake.cluster import dask_client
-    from tmass_lake.lake import open_lake
+    from tmass_lake.lake import MarginWarning, open_lake
 
     so = _storage_options(ns.storage_option)
     lake = open_lake(ns.lake, **so)
@@ -76,12 +80,15 @@ def cmd_crossmatch(ns: argparse.Namespace) -> int:
     started = time.time()
     with dask_client(ns.scheduler, ns.workers, ns.memory_limit):
         right = lake.open_reference(ns.with_, storage_options=so or None)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MarginWarning)
             result = lake.crossmatch(ns.table, right, radius_arcsec=ns.radius, epoch_aware=not ns.plain,
                                      columns=ns.columns, n_neighbors=ns.n_neighbors, how=ns.how,
                                      max_pm_mas_yr=ns.max_pm,
                                      reference=ns.with_ if "/" not in ns.with_ else None)
+        for w in caught:
+            if issubclass(w.category, MarginWarning):
+                print(f"tmass-lake: warning: {w.message}", file=sys.stderr)
         rows = write_output(result, ns.output, fmt, so, f"{ns.table}_x_{right.name}")
     kind = "positional" if ns.plain else "epoch-aware"
     print(f"{ns.table} x {right.name}: {rows:,} {kind} matches within {ns.radius:g}\" "

@@ -280,16 +280,24 @@ def match_moving(l_xyz: np.ndarray, t_left: np.ndarray, r_ra: np.ndarray, r_dec:
     if len(l_xyz) == 0 or len(r_ra) == 0:
         return empty
     ok_left = np.isfinite(t_left) & np.isfinite(l_xyz).all(axis=1)
-    t_mid = float(np.median(t_left[ok_left])) if ok_left.any() else 2000.0
+    if not ok_left.any():
+        return empty
+    t_mid = float(np.median(t_left[ok_left]))
     t_l = np.where(ok_left, t_left, t_mid)
-    spread = float(np.max(np.abs(t_l - t_mid))) if len(t_l) else 0.0
+    spread = float(np.max(np.abs(t_l - t_mid)))
+    tol = max(0.5 * radius_arcsec, 0.2)
+    # Only right stars that can reach the left rows' cap at some left epoch take part.
     p0 = _unit_vectors(r_ra, r_dec)
+    sel = _in_reach(l_xyz[ok_left], p0, np.hypot(pmra, pmdec), np.abs(t_mid - t_right) + spread,
+                    radius_arcsec + tol)
+    if len(sel) == 0:
+        return empty
+    r_ra, r_dec, pmra, pmdec, t_right, p0 = (x[sel] for x in (r_ra, r_dec, pmra, pmdec, t_right, p0))
     vel = _motion_vectors(r_ra, r_dec, pmra, pmdec)
     r_mid = _normalise(p0 + vel * (t_mid - t_right)[:, None])
     good_r = np.isfinite(r_mid).all(axis=1)
     r_mid = np.where(good_r[:, None], r_mid, 2.0)  # far off the unit sphere: never a candidate
     pm = np.hypot(pmra, pmdec)
-    tol = max(0.5 * radius_arcsec, 0.2)
     wander = pm * spread / 1000.0  # arcsec a star moves between t_mid and the extreme epochs
     fast = good_r & (wander > tol)
 
@@ -331,7 +339,21 @@ def match_moving(l_xyz: np.ndarray, t_left: np.ndarray, r_ra: np.ndarray, r_dec:
         keep[order[rank >= n_neighbors]] = False
         li, ri, sep, dt = li[keep], ri[keep], sep[keep], dt[keep]
     order = np.argsort(li, kind="stable")
-    return li[order], ri[order], sep[order], dt[order]
+    return li[order], sel[ri[order]], sep[order], dt[order]
+
+
+def _in_reach(l_xyz: np.ndarray, p0: np.ndarray, pm: np.ndarray, dt_abs: np.ndarray, reach_arcsec: float,
+              ) -> np.ndarray:
+    """Indices of right stars that can come within ``reach`` of the cap around the left rows."""
+    center = l_xyz.sum(axis=0)
+    norm = float(np.sqrt(center @ center))
+    ok = np.isfinite(p0).all(axis=1)
+    if norm == 0.0:
+        return np.flatnonzero(ok)
+    center /= norm
+    cap = float(np.arccos(np.clip((l_xyz @ center).min(), -1.0, 1.0)))
+    limit = cap + reach_arcsec * ARCSEC_TO_RAD + np.nan_to_num(pm) * dt_abs * MAS_TO_RAD
+    return np.flatnonzero(ok & (p0 @ center >= np.cos(np.minimum(limit, np.pi))))
 
 
 def _nearest_candidates(tree: KDTree, r_mid: np.ndarray, l_xyz: np.ndarray, reach: float, slack: float,
@@ -408,7 +430,8 @@ def _column_stats(catalog: Catalog, columns: list[str]) -> pd.DataFrame | None:
         path = str(catalog.hc_structure.catalog_path)
         if "://" in path and not path.startswith("file://"):
             return None
-        stats = catalog.hc_structure.aggregate_column_statistics(include_columns=columns)
+        stats = catalog.hc_structure.aggregate_column_statistics(include_columns=columns,
+                                                                 warn_on_modified_catalog=False)
         return stats if len(stats) else None
     except Exception as e:  # noqa: BLE001 - statistics are an optimisation only
         log.debug("no column statistics for %s: %s", catalog.name, e)

@@ -22,6 +22,7 @@ rows are exactly the links; with ``links="detections"`` the detections' own ``gc
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -103,8 +104,9 @@ class LinkSource:
     """Where group membership comes from: the link table's Parquet files, or None (detections)."""
 
     files: tuple[str, ...] = ()
-    storage_options: tuple[tuple[str, Any], ...] = ()
-    key: str = "cntr"
+    storage_options: str = "{}"  # JSON: hashable, so datasets can be cached per worker
+    key: str = "cntr"  # the detection key (cntr, ext_key)
+    column: str = "cntr"  # the link table's column holding it (cntr in every link table)
 
     @property
     def table(self) -> bool:
@@ -117,15 +119,16 @@ class LinkSource:
         ds = _dataset(self.files, self.storage_options)
         g = pc.field("gcntr")
         flt = (g >= int(gcntr.min())) & (g <= int(gcntr.max())) & g.isin(pa.array(np.unique(gcntr)))
-        t = ds.to_table(columns=["gcntr", self.key], filter=flt)
+        t = ds.to_table(columns=["gcntr", self.column], filter=flt)
         return pd.DataFrame({"gcntr": t.column("gcntr").to_numpy(),
-                             self.key: t.column(self.key).to_numpy()})
+                             self.key: t.column(self.column).to_numpy()})
 
 
 @cache
-def _dataset(files: tuple[str, ...], storage_options: tuple[tuple[str, Any], ...]) -> pads.Dataset:
-    fs, _ = filesystem(files[0], dict(storage_options))
-    paths = [filesystem(f, dict(storage_options))[1] for f in files]
+def _dataset(files: tuple[str, ...], storage_options: str) -> pads.Dataset:
+    so = json.loads(storage_options)
+    fs, _ = filesystem(files[0], so)
+    paths = [filesystem(f, so)[1] for f in files]
     return pads.dataset(paths, filesystem=fs, format="parquet")
 
 
@@ -139,7 +142,13 @@ def _link_source(lake: Lake, tables: ProductTables, links: str) -> LinkSource:
     if links == "detections" or not have:
         return LinkSource(key=tables.key)
     files = tuple(lake._parquet_files(lake.entry(tables.link).url))
-    return LinkSource(files, tuple(sorted(lake.storage_options.items())), tables.key)
+    names = load_schema(tables.link).names
+    column = tables.key if tables.key in names else next(c for c in names if c != "gcntr")
+    return LinkSource(files, _json(lake.storage_options), tables.key, column)
+
+
+def _json(storage_options: dict) -> str:
+    return json.dumps(storage_options, sort_keys=True, default=str)
 
 
 def _groups(df: npd.NestedFrame, nested: str) -> tuple[np.ndarray, pd.DataFrame]:
@@ -176,7 +185,7 @@ class DetectionSource:
     """Reads detection rows of given groups from any partition (for groups cut by partitions)."""
 
     url: str  # the detection catalogue (LAKE/<table>/<table>)
-    storage_options: tuple[tuple[str, Any], ...]
+    storage_options: str  # JSON
     columns: tuple[str, ...]
     radius_arcsec: float = 60.0
 
@@ -199,9 +208,9 @@ class DetectionSource:
     def _read(self, cat: Any, pixels: list, gcntr: np.ndarray) -> pd.DataFrame:
         from hats.io import pixel_catalog_file
 
-        fs, _ = filesystem(self.url, dict(self.storage_options))
-        paths = [filesystem(str(pixel_catalog_file(cat.catalog_base_dir, p)), dict(self.storage_options))[1]
-                 for p in pixels]
+        so = json.loads(self.storage_options)
+        fs, _ = filesystem(self.url, so)
+        paths = [filesystem(str(pixel_catalog_file(cat.catalog_base_dir, p)), so)[1] for p in pixels]
         cols = list(dict.fromkeys([*self.columns, "gcntr"]))
         flt = pc.field("gcntr").isin(pa.array(np.unique(gcntr)))
         table = pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=cols, filter=flt) \
@@ -212,11 +221,11 @@ class DetectionSource:
 
 
 @cache
-def _hats_catalog(url: str, storage_options: tuple[tuple[str, Any], ...]) -> Any:
+def _hats_catalog(url: str, storage_options: str) -> Any:
     import hats
     from upath import UPath
 
-    return hats.read_hats(UPath(url, **dict(storage_options)))
+    return hats.read_hats(UPath(url, **json.loads(storage_options)))
 
 
 @dataclass(frozen=True)
@@ -261,21 +270,21 @@ def _finish_partition(df: npd.NestedFrame, ctx: _Finish) -> npd.NestedFrame:
     order = np.lexsort((flat["jdate"].to_numpy(dtype=float, na_value=np.nan), group))
     flat = flat.iloc[order]
     group = group[order]
-    index = df.index
-    base = npd.NestedFrame(df.drop(columns=[nested])).reset_index(drop=True)
+    base = pd.DataFrame(df.drop(columns=[nested]))
+    parts = [base]
     if ctx.stats:
         st = light_curve_stats(group, len(base), flat.rename(columns=dict(ctx.rename)),
                                ra0=base["ra"].to_numpy(dtype=float),
                                dec0=base["dec"].to_numpy(dtype=float), thresholds=ctx.thresholds)
-        for c in st.columns:
-            base[c] = pd.array(st[c].to_numpy(), dtype=pd.ArrowDtype(pa.from_numpy_dtype(st[c].dtype)))
+        parts.append(pd.DataFrame({c: pd.array(st[c].to_numpy(), dtype=pd.ArrowDtype(pa.from_numpy_dtype(
+            st[c].dtype))) for c in st.columns}, index=base.index))
     flat.index = pd.Index(group)
     packed = pack_sorted_df_into_struct(flat, name=nested)
     if len(packed) != len(base):
         packed = packed.reindex(pd.RangeIndex(len(base)))
-    base[nested] = packed.values
-    base.index = index
-    return base
+    packed.index = base.index
+    parts.append(packed.to_frame())
+    return npd.NestedFrame(pd.concat(parts, axis=1))
 
 
 def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["point", "extended"] = "point",
@@ -318,8 +327,8 @@ def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["poi
     source = None
     if complete:
         entry = lake.entry(tables.detections)
-        source = DetectionSource(lake._main_catalog_url(entry), tuple(sorted(lake.storage_options.items())),
-                                 tuple(det_cols), repair_arcsec)
+        source = DetectionSource(lake._main_catalog_url(entry), _json(lake.storage_options), tuple(det_cols),
+                                 repair_arcsec)
     ctx = _Finish(link_src, source, nested_name, stats, thresholds, tuple(tables.mag_columns.items()),
                   tuple(det_cols))
     meta = _finish_partition(cat.meta, ctx)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import gammaincc, gammainccinv
+from scipy.special import gammaincc
 
 BANDS = ("j", "h", "k")
 JD_J2000 = 2451545.0
@@ -98,11 +98,6 @@ def chi2_log10_sf(chi2: np.ndarray, dof: np.ndarray) -> np.ndarray:
             lp[bad] = (-0.5 * z**2 - np.log(z * np.sqrt(2 * np.pi))) / np.log(10)
     out[ok] = lp
     return out
-
-
-def chi2_threshold(dof: np.ndarray, log10_p: float) -> np.ndarray:
-    """The chi-square a constant source exceeds with probability ``10**log10_p``."""
-    return 2.0 * gammainccinv(np.asarray(dof, float) / 2.0, 10.0**log10_p)
 
 
 def _axis_sigmas(err_maj: np.ndarray, err_min: np.ndarray, err_ang: np.ndarray,
@@ -243,14 +238,6 @@ def mean_positions(g: np.ndarray, n: int, ra: np.ndarray, dec: np.ndarray,
     y = _sum(g, np.cos(d) * np.sin(r), n)
     z = _sum(g, np.sin(d), n)
     return np.degrees(np.arctan2(y, x)) % 360.0, np.degrees(np.arctan2(z, np.hypot(x, y)))
-
-
-def stats_columns() -> list[str]:
-    """Names of the columns :func:`light_curve_stats` returns, in order."""
-    empty = pd.DataFrame({c: np.zeros(0) for c in
-                          ["jdate", "ra", "dec", "err_maj", "err_min", "err_ang"]
-                          + [f"{b}_{s}" for b in BANDS for s in ("m", "msigcom")]})
-    return list(light_curve_stats(np.zeros(0, np.int64), 0, empty).columns)
 
 
 def _col(frame: pd.DataFrame, name: str) -> np.ndarray:

@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-PIPELINE_DIR = Path(__file__).resolve().parents[3] / "pipelines"
-MOCK_TABLES = ("pt_src_6x2", "sixxf_info", "sixxf_link", "pt_src_c", "cf_info", "cf_link")
+from tmass_lake.schema import schema_dir
+
+PIPELINE_DIR = schema_dir().parent / "pipelines"
+MOCK_TABLES = ("pt_src_6x2", "sixxf_info", "sixxf_link", "pt_src_c", "cf_info", "cf_link", "ext_src_c",
+               "ecf_info", "ecf_link")
 HIGH_PM = 200.0
 """Proper motion (mas/yr) above which the mock's stars are its injected high-proper-motion set."""
 

@@ -1,0 +1,188 @@
+"""Nested light curves: every link exactly once, statistics scored on the mock truth, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lsdb
+import numpy as np
+import pandas as pd
+import pytest
+from test_lake_api import shared_mock_lake
+
+from tmass_lake.cli import main
+from tmass_lake.lake import Thresholds, light_curve_stats, open_lake
+from tmass_lake.lake.commands import read_source
+from tmass_lake.lake.lightcurves import product_tables
+from tmass_lake.lake.validation import light_curve_truth, score_light_curves
+
+pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
+                                        "ignore:The inplace keyword:FutureWarning")
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    return shared_mock_lake(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def lake(env):
+    return open_lake(str(env.lake))
+
+
+@pytest.fixture(scope="module")
+def cal(lake) -> pd.DataFrame:
+    return lake.light_curves("calibration").compute(progress_bar=False)
+
+
+def link_pairs(lc: pd.DataFrame, key: str = "cntr") -> pd.DataFrame:
+    lengths = np.asarray(lc["detections"].array.list_lengths)
+    flat = lc["detections"].nest.to_flat()
+    return pd.DataFrame({"gcntr": np.repeat(lc["gcntr"].to_numpy(dtype=np.int64), lengths),
+                         "cntr": flat[key].to_numpy(dtype=np.int64)})
+
+
+def same_pairs(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    a = a.sort_values(["gcntr", "cntr"]).to_numpy()
+    b = b.sort_values(["gcntr", "cntr"]).to_numpy()
+    return a.shape == b.shape and bool((a == b).all())
+
+
+def test_product_tables():
+    t = product_tables("cal")
+    assert (t.info, t.detections, t.link, t.key) == ("cf_info", "pt_src_c", "cf_link", "cntr")
+    assert product_tables("6x").info == "sixxf_info"
+    assert product_tables("survey").detections == "pt_src_rej"
+    assert product_tables("calibration", "extended").link == "ecf_link"
+    with pytest.raises(KeyError):
+        product_tables("all-sky")
+
+
+def test_every_link_exactly_once(cal, lake):
+    pairs = link_pairs(cal)
+    links = lake["cf_link"].compute()
+    assert not pairs.duplicated().any()
+    assert same_pairs(pairs, links[["gcntr", "cntr"]])
+    assert cal["gcntr"].is_unique and len(cal) == lake["cf_info"].hc_structure.catalog_info.total_rows
+    assert (cal["n_epochs"] == cal["napp"]).all()
+    lengths = np.asarray(cal["detections"].array.list_lengths)
+    assert lengths.max() >= 500  # calibration fields: hundreds to thousands of epochs per source
+    jd = cal["detections"].nest.to_flat()["jdate"].to_numpy(dtype=float)
+    start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    inner = np.ones(len(jd), bool)
+    inner[start] = False
+    assert (np.diff(jd, prepend=jd[0])[inner] >= 0).all()  # each light curve sorted by epoch
+    assert {"cntr", "jdate", "ra", "dec", "j_m", "j_msigcom", "h_m", "k_m", "ph_qual", "rd_flg",
+            "cc_flg"} <= set(cal["detections"].nest.columns)
+
+
+def test_six_x_from_detections_gcntr(lake):
+    """Membership from the detections' gcntr gives the same pairs as the link table."""
+    lc = lake.light_curves("6x", links="detections", stats=False).compute(progress_bar=False)
+    pairs = link_pairs(lc)
+    assert not pairs.duplicated().any()
+    assert same_pairs(pairs, lake["sixxf_link"].compute()[["gcntr", "cntr"]])
+    assert "n_epochs" not in lc.columns
+    with pytest.raises(KeyError, match="link table"):
+        open_lake(str(Path(lake.url))).light_curves("survey", links="table")
+
+
+def test_extended_light_curves(lake):
+    """Extended detections (ext_src_c, keyed by ext_key) under ecf_info, through ecf_link."""
+    lc = lake.light_curves("calibration", kind="extended").compute(progress_bar=False)
+    pairs = link_pairs(lc, key="ext_key")
+    links = lake["ecf_link"].compute()  # link tables call the member key (here ext_key) cntr
+    assert same_pairs(pairs, links[["gcntr", "cntr"]])
+    assert {"ext_key", "j_m_k20fe", "k_msig_k20fe"} <= set(lc["detections"].nest.columns)
+    assert lc["k_mean"].notna().mean() > 0.9 and (lc["n_epochs"] == lc["napp"]).all()
+
+
+def test_statistics_against_truth(cal, env):
+    truth = light_curve_truth(env, "pt_src_c", cal)
+    s = score_light_curves(truth)
+    print(f"\ncalibration light curves: {s}")
+    assert s.variables >= 8 and s.recovered >= 0.90
+    assert s.constants >= 200 and s.false_positive <= 0.01
+    assert s.movers >= 1 and s.movers_flagged == 1.0 and s.slow_flagged == 0
+    movers = truth[(truth["kind"] == "star") & (truth["true_pm"] > 200)]
+    for c in ("pmra", "pmdec"):
+        err = (movers[c] - movers[f"true_{c}"]) / movers[f"{c}_err"]
+        assert (err.abs() < 5).all()
+
+
+def test_cone_restricted_light_curves(lake, cal):
+    row = cal.sort_values("napp").iloc[-1]
+    cone = lsdb.ConeSearch(float(row["ra"]), float(row["dec"]), 60.0)
+    sub = lake.light_curves("calibration", search_filter=cone).compute(progress_bar=False)
+    assert 0 < len(sub) < len(cal) and int(row["gcntr"]) in set(sub["gcntr"])
+    assert (sub["n_epochs"] == sub["napp"]).all()
+
+
+def test_repair_restores_groups_cut_by_partitions(env, lake, tmp_path):
+    """With small partitions and the join run without margins, groups on pixel edges lose members
+    in the partition-wise join; the planning pass finds them and the result is exactly the links."""
+    root = tmp_path / "lake"
+    root.mkdir()
+    subprocess.run([str(BIN / "tmass-lake"), "build", "--table", "pt_src_c", "--input",
+                    str(env.mock / "irsa" / "pt_src_c"), "--output", str(root / "pt_src_c"),
+                    "--pixel-threshold", "1000", "--workers", "2", "--quiet"],
+                   check=True, stdout=subprocess.DEVNULL)
+    for name in ("cf_info", "cf_link"):
+        (root / name).symlink_to(env.lake / name)
+    small = open_lake(str(root))
+    assert small["pt_src_c"].npartitions > 100
+    quick = small.light_curves("calibration", complete=False, margin=False).compute(progress_bar=False)
+    assert (quick["n_epochs"] < quick["napp"]).sum() > 0
+    fixed = small.light_curves("calibration", margin=False).compute(progress_bar=False)
+    assert same_pairs(link_pairs(fixed), lake["cf_link"].compute()[["gcntr", "cntr"]])
+    assert (fixed["n_epochs"] == fixed["napp"]).all()
+
+
+def test_stats_thousands_of_epochs():
+    """Vectorised statistics: 300 sources x 3,000 epochs in a couple of seconds."""
+    rng = np.random.default_rng(5)
+    n_src, n_ep = 300, 3000
+    g = np.repeat(np.arange(n_src), n_ep)
+    jd = 2450600.5 + rng.uniform(0, 1300, g.size)
+    sig = np.full(g.size, 0.05)
+    amp = np.where(np.arange(n_src) < 30, 0.06, 0.0)  # 30 variables, 6 cmmag peak-to-peak
+    period = rng.uniform(0.5, 50.0, n_src)
+    mag = 12.0 + 0.5 * amp[g] * np.sin(2 * np.pi * jd / period[g]) + rng.normal(0, 1, g.size) * sig
+    pm = np.where(np.arange(n_src) % 50 == 7, 400.0, 5.0)  # mas/yr in RA
+    years = (jd - 2451545.0) / 365.25
+    dec0 = np.full(n_src, 30.0)
+    ra = 100.0 + (pm[g] * years / 3.6e6 + rng.normal(0, 80, g.size) / 3.6e6) / np.cos(np.radians(30.0))
+    dec = 30.0 + rng.normal(0, 80, g.size) / 3.6e6
+    frame = pd.DataFrame({"jdate": jd, "ra": ra, "dec": dec, "err_maj": 0.08, "err_min": 0.08, "err_ang": 0,
+                          **{f"{b}_m": mag for b in "jhk"}, **{f"{b}_msigcom": sig for b in "jhk"}})
+    t0 = time.perf_counter()
+    st = light_curve_stats(g, n_src, frame, ra0=np.full(n_src, 100.0), dec0=dec0)
+    assert time.perf_counter() - t0 < 5.0
+    assert (st["n_epochs"] == n_ep).all()
+    assert st["is_variable"].to_numpy()[:30].all() and not st["is_variable"].to_numpy()[30:].any()
+    assert st["k_chi2dof"].to_numpy()[30:].mean() == pytest.approx(1.0, abs=0.02)
+    assert np.allclose(st["j_mean"].to_numpy()[30:], 12.0, atol=0.005)
+    movers = pm > 100
+    assert (st["is_moving"].to_numpy() == movers).all()
+    assert np.allclose(st["pmra"].to_numpy()[movers], 400.0, atol=5.0)
+    assert np.allclose(st["pmdec"].to_numpy(), 0.0, atol=5.0)
+    assert np.allclose(st["pos_rms_arcsec"].to_numpy()[~movers], 0.08 * np.sqrt(2), rtol=0.1)
+    strict = light_curve_stats(g, n_src, frame, thresholds=Thresholds(var_log10_p=-200.0))
+    assert not strict["is_variable"].any()
+
+
+def test_cli_lightcurves_with_plot(env, cal, tmp_path):
+    out = tmp_path / "lc"
+    gcntr = int(cal.sort_values("napp").iloc[-1]["gcntr"])
+    assert main(["lightcurves", "--lake", str(env.lake), "--product", "calibration", "--output", str(out),
+                 "--plot", str(gcntr), "--workers", "1"]) == 0
+    png = tmp_path / f"lc_lightcurve_{gcntr}.png"
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    back = pd.read_parquet(out, columns=["gcntr", "n_epochs", "is_variable"])
+    assert len(back) == len(cal) and back["gcntr"].is_unique
+    row = read_source(str(out), gcntr)
+    assert len(row["detections"]) == int(cal.set_index("gcntr").loc[gcntr, "napp"])
