@@ -208,3 +208,22 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.02)
     return found
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    """The mock lake the lake-API tests share (mock at scale 0.3 built with the CLI), built once per
+    session, or reused from ``$TMASS_LAKE_TEST_LAKE`` when set (kept between runs)."""
+    import os
+
+    from tmass_lake.lake.validation import mock_lake
+
+    base = os.environ.get("TMASS_LAKE_TEST_LAKE") or tmp_path_factory.getbasetemp() / "mock_lake"
+    return mock_lake(base)
+
+
+@pytest.fixture(scope="session")
+def lake(env):
+    from tmass_lake.lake import open_lake
+
+    return open_lake(str(env.lake))

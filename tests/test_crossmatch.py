@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.time import Time
-from test_lake_api import shared_mock_lake
 
 from tmass_lake.cli import main
 from tmass_lake.lake import (
@@ -21,7 +20,6 @@ from tmass_lake.lake import (
     MarginWarning,
     ReferenceProfile,
     crossmatch,
-    open_lake,
     open_reference,
 )
 from tmass_lake.lake.commands import write_output
@@ -32,16 +30,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationW
                                         "ignore:The inplace keyword:FutureWarning")
 RADIUS = 1.5  # arcsec: ~3 sigma of the faintest 6x detections' astrometry
 COLUMNS = ["cntr", "jdate"]
-
-
-@pytest.fixture(scope="session")
-def env(tmp_path_factory):
-    return shared_mock_lake(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def lake(env):
-    return open_lake(str(env.lake))
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import warnings
 
 import lsdb
@@ -12,27 +11,9 @@ import pytest
 
 import tmass_lake
 from tmass_lake.lake import Lake, open_lake
-from tmass_lake.lake.validation import MockLake, mock_lake
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
                                         "ignore:The inplace keyword:FutureWarning")
-
-
-def shared_mock_lake(tmp_path_factory) -> MockLake:
-    """The mock lake the lake-API tests share: built once per session (whichever module asks
-    first), or reused from ``$TMASS_LAKE_TEST_LAKE`` when set (kept between runs)."""
-    base = os.environ.get("TMASS_LAKE_TEST_LAKE") or tmp_path_factory.getbasetemp() / "mock_lake"
-    return mock_lake(base)
-
-
-@pytest.fixture(scope="session")
-def env(tmp_path_factory) -> MockLake:
-    return shared_mock_lake(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def lake(env) -> Lake:
-    return open_lake(str(env.lake))
 
 
 def test_open_lake_lists_tables(lake, env):

@@ -11,7 +11,6 @@ import lsdb
 import numpy as np
 import pandas as pd
 import pytest
-from test_lake_api import shared_mock_lake
 
 from tmass_lake.cli import main
 from tmass_lake.lake import Thresholds, light_curve_stats, open_lake
@@ -22,16 +21,6 @@ from tmass_lake.lake.validation import light_curve_truth, score_light_curves
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
                                         "ignore:The inplace keyword:FutureWarning")
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="session")
-def env(tmp_path_factory):
-    return shared_mock_lake(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def lake(env):
-    return open_lake(str(env.lake))
 
 
 @pytest.fixture(scope="module")
