@@ -31,6 +31,7 @@ from tmass_lake.readers.bulk import FileDigest
 from tmass_lake.storage import filesystem, join, open_atomic, retrying, write_parquet, write_text
 
 PROPERTIES_FILE = "table.properties"
+ROW_GROUP_ROWS = 100_000  # row-group statistics let a gcntr filter skip most of a link file
 
 
 class ParquetBuildError(RuntimeError):
@@ -63,7 +64,7 @@ def convert_file(args: ParquetTableArguments, index: int) -> dict:
                 res["lines"] += block.n_lines
                 bad.extend(block.bad)
                 if block.table.num_rows:
-                    writer.write_table(block.table.cast(target))
+                    writer.write_table(block.table.cast(target), row_group_size=ROW_GROUP_ROWS)
                     res["rows"] += block.table.num_rows
             res.update(input_bytes=digest.bytes, sha256=digest.sha256)
         return int(fs.size(out))
