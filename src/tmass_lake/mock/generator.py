@@ -229,8 +229,12 @@ def import_reference(out: str, name: str, parts: list[str], so: dict | None, sor
                      workers: int) -> dict:
     """Large reference catalogues: the hats-import pipeline over the per-chunk Parquet parts
     (bounded memory), written as the same collection layout as :func:`write_reference`."""
-    from hats_import.collection.arguments import CollectionArguments
-    from hats_import.pipeline import pipeline_with_client
+    try:
+        from hats_import.collection.arguments import CollectionArguments
+        from hats_import.pipeline import pipeline_with_client
+    except ImportError as e:
+        raise ImportError(f"reference catalogues of more than {REFERENCE_IMPORT_ROWS:,} rows are "
+                          "written with hats-import: pip install 'tmass-lake[mock]'") from e
     from upath import UPath
 
     from tmass_lake.cluster import dask_client
