@@ -15,11 +15,11 @@ in one pass. No per-row Python code runs.
 from __future__ import annotations
 
 import re
-import zlib
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from isal import isal_zlib
 
 from tmass_lake.schema import Column, TableSchema
 
@@ -208,8 +208,8 @@ def format_table(table: pa.Table, schema: TableSchema, *, trim_zeros: bool = Tru
 
 
 def gzip_bytes(data: bytes, level: int = 6) -> bytes:
-    """Deterministic gzip (no file name, mtime 0) of ``data``."""
-    co = zlib.compressobj(level, zlib.DEFLATED, 31)
+    """Deterministic gzip (no file name, mtime 0) of ``data`` (ISA-L: ~3x zlib's speed at level 1)."""
+    co = isal_zlib.compressobj(min(level, isal_zlib.ISAL_BEST_COMPRESSION), isal_zlib.DEFLATED, 31)
     return co.compress(data) + co.flush()
 
 
