@@ -7,7 +7,6 @@ histogram; each partition and its margin are assembled from the runs and written
 
 from __future__ import annotations
 
-import logging
 import time
 
 from dask.distributed import Client
@@ -24,8 +23,6 @@ from tmass_lake.build.plan import (
 from tmass_lake.build.reduce import reduce_partition
 from tmass_lake.build.tasks import run_tasks
 from tmass_lake.storage import filesystem, join
-
-log = logging.getLogger(__name__)
 
 
 class BuildError(RuntimeError):
@@ -66,9 +63,9 @@ def build_table(args: BuildArguments, client: Client) -> dict:
     results = [done[i] for i in range(len(args.inputs))]
     stages["map"], clock = time.time() - clock, time.time()
 
-    partitions = plan_partitions(args, results)
-    histogram = global_histogram(results)
     threshold = effective_threshold(args, results)
+    partitions = plan_partitions(args, results, threshold)
+    histogram = global_histogram(results)
     stages["plan"], clock = time.time() - clock, time.time()
     written = plan.reduce_done()
     todo_parts = [p for p in partitions if (p.pixel.order, p.pixel.pixel) not in written]
@@ -82,14 +79,16 @@ def build_table(args: BuildArguments, client: Client) -> dict:
     records = [written[(p.pixel.order, p.pixel.pixel)] for p in partitions]
     stages["reduce"], clock = time.time() - clock, time.time()
 
+    # Checked before any metadata is written: a build that lost rows never looks complete.
+    lines = sum(r.lines for r in results)
+    quarantined = sum(r.quarantined for r in results)
+    rows = sum(r["rows"] for r in records)
+    if lines != rows + quarantined:
+        raise BuildError(f"row accounting failed for {args.table}: {lines} lines read, "
+                         f"{rows} written + {quarantined} quarantined")
     totals = finish_build(args, catalog_url, margin_url, margin_name(args), records, histogram,
                           threshold)
     stages["finish"] = time.time() - clock
-    lines = sum(r.lines for r in results)
-    quarantined = sum(r.quarantined for r in results)
-    if lines != totals["rows"] + quarantined:
-        raise BuildError(f"row accounting failed for {args.table}: {lines} lines read, "
-                         f"{totals['rows']} written + {quarantined} quarantined")
     write_collection_properties(args, [margin_name(args)] if totals["has_margin"] else [], {})
     report = {
         "table": args.table, "inputs": [{"path": r.path, "bytes": r.bytes, "sha256": r.sha256,

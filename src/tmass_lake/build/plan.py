@@ -197,9 +197,9 @@ def margin_order_for(args: BuildArguments, highest: int) -> int:
     return max(int(margin2order(np.array([args.margin_arcsec / 60.0]))[0]), highest)
 
 
-def plan_partitions(args: BuildArguments, results: list[MapResult]) -> list[Partition]:
-    """Every destination pixel with the run slices of its rows and of its margin."""
-    pixels = destination_pixels(args, results, effective_threshold(args, results))
+def plan_partitions(args: BuildArguments, results: list[MapResult], threshold: int) -> list[Partition]:
+    """Every destination pixel (at most ``threshold`` rows) with the run slices of its rows and margin."""
+    pixels = destination_pixels(args, results, threshold)
     runs = [run for res in sorted(results, key=lambda r: r.index) for run in res.runs]
     highest = max((p.order for p, _ in pixels), default=0)
     m_order = margin_order_for(args, highest)

@@ -220,8 +220,3 @@ def chunk_suffix(i: int) -> str:
     return "".join(chr(97 + (i // 26**k) % 26) for k in (2, 1, 0))
 
 
-def split_line(line: bytes | str) -> list[str]:
-    """Split one bulk line into its field strings (``\\N`` kept as is)."""
-    if isinstance(line, bytes):
-        line = line.decode()
-    return line.rstrip("\n").split("|")

@@ -29,11 +29,6 @@ def fixed_strings(chars: np.ndarray, null: np.ndarray | None = None) -> pa.Array
                                                   pa.py_buffer(chars.tobytes())])
 
 
-def const_strings(s: str, n: int) -> pa.Array:
-    b = np.frombuffer(s.encode(), dtype=np.uint8)
-    return fixed_strings(np.broadcast_to(b, (n, len(b))))
-
-
 def choose_strings(codes: np.ndarray, options: list[str], null: np.ndarray | None = None,
                    ) -> pa.Array:
     """Strings picked from equal-width ``options`` by integer ``codes``."""
@@ -137,5 +132,3 @@ def build_table(schema: TableSchema, n: int, values: dict[str, Value],
     return pa.Table.from_arrays(arrays, schema=pa.schema([c.field() for c in schema.columns]))
 
 
-def masked(x: np.ndarray, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return np.where(null, 0, x), null
