@@ -24,11 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dask.distributed import Client, LocalCluster, wait
 
-from tmass_lake.build import BuildArguments, build_table
-from tmass_lake.build.map import read_blocks, with_healpix
+from tmass_lake.convert import build_table, resolve_parameters, table_arguments
+from tmass_lake.convert.map import with_healpix
 from tmass_lake.mock import generate
+from tmass_lake.readers import expand_inputs, read_input
 from tmass_lake.schema import load_schema
-from tmass_lake.storage import expand_inputs
 
 
 class PeakMemory:
@@ -72,8 +72,8 @@ def make_input(root: Path, table: str, rows: int, seed: int) -> list[str]:
 
 
 def run_ours(client: Client, table: str, files: list[str], out: Path, threshold: int) -> dict:
-    args = BuildArguments(schema=load_schema(table), inputs=tuple(files), output=str(out / "ours"),
-                          tmp_dir=str(out / "ours_tmp"), pixel_threshold=threshold, progress=False)
+    args = table_arguments(load_schema(table), files, str(out / "ours"), tmp_dir=str(out / "ours_tmp"),
+                           params=resolve_parameters({"pixel_threshold": threshold}), progress=False)
     report = build_table(args, client)
     return {"rows": report["rows_written"], "stages": report["stage_seconds"]}
 
@@ -104,8 +104,7 @@ def run_hats_import(client: Client, table: str, files: list[str], out: Path, thr
 def _floor_one(table: str, path: str, out: str) -> int:
     """Read + parse + index + sort + write once, nothing else."""
     schema = load_schema(table)
-    args = BuildArguments(schema=schema, inputs=(path,), output=out, tmp_dir=out)
-    t = pa.concat_tables(b.table for b in read_blocks(args, path))
+    t = pa.concat_tables(b.table for b in read_input(path, schema, block_bytes=16 << 20))
     t = with_healpix(t, schema.ra_column, schema.dec_column).sort_by("_healpix_29")
     pq.write_table(t, f"{out}/{Path(path).name}.parquet", compression="zstd", compression_level=3)
     return t.num_rows

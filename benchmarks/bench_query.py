@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tmass_lake.cli.query import write_output
 from tmass_lake.cluster import dask_client
+from tmass_lake.convert import LakeArguments, build_lake, load_pipelines
 from tmass_lake.lake import open_lake, open_reference
-from tmass_lake.lake.commands import write_output
-from tmass_lake.lake.validation import mock_lake, score_crossmatch
+from tmass_lake.mock.scoring import MockLake, mock_lake, score_crossmatch
 
 BANDS = ("j", "h", "k")
 
@@ -64,6 +65,14 @@ def pandas_baseline(lake_dir: Path) -> tuple[float, int]:
     return time.perf_counter() - t0, int(out["n"].sum())
 
 
+def build(env: MockLake, workers: int) -> None:
+    """The mock's 6x and calibration families into its lake."""
+    pipelines = tuple(load_pipelines("6x") + load_pipelines("calibration"))
+    with dask_client(workers=workers, memory_limit="2GiB") as client:
+        build_lake(LakeArguments(pipelines=pipelines, input_roots=(str(env.mock),), output=str(env.lake),
+                                 progress=False, report_plots=False), client)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scale", type=float, default=1.0, help="mock scale (1.0 ~ 1M WDB rows)")
@@ -76,8 +85,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     work = Path(ns.workdir or tempfile.mkdtemp(prefix="tmass-lake-bench-"))
     t0 = time.perf_counter()
-    env = mock_lake(work / f"scale{ns.scale:g}_seed{ns.seed}", scale=ns.scale, seed=ns.seed,
-                    workers=ns.workers)
+    env = mock_lake(work / f"scale{ns.scale:g}_seed{ns.seed}", lambda env: build(env, ns.workers),
+                    scale=ns.scale, seed=ns.seed, workers=ns.workers)
     print(f"mock lake ready in {time.perf_counter() - t0:.1f} s: {env.lake}")
     lake = open_lake(str(env.lake))
     gaia = open_reference(str(env.reference("gaia_dr3")))

@@ -20,9 +20,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tmass_lake.build import BuildArguments, build_table
 from tmass_lake.cluster import dask_client
+from tmass_lake.convert import (
+    LakeArguments,
+    TableArguments,
+    build_lake,
+    build_table,
+    load_pipelines,
+    resolve_parameters,
+    table_arguments,
+)
+from tmass_lake.lake import open_lake
 from tmass_lake.mock.bulkfmt import format_table
+from tmass_lake.mock.scoring import MockLake, mock_lake
 from tmass_lake.schema import TableSchema, load_schema
 
 TABLE = "pt_src_6x2"
@@ -92,11 +102,14 @@ def tiny_inputs(tmp_path_factory, pt_schema) -> list[Path]:
     ]
 
 
-def make_args(schema: TableSchema, inputs, output: str, **kw) -> BuildArguments:
-    kw.setdefault("tmp_dir", f"{output.rstrip('/')}/_build")
-    kw.setdefault("pixel_threshold", PIXEL_THRESHOLD)
-    kw.setdefault("progress", False)
-    return BuildArguments(schema=schema, inputs=tuple(str(p) for p in inputs), output=output, **kw)
+def make_args(schema: TableSchema, inputs, output: str, *, tmp_dir: str | None = None,
+              storage_options: dict | None = None, resume: bool = False, indexes=(),
+              **params) -> TableArguments:
+    """A table build of ``inputs`` with the shared thresholds (``params``: build parameters)."""
+    params.setdefault("pixel_threshold", PIXEL_THRESHOLD)
+    return table_arguments(schema, [str(p) for p in inputs], output, params=resolve_parameters(params),
+                           tmp_dir=tmp_dir, indexes=indexes, storage_options=storage_options, resume=resume,
+                           progress=False)
 
 
 def build_cli(inputs, output: str, *extra: str) -> list[str]:
@@ -150,8 +163,8 @@ import functools
 import os
 import time
 
-import tmass_lake.build.map as _map
-import tmass_lake.build.reduce as _reduce
+import tmass_lake.convert.map as _map
+import tmass_lake.convert.reduce as _reduce
 
 
 def _instrument(module, name, stage):
@@ -210,20 +223,21 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
     return found
 
 
+def build_mock_lake(env: MockLake, client, families=("6x", "calibration")) -> None:
+    """Build ``env.mock`` into ``env.lake`` with the families' pipelines."""
+    pipelines = tuple(p for family in families for p in load_pipelines(family))
+    build_lake(LakeArguments(pipelines=pipelines, input_roots=(str(env.mock),), output=str(env.lake),
+                             progress=False, report_plots=False, echo=lambda _line: None), client)
+
+
 @pytest.fixture(scope="session")
-def env(tmp_path_factory):
-    """The mock lake the lake-API tests share (mock at scale 0.3 built with the CLI), built once per
-    session, or reused from ``$TMASS_LAKE_TEST_LAKE`` when set (kept between runs)."""
-    import os
-
-    from tmass_lake.lake.validation import mock_lake
-
+def env(tmp_path_factory, local_client):
+    """The mock lake the lake-API tests share (mock at scale 0.3), built once per session, or
+    reused from ``$TMASS_LAKE_TEST_LAKE`` when set (kept between runs)."""
     base = os.environ.get("TMASS_LAKE_TEST_LAKE") or tmp_path_factory.getbasetemp() / "mock_lake"
-    return mock_lake(base)
+    return mock_lake(base, lambda env: build_mock_lake(env, local_client))
 
 
 @pytest.fixture(scope="session")
 def lake(env):
-    from tmass_lake.lake import open_lake
-
     return open_lake(str(env.lake))

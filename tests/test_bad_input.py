@@ -15,10 +15,10 @@ import yaml
 from conftest import build_cli, bulk_lines, make_args, write_gz
 from hats.io.validation import is_valid_collection
 
-from tmass_lake.build import build_table
-from tmass_lake.readers import InputError
+from tmass_lake.convert import build_table
+from tmass_lake.errors import InputError, UserError
+from tmass_lake.readers import expand_inputs
 from tmass_lake.schema import load_schema
-from tmass_lake.storage import expand_inputs
 
 N = 300  # clean lines per file
 
@@ -174,10 +174,10 @@ def test_duplicated_input_is_refused(pt_schema, tmp_path, lines):
     proc = subprocess.run(build_cli([path, path], str(tmp_path / "lake")), capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr == f"tmass-lake: error: input files listed more than once: ['{path}']\n"
+    assert proc.stderr == f"tmass-lake: error: pt_src_6x2: input files listed more than once: {path}\n"
     assert not (tmp_path / "lake").exists()
     # the same file again through its directory
-    with pytest.raises(ValueError, match=f"more than once: \\['{path}'\\]"):
+    with pytest.raises(UserError, match=f"more than once: {path}"):
         make_args(pt_schema, expand_inputs([str(tmp_path / "in"), str(path)]), str(tmp_path / "lake"))
 
 

@@ -12,10 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 from hats.io.validation import is_valid_catalog, is_valid_collection
 
-from tmass_lake.build import BuildArguments, BuildError, build_table
+from tmass_lake.convert import build_table, resolve_parameters, table_arguments
+from tmass_lake.errors import BuildError
 from tmass_lake.mock import generate
+from tmass_lake.readers import expand_inputs
 from tmass_lake.schema import load_schema
-from tmass_lake.storage import expand_inputs
 
 TABLES = ["pt_src_6x2", "ext_src_6x2", "pt_src_c"]
 
@@ -27,9 +28,9 @@ def mock_root(tmp_path_factory) -> Path:
     return root
 
 
-def build(client, table: str, inputs: list[str], out: Path, **kw) -> dict:
-    args = BuildArguments(schema=load_schema(table), inputs=tuple(inputs), output=str(out),
-                          tmp_dir=str(out / "_build"), progress=False, **kw)
+def build(client, table: str, inputs: list[str], out: Path, **params) -> dict:
+    args = table_arguments(load_schema(table), inputs, str(out), params=resolve_parameters(params),
+                           progress=False)
     return build_table(args, client)
 
 
@@ -134,6 +135,6 @@ def test_bad_lines_are_quarantined_and_accounted(local_client, mock_root, tmp_pa
 def test_existing_output_is_not_overwritten(local_client, mock_root, tmp_path):
     inputs = expand_inputs([str(mock_root / "irsa" / "pt_src_6x2")])
     build(local_client, "pt_src_6x2", inputs, tmp_path / "x")
-    with pytest.raises(BuildError, match="already holds a build"):
+    with pytest.raises(BuildError, match="is not empty"):
         build(local_client, "pt_src_6x2", inputs, tmp_path / "x")
     shutil.rmtree(tmp_path / "x")

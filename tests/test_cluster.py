@@ -16,7 +16,7 @@ from conftest import BIN, build_cli, local_lake_data, make_args, task_calls, wai
 from dask.distributed import Client
 from hats.io.validation import is_valid_collection
 
-from tmass_lake.build.map import map_input
+from tmass_lake.convert.map import map_input
 
 
 class ExternalCluster:
@@ -110,7 +110,7 @@ def test_build_survives_losing_a_worker(external_cluster, tiny_inputs, reference
     build = subprocess.Popen(build_cli(tiny_inputs, str(out), "--scheduler", cluster.address),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: list((out / "_build" / "plan" / "map").glob("*.pkl")), 60, "a map marker")
+        wait_for(lambda: list((out / "_build" / "plan" / "map").glob("*.json")), 60, "a map marker")
         # both workers are inside their second (one-second) map task: the kill interrupts one
         wait_for(lambda: task_calls(calls)["map"] == len(tiny_inputs), 60, "the second round of maps")
         assert not (out / "collection.properties").exists()
@@ -135,12 +135,12 @@ def test_rerun_map_task_replaces_its_spill_runs_atomically(pt_schema, tiny_input
     while reducers memory-map its runs: the rerun must rename a new file over the old one, never
     truncate what a reader has mapped."""
     args = make_args(pt_schema, tiny_inputs, str(tmp_path / "lake"))
-    path = Path(map_input(args, 0).runs[0].path)
+    path = Path(map_input(args, 0).runs[0].url)
     before = path.read_bytes()
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         inode = path.stat().st_ino
         rerun = map_input(args, 0)
-        assert rerun.runs[0].path == str(path)
+        assert rerun.runs[0].url == str(path)
         assert path.stat().st_ino != inode  # a new file took the name
         assert mapped[:] == before  # the reader's view is intact
     assert path.read_bytes() == before

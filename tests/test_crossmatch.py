@@ -13,6 +13,7 @@ from astropy.coordinates import SkyCoord
 from astropy.time import Time
 
 from tmass_lake.cli import main
+from tmass_lake.cli.query import write_output
 from tmass_lake.lake import (
     ALLWISE,
     GAIA_DR3,
@@ -22,8 +23,7 @@ from tmass_lake.lake import (
     crossmatch,
     open_reference,
 )
-from tmass_lake.lake.commands import write_output
-from tmass_lake.lake.validation import score_crossmatch
+from tmass_lake.mock.scoring import score_crossmatch
 
 cm = importlib.import_module("tmass_lake.lake.crossmatch")
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",

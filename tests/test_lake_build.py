@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 
 import astropy.units as u
+import hats
+import lsdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,9 +29,12 @@ import pytest
 from astropy.coordinates import Latitude, Longitude, SkyCoord, search_around_sky
 from cdshealpix.nested import cone_search, lonlat_to_healpix, neighbours
 
-from tmass_lake.build.index import IndexArguments, build_indexes
-from tmass_lake.build.lake import LakeArguments, load_pipeline, load_pipelines
 from tmass_lake.cli import main
+from tmass_lake.convert import LakeArguments, load_pipelines
+from tmass_lake.convert.index import IndexArguments, build_indexes
+from tmass_lake.convert.pipelines import load_pipeline
+from tmass_lake.convert.resume import ResumePlan
+from tmass_lake.errors import UserError
 from tmass_lake.mock import format_table, generate
 from tmass_lake.readers import read_bulk
 from tmass_lake.schema import list_tables, load_schema
@@ -179,10 +184,10 @@ def test_pipelines_cover_the_extended_mission():
         ("pt_src_6x2", "cat", "1"), ("ext_src_6x2", "cat", "1")}
     for p in pipelines:
         for t in p.tables:
-            assert t.margin_arcsec == MARGIN
+            assert t.params.margin_arcsec == MARGIN
             assert all(c in t.load_schema().names for c in t.indexes)
     overridden = load_pipeline(PIPELINES / "6x.toml", {"pixel_threshold": 7})
-    assert {t.pixel_threshold for t in overridden.tables} == {7}
+    assert {t.params.pixel_threshold for t in overridden.tables} == {7}
 
 
 @pytest.mark.parametrize("body, message", [
@@ -237,8 +242,6 @@ def _near_edge(ra: np.ndarray, dec: np.ndarray, own: np.ndarray, pixels) -> np.n
 
 @pytest.mark.parametrize("left, right", [("pt_src_6x2", "pt_src_6x2"), ("pt_src_6x2", "pt_src_6x2_cat")])
 def test_crossmatch_at_partition_edges_equals_brute_force(lake, left, right):
-    import hats
-    import lsdb
 
     cols = ["cntr", "ra", "dec", "_healpix_29"]
     lt, rt = read_catalog(lake, left).select(cols), read_catalog(lake, right).select(cols)
@@ -279,7 +282,6 @@ def _pick_values(values: np.ndarray, rng: np.random.Generator) -> list:
 
 
 def test_id_search_through_every_index(lake, manifest):
-    import lsdb
 
     rng = np.random.default_rng(5)
     searched = 0
@@ -302,14 +304,17 @@ def test_id_search_through_every_index(lake, manifest):
 
 
 def test_index_split_over_several_files_keeps_disjoint_sorted_ranges(lake, tmp_path, local_client):
-    import lsdb
 
     copy = tmp_path / "pt_src_6x2"
     shutil.copytree(lake / "pt_src_6x2", copy)
+    for old in copy.glob("*_index"):
+        shutil.rmtree(old)
     args = IndexArguments(collection=str(copy), catalog="pt_src_6x2", columns=("cntr", "gcntr"),
-                          tmp_dir=str(tmp_path / "tmp"), rows_per_file=700, spill_batch_rows=16,
+                          scratch=str(tmp_path / "tmp"), rows_per_file=700, spill_batch_rows=16,
                           progress=False)
-    built = build_indexes(args, local_client)
+    catalog = hats.read_hats(copy / "pt_src_6x2")
+    plan = ResumePlan(str(tmp_path / "tmp" / "plan"), {}, resume=False)
+    built = build_indexes(args, list(catalog.get_healpix_pixels()), catalog.schema, plan, local_client)
     assert built["cntr"]["files"] >= 5
     for col in ("cntr", "gcntr"):
         files = sorted((copy / built[col]["path"] / "dataset" / "index").glob("*.parquet"))
@@ -337,7 +342,6 @@ def _sorted_rows(t: pa.Table, key: str) -> pa.Table:
 @pytest.mark.parametrize("wdb, cat, key", [("pt_src_6x2", "pt_src_6x2_cat", "cntr"),
                                            ("ext_src_6x2", "ext_src_6x2_cat", "ext_key")])
 def test_6x_catalogs_are_the_cat_1_rows(lake, manifest, wdb, cat, key):
-    import hats
 
     source = read_catalog(lake, wdb)
     expected = source.filter(pc.equal(source["cat"], "1"))
@@ -453,22 +457,23 @@ def test_info_and_verify(lake, manifest, tmp_path):
     assert code == 2 and "manifest.json" in text
 
 
-def test_rebuild_needs_resume_and_resume_builds_only_what_is_missing(lake, mock_root, manifest, tmp_path):
+def test_building_into_an_existing_lake_adds_what_is_missing(lake, mock_root, manifest, tmp_path):
     root, _ = mock_root
     copy = tmp_path / "lake"
     shutil.copytree(lake, copy)
-    argv = ["build", str(PIPELINES / "6x.toml"), "--input", str(root), "--output", str(copy),
+    argv = ["build", "6x", "--input", str(root), "--output", str(copy),
             "--pixel-threshold", str(PIXEL_THRESHOLD), "--workers", "2", "--memory-limit", "2GiB", "--quiet"]
-    code, text = run_cli(*argv)
-    assert code == 2 and "already built" in text and "--resume" in text
+    code, text = run_cli(*argv)  # everything up to date: nothing to do, not an error
+    assert code == 0, text
+    assert "pt_src_6x2: up to date, skipped" in text and "pt_src_6x2_cat: up to date, skipped" in text
 
     shutil.rmtree(copy / "esixxf_info")
     (copy / "_lake" / "tables" / "esixxf_info.json").unlink()
     (copy / "report" / "esixxf_info_orders.png").unlink()
-    code, text = run_cli(*argv, "--resume")
+    code, text = run_cli(*argv)
     assert code == 0, text
     assert "esixxf_info: building collection" in text
-    assert "pt_src_6x2: already built, skipped" in text and "pt_src_6x2_cat: already built, skipped" in text
+    assert "pt_src_6x2: up to date, skipped" in text
     again = json.loads((copy / "manifest.json").read_text())
     assert again["tables"].keys() == manifest["tables"].keys()  # the other families' tables are kept
     assert again["tables"]["esixxf_info"]["rows"] == manifest["tables"]["esixxf_info"]["rows"]
@@ -477,13 +482,27 @@ def test_rebuild_needs_resume_and_resume_builds_only_what_is_missing(lake, mock_
     code, text = run_cli("verify", str(copy))
     assert code == 0, text
 
+    changed = sorted((root / "irsa" / "sixxf_link").glob("*.gz"))[0]
+    saved = changed.read_bytes()
+    try:
+        changed.write_bytes(saved + gzip.compress(b""))  # other bytes, same rows
+        code, text = run_cli(*argv)
+        assert code == 2 and f"input {changed} changed" in text and "--rebuild sixxf_link" in text
+        code, text = run_cli(*argv, "--rebuild", "sixxf_link")
+        assert code == 0, text
+        assert "sixxf_link: rebuilding" in text and "pt_src_6x2: up to date, skipped" in text
+    finally:
+        changed.write_bytes(saved)
+    code, text = run_cli(*argv, "--pixel-threshold", str(PIXEL_THRESHOLD + 1))
+    assert code == 2 and "parameter pixel_threshold" in text and "--rebuild pt_src_6x2" in text
+
 
 def test_one_family_into_a_new_lake_and_errors(mock_root, tmp_path):
     root, rows = mock_root
-    with pytest.raises(ValueError, match="in no pipeline"):
+    with pytest.raises(UserError, match="in no pipeline"):
         LakeArguments(pipelines=tuple(load_pipelines(PIPELINES / "6x.toml")), input_roots=(str(root),),
                       output=str(tmp_path), tables=("wsdb_info",))
-    code, text = run_cli("build", str(PIPELINES / "associations.toml"), "--input", str(root), "--output",
+    code, text = run_cli("build", "associations", "--input", str(root), "--output",
                          str(tmp_path / "assoc"), "--workers", "1", "--quiet")
     assert code == 0, text
     m = json.loads((tmp_path / "assoc" / "manifest.json").read_text())

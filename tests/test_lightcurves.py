@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from tmass_lake.cli import main
+from tmass_lake.cli.query import read_source
 from tmass_lake.lake import Thresholds, light_curve_stats, open_lake
-from tmass_lake.lake.commands import read_source
 from tmass_lake.lake.lightcurves import product_tables
-from tmass_lake.lake.validation import light_curve_truth, score_light_curves
+from tmass_lake.mock.scoring import light_curve_truth, score_light_curves
 
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
                                         "ignore:The inplace keyword:FutureWarning")

@@ -25,9 +25,10 @@ from hats.io.validation import is_valid_collection
 from upath import UPath
 
 import tmass_lake.storage as storage
-from tmass_lake.build import build_table
-from tmass_lake.readers import InputError
-from tmass_lake.storage import StorageError, expand_inputs, open_atomic, retrying, write_parquet
+from tmass_lake.convert import build_table
+from tmass_lake.errors import InputError
+from tmass_lake.readers import expand_inputs
+from tmass_lake.storage import StorageError, open_atomic, retrying, write_parquet
 
 BUCKET = "tmass-lake-test"
 
@@ -232,6 +233,12 @@ class FlakyFS:
             self.fs.makedirs(self.fs._parent(path), exist_ok=True)
         return self.fs.open(path, mode, **kw)
 
+    def pipe_file(self, path, value, mode="overwrite", **kw):  # through this open, as s3fs's would
+        if mode == "create" and self.fs.exists(path):
+            raise FileExistsError(path)
+        with self.open(path, "wb", **kw) as f:
+            f.write(value)
+
     def __getattr__(self, name):
         return getattr(self.fs, name)
 
@@ -247,12 +254,12 @@ def test_parquet_write_to_flaky_s3_is_retried(s3, sleeps):
 
 def test_build_over_a_flaky_store_completes_identically(pt_schema, tiny_inputs, reference_lake, tmp_path,
                                                          threaded_client, sleeps, monkeypatch):
-    """Every spill run, plan marker, partition and quarantine file fails once on first open."""
+    """Every spill run, plan record, partition and quarantine file fails once on first open."""
     flaky_fs: list[FlakyFS] = []
 
     def flaky_url_to_fs(url, **so):
         fs, path = real(url, **so)
-        flaky_fs.append(FlakyFS(fs, match=lambda p, mode: p.endswith((".arrow", ".pkl.tmp"))
+        flaky_fs.append(FlakyFS(fs, match=lambda p, mode: p.endswith(".arrow") or ".json.tmp-" in p
                                 or ".parquet.tmp-" in p or (p.endswith(".parquet") and "w" in mode)))
         return flaky_fs[-1], path
 
@@ -287,7 +294,7 @@ def test_output_to_missing_bucket_fails_naming_it_without_creating_it(s3, so, ti
                                     *cli_options(so)),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert "tmass-lake: error: writing s3://no-such-bucket-out/lake/_build/" in proc.stderr
+    assert "tmass-lake: error: creating s3://no-such-bucket-out/lake/_build.lock" in proc.stderr
     assert "bucket does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
     s3.invalidate_cache()

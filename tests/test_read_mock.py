@@ -3,9 +3,8 @@
 import pytest
 
 from tmass_lake.mock import generate
-from tmass_lake.readers import read_bulk
+from tmass_lake.readers import expand_inputs, read_bulk
 from tmass_lake.schema import list_tables, load_schema
-from tmass_lake.storage import expand_inputs
 
 
 @pytest.fixture(scope="module")

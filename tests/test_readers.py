@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 from astropy.table import Table
 
-from tmass_lake.readers import InputError, read_bulk, read_ipac
+from tmass_lake.errors import InputError
+from tmass_lake.readers import read_bulk, read_ipac
 from tmass_lake.schema import load_schema
 
 DATA = Path(__file__).parent / "data"

@@ -15,9 +15,12 @@ import pytest
 from conftest import build_cli, local_lake_data, make_args, task_calls, wait_for
 from hats.io.validation import is_valid_collection
 
-from tmass_lake.build import BuildError, build_table
-from tmass_lake.build.map import map_input
-from tmass_lake.build.plan import ResumePlan
+from tmass_lake.convert import build_table
+from tmass_lake.convert.map import map_input, map_inputs
+from tmass_lake.convert.resume import ResumePlan
+from tmass_lake.convert.scratch import Scratch
+from tmass_lake.convert.table import fingerprint
+from tmass_lake.errors import BuildError
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
@@ -45,7 +48,7 @@ def partition_files(out: Path) -> dict[tuple[int, int], list[Path]]:
 
 
 def markers(out: Path, stage: str) -> list[Path]:
-    return sorted((out / "_build" / "plan" / stage).glob("*.pkl"))
+    return sorted((out / "_build" / "plan" / stage).glob("*.json"))
 
 
 @pytest.mark.parametrize("stage", ["map", "reduce"])
@@ -106,29 +109,63 @@ def test_resume_clears_temporaries_of_a_killed_writer(pt_schema, tiny_inputs, re
     assert local_lake_data(out) == local_lake_data(reference_lake)
 
 
+def plan_of(args) -> ResumePlan:
+    return ResumePlan(args.path("plan"), fingerprint(args), resume=args.resume)
+
+
 def test_resume_with_other_arguments_is_refused(pt_schema, tiny_inputs, tmp_path):
     out = str(tmp_path / "lake")
-    ResumePlan(make_args(pt_schema, tiny_inputs, out))
-    ResumePlan(make_args(pt_schema, tiny_inputs, out, resume=True))  # same arguments: fine
-    for changed in ({"pixel_threshold": 999}, {"inputs": tiny_inputs[:3]}, {"margin_arcsec": 5.0}):
+    plan_of(make_args(pt_schema, tiny_inputs, out))
+    plan_of(make_args(pt_schema, tiny_inputs, out, resume=True))  # same arguments: fine
+    for changed, what in (({"pixel_threshold": 999}, "parameters"), ({"inputs": tiny_inputs[:3]}, "inputs"),
+                          ({"margin_arcsec": 5.0}, "parameters")):
         kw = {"inputs": tiny_inputs} | changed
-        with pytest.raises(ValueError, match=f"cannot resume .* different {next(iter(changed))}"):
-            ResumePlan(make_args(pt_schema, kw.pop("inputs"), out, resume=True, **kw))
-    # another output sharing the scratch space (the CLI's default cache for object-store outputs)
-    with pytest.raises(ValueError, match="cannot resume .* different output"):
-        ResumePlan(make_args(pt_schema, tiny_inputs, "s3://elsewhere/lake", tmp_dir=f"{out}/_build",
-                             resume=True))
+        with pytest.raises(BuildError, match=f"cannot resume .* other {what}"):
+            plan_of(make_args(pt_schema, kw.pop("inputs"), out, resume=True, **kw))
+
+
+def test_scratch_of_another_output_is_refused(pt_schema, tiny_inputs, tmp_path):
+    """Two outputs given one --tmp-dir get a subdirectory each; a space claimed by another output
+    (or holding files no build made) is never used, let alone removed."""
+    a = make_args(pt_schema, tiny_inputs, str(tmp_path / "a"), tmp_dir=str(tmp_path / "tmp"))
+    b = make_args(pt_schema, tiny_inputs, str(tmp_path / "b"), tmp_dir=str(tmp_path / "tmp"))
+    assert a.scratch != b.scratch and a.scratch.startswith(str(tmp_path / "tmp"))
+    Scratch(a.scratch, a.output).claim()
+    with pytest.raises(BuildError, match="belongs to the build of"):
+        Scratch(a.scratch, b.output).claim()
+    with pytest.raises(BuildError, match="refusing to remove"):
+        Scratch(a.scratch, b.output).remove()
+    foreign = tmp_path / "foreign"
+    (foreign / "keep").mkdir(parents=True)
+    with pytest.raises(BuildError, match="no tmass-lake build made"):
+        Scratch(str(foreign), a.output).claim()
+    assert (foreign / "keep").exists()
 
 
 def test_resume_maps_again_an_input_whose_spill_runs_are_gone(pt_schema, tiny_inputs, reference_lake,
                                                               local_client, tmp_path):
     out = tmp_path / "lake"
     args = make_args(pt_schema, tiny_inputs, str(out))
-    plan = ResumePlan(args)
+    Scratch(args.scratch, args.output).claim()
+    plan = plan_of(args)
     results = [map_input(args, i) for i in range(2)]
     for res in results:
-        plan.record_map(res)
-    Path(results[1].runs[0].path).unlink()  # e.g. a tmp dir cleaned behind the build's back
-    assert sorted(ResumePlan(make_args(pt_schema, tiny_inputs, str(out), resume=True)).map_done()) == [0]
+        plan.put("map", args.input_key(res.index), res.to_json())
+    Path(results[1].runs[0].url).unlink()  # e.g. a tmp dir cleaned behind the build's back
     build_table(make_args(pt_schema, tiny_inputs, str(out), resume=True), local_client)
     assert local_lake_data(out) == local_lake_data(reference_lake)
+
+
+def test_resume_refuses_an_input_changed_since_it_was_read(pt_schema, tiny_inputs, local_client, tmp_path):
+    """A file shortened between the kill and the resume: its recorded parse is stale."""
+    inputs = [tmp_path / f"in{i}.gz" for i in range(2)]
+    for src, dst in zip(tiny_inputs, inputs, strict=False):
+        dst.write_bytes(src.read_bytes())
+    out = tmp_path / "lake"
+    args = make_args(pt_schema, inputs, str(out))
+    plan = plan_of(args)
+    plan.put("map", args.input_key(0), map_input(args, 0).to_json())
+    inputs[0].write_bytes(tiny_inputs[2].read_bytes()[:5000])
+    resumed = make_args(pt_schema, inputs, str(out), resume=True)
+    with pytest.raises(BuildError, match=f"{inputs[0]} changed since the interrupted build read it"):
+        map_inputs(resumed, plan_of(resumed), local_client)

@@ -1,17 +1,9 @@
-"""tmass-lake: the 2MASS Extended Mission as a HATS data lake."""
+"""tmass-lake: the 2MASS Extended Mission as a HATS data lake.
 
-from __future__ import annotations
+``open_lake(url)`` opens a built lake (see :mod:`tmass_lake.lake`); the conversion is
+:mod:`tmass_lake.convert`, the command line ``tmass-lake``.
+"""
 
-from typing import TYPE_CHECKING, Any
+from tmass_lake.lake import Lake, open_lake
 
-if TYPE_CHECKING:
-    from tmass_lake.lake import Lake
-
-__all__ = ["open_lake"]
-
-
-def open_lake(url: str, **storage_options: Any) -> Lake:
-    """Open a tmass-lake root (see :func:`tmass_lake.lake.open_lake`); imports lsdb on first use."""
-    from tmass_lake.lake import open_lake as _open_lake
-
-    return _open_lake(url, **storage_options)
+__all__ = ["Lake", "open_lake"]

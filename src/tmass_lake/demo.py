@@ -11,22 +11,18 @@ import shutil
 import time
 from pathlib import Path
 
-from tmass_lake.schema import schema_dir
+import numpy as np
 
-PIPELINES = schema_dir().parent / "pipelines"
+from tmass_lake.cluster import dask_client
+from tmass_lake.convert import LakeArguments, build_lake, load_pipelines
+from tmass_lake.convert.pipelines import ALL
+from tmass_lake.lake import open_lake, plot_light_curve
+from tmass_lake.mock import generate
 
 
 def run_demo(out: str, *, scale: float = 0.05, seed: int = 0, workers: int | None = None,
              memory_limit: str = "3GiB") -> dict:
     """Run the whole demo under ``out`` (cleared first); returns the summary it prints."""
-    import numpy as np
-
-    from tmass_lake import open_lake
-    from tmass_lake.build.lake import LakeArguments, build_lake, load_pipelines
-    from tmass_lake.cluster import dask_client
-    from tmass_lake.lake.lightcurves import plot_light_curve
-    from tmass_lake.mock import generate
-
     root = Path(out).resolve()
     if root.exists():
         shutil.rmtree(root)
@@ -42,9 +38,9 @@ def run_demo(out: str, *, scale: float = 0.05, seed: int = 0, workers: int | Non
 
     with dask_client(workers=workers, memory_limit=memory_limit) as client:
         t0 = time.time()
-        print(f"[2/4] building every pipeline of {PIPELINES} into {lake_dir} on a local Dask cluster "
+        print(f"[2/4] building every pipeline into {lake_dir} on a local Dask cluster "
               f"({len(client.scheduler_info()['workers'])} workers)")
-        args = LakeArguments(pipelines=tuple(load_pipelines(PIPELINES)), input_roots=(str(mock),),
+        args = LakeArguments(pipelines=tuple(load_pipelines(ALL)), input_roots=(str(mock),),
                              output=str(lake_dir))
         lake_manifest = build_lake(args, client)
         summary["lake_tables"] = lake_manifest["totals"]["tables"]

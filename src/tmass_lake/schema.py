@@ -12,12 +12,19 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import cache
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import pyarrow as pa
 import yaml
 
+from tmass_lake.errors import UnknownTableError, UserError
+
 SCHEMA_DIR_ENV = "TMASS_LAKE_SCHEMAS"
+SCHEMA_PACKAGE = "tmass_lake.schemas"  # the repository's schemas/, shipped inside the package
+TABLE_NAME = re.compile(r"[a-z0-9_]+")
+"""IRSA table names (and ours): lower-case letters, digits and underscores, nothing else."""
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20x faster when present
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
@@ -33,14 +40,18 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 
-def schema_dir() -> Path:
-    """The directory holding the table schema files (``$TMASS_LAKE_SCHEMAS`` overrides)."""
+def schema_dir() -> Traversable:
+    """The directory holding the table schema files: ``$TMASS_LAKE_SCHEMAS``, else the packaged ones."""
     if env := os.environ.get(SCHEMA_DIR_ENV):
         return Path(env)
-    packaged = Path(__file__).resolve().parent / "schemas"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "schemas"
+    return files(SCHEMA_PACKAGE)
+
+
+def check_table_name(name: str, where: str = "table name") -> str:
+    """``name`` if it is a valid table name (``[a-z0-9_]+``), else a :class:`UserError` saying where."""
+    if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):
+        raise UserError(f"{where}: {name!r} is not a table name (lower-case letters, digits and _ only)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,7 @@ class TableSchema:
 
 
 def _parse(doc: dict, path: str | None) -> TableSchema:
+    check_table_name(doc.get("table"), f"{path}: table")
     columns = tuple(Column(**{k: c.get(k) for k in Column.__dataclass_fields__}) for c in doc["columns"])
     names = [c.name for c in columns]
     if len(set(names)) != len(names):
@@ -148,14 +160,14 @@ def _parse(doc: dict, path: str | None) -> TableSchema:
 @cache
 def load_schema(name_or_path: str) -> TableSchema:
     """Load a table schema by IRSA table name (``pt_src_6x2``) or by the path of a YAML file."""
-    path = Path(name_or_path)
+    path: Traversable = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
-        path = schema_dir() / f"{name_or_path}.yaml"
+        path = schema_dir() / f"{check_table_name(name_or_path)}.yaml"
     if not path.is_file():
-        raise KeyError(f"no schema for table {name_or_path!r} (looked for {path})")
+        raise UnknownTableError(f"no schema for table {name_or_path!r} (looked for {path})")
     return _parse(yaml.load(path.read_text(), Loader=_YAML_LOADER), str(path))
 
 
 def list_tables() -> list[str]:
     """Every table with a schema file, sorted by name."""
-    return sorted(p.stem for p in schema_dir().glob("*.yaml"))
+    return sorted(p.name[: -len(".yaml")] for p in schema_dir().iterdir() if p.name.endswith(".yaml"))

@@ -1,16 +1,19 @@
-"""Where bytes live: fsspec filesystems for inputs, lakes and spill, with atomic writes and retries."""
+"""Where bytes live: fsspec filesystems for inputs, lakes and scratch, with atomic writes and retries.
+
+The ground floor: it imports nothing of ours.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import io
+import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TypeVar
 
 import fsspec
@@ -173,35 +176,59 @@ def write_text(fs: fsspec.AbstractFileSystem, path: str, text: str) -> None:
     retrying(put, what=f"writing {url_of(fs, path)}")
 
 
-def expand_inputs(urls: list[str], storage_options: dict | None = None) -> list[str]:
-    """Files named by URLs, globs or directories (a directory means every file under it), sorted.
+def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    """A whole (small) file, with retries."""
+    return retrying(lambda: fs.cat_file(path), what=f"reading {url_of(fs, path)}")
 
-    A glob or directory matching no file is an :class:`InputError` naming it.
+
+def read_json(fs: fsspec.AbstractFileSystem, path: str) -> object:
+    """A JSON file (never pickle: scratch and lakes may sit where others can write)."""
+    data = read_bytes(fs, path)
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise StorageError(f"{url_of(fs, path)}: not valid JSON ({e})") from e
+
+
+def write_json(fs: fsspec.AbstractFileSystem, path: str, obj: object) -> None:
+    write_text(fs, path, json.dumps(obj, indent=1, default=str))
+
+
+def create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write ``path`` only if it does not exist yet, atomically; ``False`` if it already exists.
+
+    Local files: written aside and hard-linked into place (``link`` fails on an existing name).
+    Other filesystems: fsspec's ``pipe_file(mode="create")``, a conditional write on S3
+    (``If-None-Match: *``) and check-then-write elsewhere (two racing writers could both pass).
     """
-    from tmass_lake.readers.errors import InputError
+    if is_local(fs):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}{TMP_MARK}{uuid.uuid4().hex}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+    try:  # fsspec's exclusive write: S3 (s3fs) makes it a conditional PUT, others check first
+        retrying(lambda: fs.pipe_file(path, data, mode="create"), what=f"creating {url_of(fs, path)}")
+    except StorageError as e:
+        if isinstance(e.__cause__, FileExistsError):
+            return False
+        raise
+    return True
 
-    found: list[str] = []
-    for url in urls:
-        fs, path = filesystem(url, storage_options)
-        protocol = url.split("://", 1)[0] + "://" if "://" in url else ""
-        if any(ch in path for ch in "*?["):
-            paths = sorted(p for p in fs.glob(path) if not fs.isdir(p))
-            if not paths:
-                raise InputError(url, "no file matches this pattern")
-        elif fs.isdir(path):
-            paths = sorted(p for p in fs.find(path) if not fs.isdir(p))
-            if not paths:
-                raise InputError(url, "directory holds no files")
-        elif url.endswith("/"):
-            raise InputError(url, "no such directory")
-        else:
-            paths = [path]  # a missing file is reported by the reader, with its name
-        found.extend(protocol + p if protocol and not p.startswith(protocol) else p for p in paths)
-    return found
 
-
-def local_scratch(output: str) -> str:
-    """A local spill/resume directory for a build writing to a remote ``output`` (one per output URL)."""
-    digest = hashlib.sha1(output.encode()).hexdigest()[:12]
-    name = output.rstrip("/").rsplit("/", 1)[-1]
-    return str(Path.home() / ".cache" / "tmass-lake" / f"{name}-{digest}")
+def identity(fs: fsspec.AbstractFileSystem, path: str) -> dict:
+    """What tells a changed file without reading it: size, and mtime (local) or ETag (object store)."""
+    info = retrying(lambda: fs.info(path), what=f"inspecting {url_of(fs, path)}")
+    out = {"size": int(info.get("size") or 0)}
+    for key in ("ETag", "etag", "mtime", "LastModified", "last_modified", "updated"):
+        if info.get(key) is not None:
+            value = info[key]
+            out["version"] = value if isinstance(value, int | float | str) else str(value)
+            break
+    return out

@@ -17,18 +17,18 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import dask.dataframe as dd
 import lsdb
 import pyarrow.dataset as pads
+from hats.catalog.dataset.collection_properties import CollectionProperties
+from upath import UPath
 
+from tmass_lake.lake.crossmatch import PROFILES, ReferenceProfile, crossmatch, detect_profile
+from tmass_lake.lake.lightcurves import light_curves
 from tmass_lake.schema import TableSchema, list_tables, load_schema
 from tmass_lake.storage import filesystem, join
-
-if TYPE_CHECKING:
-    import dask.dataframe as dd
-
-    from tmass_lake.lake.crossmatch import ReferenceProfile
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,15 @@ class Lake:
         fs, path = filesystem(url, self.storage_options)
         if fs.exists(join(path, "collection.properties")) or fs.exists(join(path, "hats.properties")):
             return "hats"
-        if known_table and fs.isdir(path) and self._parquet_files(url):
+        if known_table and fs.isdir(path) and self._parquet_files_under(url):
             return "parquet"
         return None
 
-    def _parquet_files(self, url: str) -> list[str]:
+    def parquet_files(self, name: str) -> list[str]:
+        """The data files of a plain Parquet table (e.g. a link table)."""
+        return self._parquet_files_under(self.entry(name).url)
+
+    def _parquet_files_under(self, url: str) -> list[str]:
         fs, path = filesystem(url, self.storage_options)
         return sorted(p for p in fs.glob(join(path, "**/*.parquet"))
                       if not any(part.startswith("_") for part in p[len(path):].split("/")))
@@ -155,22 +159,19 @@ class Lake:
                                       search_filter=search_filter, margin=margin, **kwargs)
         entry = self.entry(name)
         if entry.format == "parquet":
-            import dask.dataframe as dd
-
-            return dd.read_parquet(self._parquet_files(entry.url), columns=columns, filters=filters,
+            return dd.read_parquet(self.parquet_files(name), columns=columns, filters=filters,
                                    storage_options=self.storage_options or None, **kwargs)
         opts = {"columns": columns, "filters": filters, "search_filter": search_filter, **kwargs}
         opts = {k: v for k, v in opts.items() if v is not None}
         if self.storage_options:
             opts["storage_options"] = self.storage_options
         if not margin:
-            return lsdb.open_catalog(self._main_catalog_url(entry), **opts)
+            return lsdb.open_catalog(self.main_catalog_url(name), **opts)
         return lsdb.open_catalog(entry.url, **opts)
 
-    def _main_catalog_url(self, entry: TableEntry) -> str:
-        from hats.catalog.dataset.collection_properties import CollectionProperties
-        from upath import UPath
-
+    def main_catalog_url(self, name: str) -> str:
+        """URL of a table's main HATS catalogue (inside its collection)."""
+        entry = self.entry(name)
         root = UPath(entry.url, **self.storage_options)
         if (root / "collection.properties").exists():
             props = CollectionProperties.read_from_dir(root)
@@ -207,14 +208,12 @@ class Lake:
         if entry.format != "parquet":
             raise TypeError(f"{name} is a HATS catalogue; use lake[{name!r}]")
         fs, _ = filesystem(entry.url, self.storage_options)
-        return pads.dataset(self._parquet_files(entry.url), filesystem=fs, format="parquet")
+        return pads.dataset(self.parquet_files(name), filesystem=fs, format="parquet")
 
     # -- references ----------------------------------------------------------------------
     def reference_url(self, name_or_url: str) -> str:
         """A reference catalogue URL: a path/URL as is; ``gaia_dr3``/``allwise`` from the lake
         (``LAKE/<name>`` or ``LAKE/reference/<name>``) or else the public LSDB copy."""
-        from tmass_lake.lake.crossmatch import PROFILES
-
         if "/" in name_or_url or "://" in name_or_url:
             return name_or_url
         for sub in REFERENCE_DIRS:
@@ -239,8 +238,6 @@ class Lake:
                    other_columns: list[str] | None = None, search_filter: Any = None,
                    reference: ReferenceProfile | str | None = None, **kwargs: Any) -> lsdb.Catalog:
         """Crossmatch a lake table with Gaia DR3/AllWISE/any HATS catalogue (see ``crossmatch``)."""
-        from tmass_lake.lake.crossmatch import crossmatch
-
         left = self.open(table, columns=columns, search_filter=search_filter)
         if isinstance(other, str):
             right = self.open_reference(other, columns=other_columns, reference=reference)
@@ -252,8 +249,6 @@ class Lake:
 
     def light_curves(self, product: str = "calibration", **kwargs: Any) -> lsdb.Catalog:
         """Merged sources of a product with their detections nested (see ``lightcurves``)."""
-        from tmass_lake.lake.lightcurves import light_curves
-
         return light_curves(self, product, **kwargs)
 
 
@@ -265,8 +260,6 @@ def open_reference(url: str, *, columns: list[str] | None = None,
     Loads the catalogue's default columns (or ``columns``) plus the position, proper-motion
     and epoch columns of its :class:`ReferenceProfile`.
     """
-    from tmass_lake.lake.crossmatch import ReferenceProfile, detect_profile
-
     opts = {"storage_options": storage_options} if storage_options else {}
     cat = lsdb.open_catalog(url, columns=columns, **opts, **kwargs)
     profile = reference if isinstance(reference, ReferenceProfile) else detect_profile(cat, reference or name)

@@ -29,21 +29,24 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
+import hats
 import nested_pandas as npd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+from hats.io import pixel_catalog_file
+from matplotlib.figure import Figure
 from nested_pandas.series.packer import pack_sorted_df_into_struct
+from upath import UPath
 
 from tmass_lake.lake.stats import BANDS, DEFAULT_THRESHOLDS, Thresholds, light_curve_stats
 from tmass_lake.schema import list_tables, load_schema
 from tmass_lake.storage import filesystem
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the API module imports this one
     import lsdb
-    from matplotlib.figure import Figure
 
     from tmass_lake.lake.api import Lake
 
@@ -141,7 +144,7 @@ def _link_source(lake: Lake, tables: ProductTables, links: str) -> LinkSource:
         raise KeyError(f"links='table' needs the link table {tables.link} as Parquet in {lake.url}")
     if links == "detections" or not have:
         return LinkSource(key=tables.key)
-    files = tuple(lake._parquet_files(lake.entry(tables.link).url))
+    files = tuple(lake.parquet_files(tables.link))
     names = load_schema(tables.link).names
     column = tables.key if tables.key in names else next(c for c in names if c != "gcntr")
     return LinkSource(files, _json(lake.storage_options), tables.key, column)
@@ -206,8 +209,6 @@ class DetectionSource:
         return rows
 
     def _read(self, cat: Any, pixels: list, gcntr: np.ndarray) -> pd.DataFrame:
-        from hats.io import pixel_catalog_file
-
         so = json.loads(self.storage_options)
         fs, _ = filesystem(self.url, so)
         paths = [filesystem(str(pixel_catalog_file(cat.catalog_base_dir, p)), so)[1] for p in pixels]
@@ -222,9 +223,6 @@ class DetectionSource:
 
 @cache
 def _hats_catalog(url: str, storage_options: str) -> Any:
-    import hats
-    from upath import UPath
-
     return hats.read_hats(UPath(url, **json.loads(storage_options)))
 
 
@@ -326,8 +324,8 @@ def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["poi
                                how="left")
     source = None
     if complete:
-        entry = lake.entry(tables.detections)
-        source = DetectionSource(lake._main_catalog_url(entry), _json(lake.storage_options), tuple(det_cols),
+        source = DetectionSource(lake.main_catalog_url(tables.detections), _json(lake.storage_options),
+                                 tuple(det_cols),
                                  repair_arcsec)
     ctx = _Finish(link_src, source, nested_name, stats, thresholds, tuple(tables.mag_columns.items()),
                   tuple(det_cols))
@@ -338,15 +336,11 @@ def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["poi
 def plot_light_curve(row: pd.Series | npd.NestedFrame, nested_name: str = NESTED,
                      path: str | None = None) -> Figure:
     """J, H, K magnitude against epoch for one merged source (a row of :func:`light_curves`)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     if isinstance(row, pd.DataFrame):
         row = row.iloc[0]
     det = row[nested_name]
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
     for b, color in zip(BANDS, ("tab:blue", "tab:green", "tab:red"), strict=True):
         m = f"{b}_m" if f"{b}_m" in det else f"{b}_m_k20fe"
         s = f"{b}_msigcom" if f"{b}_msigcom" in det else f"{b}_msig_k20fe"

@@ -112,7 +112,7 @@ def quantize(values: np.ndarray, col: Column) -> np.ndarray:
     return np.round(values, s) if s is not None else values
 
 
-def build_table(schema: TableSchema, n: int, values: dict[str, Value],
+def make_table(schema: TableSchema, n: int, values: dict[str, Value],
                 rng: np.random.Generator, band_mag: np.ndarray | None = None) -> pa.Table:
     """Typed table in schema column order: computed ``values`` plus generic fillers."""
     arrays = []

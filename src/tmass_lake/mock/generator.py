@@ -11,17 +11,21 @@ from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import fsspec
+import lsdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+from upath import UPath
 
+from tmass_lake.cluster import dask_client
 from tmass_lake.mock import geometry as geo
 from tmass_lake.mock import plan as pl
 from tmass_lake.mock import truth as tr
 from tmass_lake.mock.bulkfmt import format_table
-from tmass_lake.mock.columns import build_table, choose_strings, fixed_strings
-from tmass_lake.mock.tables import ChunkResult, _chunk_sources, run_chunk, write_bulk
+from tmass_lake.mock.columns import choose_strings, fixed_strings, make_table
+from tmass_lake.mock.tables import ChunkResult, chunk_sources, run_chunk, write_bulk
 from tmass_lake.schema import list_tables, load_schema
 
 GENERATOR_VERSION = "1.0"
@@ -79,7 +83,7 @@ def scan_tables(plan: pl.FamilyPlan, counts: np.ndarray | None) -> tuple[pa.Tabl
     n = len(sc)
     ss = pl.get_schema(plan.tables["scan"])
     date = geo.jd_to_days1970(sc.jd_start)
-    scan_t = build_table(ss, n, {
+    scan_t = make_table(ss, n, {
         "scan_key": sc.scan_key, "hemis": choose_strings(sc.hemis, ["n", "s"]), "date": date,
         "scan": sc.scan_no, "tile": tl.tile_no[sc.tile], "jdate_start": sc.jd_start,
         "jdate_end": sc.jd_start + sc.duration,
@@ -96,7 +100,7 @@ def scan_tables(plan: pl.FamilyPlan, counts: np.ndarray | None) -> tuple[pa.Tabl
     dec = tl.dec_min[t] + frac * (tl.dec_max[t] - tl.dec_min[t])
     ra = (tl.ra[t] + sc.ra_off[s] / np.maximum(np.cos(np.radians(dec)), 1e-6)) % 360.0
     jd = sc.jd_start[s] + f * sc.duration[s]
-    coadd_t = build_table(cs, len(s), {
+    coadd_t = make_table(cs, len(s), {
         "coadd_key": sc.coadd_base[s] + c, "scan_key": s + 1, "coadd": c, "ra": ra, "dec": dec,
         "jdate": jd, "hemis": choose_strings(sc.hemis[s], ["n", "s"]),
         "date": geo.jd_to_days1970(jd), "scan": sc.scan_no[s],
@@ -116,7 +120,7 @@ def deep_tables(plan: pl.FamilyPlan) -> tuple[pa.Table, pa.Table]:
     tabs, maps = [], []
     for fi, fld in enumerate(plan.fields):
         items = [it for ch in plan.chunks for it in ch if it[0] == fi]
-        src = _chunk_sources(plan, items)
+        src = chunk_sources(plan, items)
         rng = np.random.default_rng([plan.seed, plan.spec.code, 7, fi])
         lo, hi = plan.spec.k_range[1], plan.spec.k_range[1] + 3.2
         ratio = (10 ** (0.3 * hi) - 10 ** (0.3 * lo)) / (10 ** (0.3 * lo) - 10 ** (0.3 * 6.0))
@@ -154,7 +158,7 @@ def deep_tables(plan: pl.FamilyPlan) -> tuple[pa.Table, pa.Table]:
             nd = ~det[order, i]
             vals[f"{b}_m"] = (np.where(det[:, i], obs[:, i], m10[i] + 1.0)[order], None)
             vals[f"{b}_msig"] = (sig[order, i], nd)
-        tabs.append(build_table(schema, n, vals, rng, mag[order]))
+        tabs.append(make_table(schema, n, vals, rng, mag[order]))
         maps.append(pa.table({"field": pa.array([fld.name] * n), "id": np.arange(1, n + 1),
                               "truth_id": tid[order]}))
     return pa.concat_tables(tabs), pa.concat_tables(maps)
@@ -171,12 +175,12 @@ def assoc_tables(results: list[ChunkResult]) -> dict[str, pa.Table]:
         s = pl.get_schema(name)
         rng = np.random.default_rng([sum(name.encode()), 8])
         if allrows is None:
-            out[name] = build_table(s, 0, {}, rng)
+            out[name] = make_table(s, 0, {}, rng)
             continue
         t = allrows.filter(pc.equal(allrows.column("class"), by_cls.get(name, 0)))
         t = t.sort_by([("object", "ascending"), ("jdate", "ascending")])
         vals = {c: t.column(c) for c in t.column_names if c != "class"}
-        out[name] = build_table(s, t.num_rows, vals, rng)
+        out[name] = make_table(s, t.num_rows, vals, rng)
     return out
 
 
@@ -213,9 +217,6 @@ def _read_parts(out: str, results: list[ChunkResult], kind: str, so: dict | None
 def write_reference(out: str, name: str, table: pa.Table, so: dict | None,
                     sort_key: str) -> dict:
     """Write one reference catalogue as a HATS collection (catalogue + 10" margin) with lsdb."""
-    import lsdb
-    from upath import UPath
-
     df = table.sort_by(sort_key).to_pandas()
     cat = lsdb.from_dataframe(df, ra_column="ra", dec_column="dec", catalog_name=name,
                               margin_threshold=MARGIN_ARCSEC, partition_rows=250_000,
@@ -229,16 +230,12 @@ def import_reference(out: str, name: str, parts: list[str], so: dict | None, sor
                      workers: int) -> dict:
     """Large reference catalogues: the hats-import pipeline over the per-chunk Parquet parts
     (bounded memory), written as the same collection layout as :func:`write_reference`."""
-    try:
+    try:  # an optional dependency (the 'mock' extra): imported only where it is needed
         from hats_import.collection.arguments import CollectionArguments
         from hats_import.pipeline import pipeline_with_client
     except ImportError as e:
         raise ImportError(f"reference catalogues of more than {REFERENCE_IMPORT_ROWS:,} rows are "
                           "written with hats-import: pip install 'tmass-lake[mock]'") from e
-    from upath import UPath
-
-    from tmass_lake.cluster import dask_client
-
     root = UPath(f"{out.rstrip('/')}", **(so or {}))
     paths = [root / p for p in parts]
     with tempfile.TemporaryDirectory(prefix="tmass_mock_") as tmp:
@@ -384,6 +381,4 @@ class _NoBar:
 def _progress(total: int, enabled: bool):
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc="mock chunks", unit="chunk")

@@ -8,11 +8,16 @@ MJD 55400 (epoch ~2010.56), W1-W4 photometry, designations ``JHHMMSS.SS+DDMMSS.S
 
 from __future__ import annotations
 
+import astropy.units as u
+import cdshealpix
 import numpy as np
 import pyarrow as pa
+from astropy.coordinates import Latitude, Longitude
 
 from tmass_lake.mock import geometry as geo
 from tmass_lake.mock import truth as tr
+from tmass_lake.mock.bulkfmt import render_fixed
+from tmass_lake.mock.columns import fixed_strings
 
 GAIA_EPOCH = 2016.0
 ALLWISE_MJD = 55400.0
@@ -23,10 +28,6 @@ GAIA_EXTRA_FRACTION = 0.15
 
 def _hpx12(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     """Nested HEALPix level-12 index (the top bits of a Gaia source_id)."""
-    import astropy.units as u
-    import cdshealpix
-    from astropy.coordinates import Latitude, Longitude
-
     return np.asarray(cdshealpix.lonlat_to_healpix(Longitude(ra, unit=u.deg),
                                                    Latitude(dec, unit=u.deg), 12), dtype=np.int64)
 
@@ -85,8 +86,6 @@ def gaia_part(src: tr.Sources, gchunk: int, rng: np.random.Generator,
 
 def _sexagesimal(ra: np.ndarray, dec: np.ndarray) -> pa.Array:
     """AllWISE-style designations ``JHHMMSS.SS+DDMMSS.S`` (vectorised)."""
-    from tmass_lake.mock.bulkfmt import render_fixed
-    from tmass_lake.mock.columns import fixed_strings
 
     n = len(ra)
     cs = np.floor(ra / 15.0 * 360000.0 + 1e-9).astype(np.int64) % (24 * 360000)

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from tmass_lake.mock import geometry as geo
 from tmass_lake.mock import truth as tr
 from tmass_lake.mock.bulkfmt import chunk_suffix, format_table, gzip_bytes
-from tmass_lake.mock.columns import build_table, choose_strings, fixed_strings
+from tmass_lake.mock.columns import choose_strings, fixed_strings, make_table
 from tmass_lake.mock.plan import FamilyPlan, FamilySpec, get_schema
 from tmass_lake.mock.references import allwise_part, gaia_part
 from tmass_lake.schema import TableSchema
@@ -273,7 +273,7 @@ def _sorted_link(gcntr: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.nda
 # the chunk
 
 
-def _chunk_sources(plan: FamilyPlan, items: list[tuple[int, int, int]]) -> tr.Sources:
+def chunk_sources(plan: FamilyPlan, items: list[tuple[int, int, int]]) -> tr.Sources:
     """Truth sources of a chunk's work items (each item seeded on its own)."""
     parts = []
     spec = plan.spec
@@ -524,7 +524,7 @@ def point_table(plan: FamilyPlan, schema: TableSchema, rows: Rows, cntr: np.ndar
         v[f"{b}_msig_stdap"] = (sig_ap, nd)
         mags[f"{b}_m"] = np.round(ph["m"][:, i], 3)
         mags[f"{b}_sig"] = np.where(nd, np.nan, ph["msigcom"][:, i])
-    table = build_table(schema, n, v, rng, rows.mag_true)
+    table = make_table(schema, n, v, rng, rows.mag_true)
     info = {"ra": table.column("ra").to_numpy() if "ra" in table.column_names else ra,
             "dec": table.column("dec").to_numpy() if "dec" in table.column_names else dec,
             "snr_best": snr_best, **mags}
@@ -597,7 +597,7 @@ def ext_table(plan: FamilyPlan, schema: TableSchema, src: tr.Sources, s: np.ndar
         v[f"{b}_flg_k20fe"] = (np.zeros(n, np.int64), nd)
         mags[f"{b}_m"] = np.where(nd, np.nan, np.round(ph["m"][:, i], 3))
         mags[f"{b}_sig"] = np.where(nd, np.nan, ph["msigcom"][:, i])
-    table = build_table(schema, n, v, rng, mag_true)
+    table = make_table(schema, n, v, rng, mag_true)
     return table, {"ra": ra, "dec": dec, "snr_best": snr_best, **mags}
 
 
@@ -617,7 +617,7 @@ def run_chunk(plan: FamilyPlan, ci: int, gchunk: int, out: str, want: set[str],
     spec = plan.spec
     rng = np.random.default_rng([plan.seed, spec.code, 2, ci])
     items = plan.chunks[ci]
-    src = _chunk_sources(plan, items)
+    src = chunk_sources(plan, items)
     res = ChunkResult(spec.name, ci)
     tabs = plan.tables
     scans = _chunk_scans(plan, items)
@@ -714,7 +714,7 @@ def _write_family_tables(res: ChunkResult, plan: FamilyPlan, prefix: str, det: p
         ng = len(o)
         vals = {k: ((v[0][o], v[1][o] if v[1] is not None else None) if isinstance(v, tuple)
                     else np.asarray(v)[o]) for k, v in mv.items()}
-        t = build_table(s, ng, vals, rng)
+        t = make_table(s, ng, vals, rng)
         res.files[info_name] = write_bulk(out, info_name, ci, format_table(t, s), ng, level,
                                           storage_options)
     link_name = tabs.get(f"{prefix}_link")
@@ -722,7 +722,7 @@ def _write_family_tables(res: ChunkResult, plan: FamilyPlan, prefix: str, det: p
         s = get_schema(link_name)
         g, k = _sorted_link(gcntr, key)
         member = next(c for c in s.names if c != "gcntr")  # holds cntr or ext_key values
-        t = build_table(s, len(g), {"gcntr": g, member: k}, rng)
+        t = make_table(s, len(g), {"gcntr": g, member: k}, rng)
         res.files[link_name] = write_bulk(out, link_name, ci, format_table(t, s), len(g), level,
                                           storage_options)
 

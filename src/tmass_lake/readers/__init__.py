@@ -1,7 +1,38 @@
-"""Readers: IRSA bulk files and IPAC tables into typed Arrow blocks plus a quarantine."""
+"""Sources: input files (IRSA bulk text, IPAC tables) into typed Arrow blocks plus a quarantine.
 
-from tmass_lake.readers.bulk import ParsedBlock, read_bulk
-from tmass_lake.readers.errors import BadLine, InputError, quarantine_table
+Every reader yields :class:`ParsedBlock` objects: the block's good rows typed by the table
+schema, and its bad lines with file, line and reason. :func:`read_input` picks the reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from tmass_lake.readers.blocks import (
+    DEFAULT_BLOCK_BYTES,
+    BadLine,
+    FileDigest,
+    ParsedBlock,
+    quarantine_table,
+)
+from tmass_lake.readers.bulk import read_bulk
+from tmass_lake.readers.inputs import expand_inputs, inputs_under_root
 from tmass_lake.readers.ipac import read_ipac
+from tmass_lake.schema import TableSchema
 
-__all__ = ["BadLine", "InputError", "ParsedBlock", "quarantine_table", "read_bulk", "read_ipac"]
+READERS = {"bulk": read_bulk, "ipac": read_ipac}
+FORMATS = tuple(READERS)
+
+
+def read_input(path: str, schema: TableSchema, *, input_format: str = "bulk",
+               block_bytes: int = DEFAULT_BLOCK_BYTES, storage_options: dict | None = None,
+               digest: FileDigest | None = None) -> Iterator[ParsedBlock]:
+    """Stream one input as typed blocks with the reader of ``input_format`` (hashing it if asked)."""
+    if input_format not in READERS:
+        raise ValueError(f"unknown input format {input_format!r} (known: {', '.join(FORMATS)})")
+    return READERS[input_format](path, schema, block_bytes=block_bytes, storage_options=storage_options,
+                                 digest=digest)
+
+
+__all__ = ["FORMATS", "BadLine", "FileDigest", "ParsedBlock", "expand_inputs", "inputs_under_root",
+           "quarantine_table", "read_bulk", "read_input", "read_ipac"]

@@ -6,125 +6,25 @@ ends up either in a block's table or in its quarantine list, with file and line 
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
-import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from isal import igzip, isal_zlib
 
-from tmass_lake.readers.errors import BadLine, InputError
-from tmass_lake.readers.typing import cast_text_columns, rtrim_strings, validate_rows
+from tmass_lake.errors import InputError
+from tmass_lake.readers.blocks import (
+    DEFAULT_BLOCK_BYTES,
+    BadLine,
+    FileDigest,
+    ParsedBlock,
+    iter_line_blocks,
+    open_input,
+)
+from tmass_lake.readers.values import cast_text_columns, rtrim_strings, validate_rows
 from tmass_lake.schema import TableSchema
-from tmass_lake.storage import StorageError, retrying
 
-DEFAULT_BLOCK_BYTES = 32 << 20
 NULL = "\\N"
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-@dataclass
-class ParsedBlock:
-    """One block of a file: its typed good rows and its quarantined lines."""
-
-    path: str
-    first_line: int
-    n_lines: int
-    table: pa.Table
-    bad: list[BadLine] = field(default_factory=list)
-
-
-class FileDigest:
-    """Size and SHA-256 of a file's bytes as they stream past (no second read for provenance)."""
-
-    def __init__(self) -> None:
-        self._sha = hashlib.sha256()
-        self.bytes = 0
-
-    def update(self, data: bytes) -> None:
-        self._sha.update(data)
-        self.bytes += len(data)
-
-    @property
-    def sha256(self) -> str:
-        return self._sha.hexdigest()
-
-
-class _Digesting(io.RawIOBase):
-    """A read-only stream feeding every byte read from ``raw`` to a :class:`FileDigest`."""
-
-    def __init__(self, raw: io.IOBase, digest: FileDigest):
-        self.raw, self.digest = raw, digest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # noqa: ANN001 - buffer protocol
-        data = self.raw.read(len(b))
-        self.digest.update(data)
-        b[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
-
-
-def open_text(path: str, storage_options: dict | None = None,
-              digest: FileDigest | None = None) -> io.BufferedIOBase:
-    """Open a (possibly gzip'd, detected by magic bytes) file through fsspec for binary reading.
-
-    With ``digest``, every byte of the file (compressed, as stored) is hashed while it is read.
-    """
-    try:  # transient object-store errors are retried; what remains is the file's fault
-        raw = retrying(lambda: fsspec.open(path, "rb", **(storage_options or {})).open(),
-                       what=f"opening {path}")
-    except StorageError as e:
-        cause = e.__cause__
-        remote = f" ({cause})" if "://" in path else ""
-        if isinstance(cause, FileNotFoundError):
-            raise InputError(path, f"no such file{remote}") from cause
-        if isinstance(cause, PermissionError):
-            raise InputError(path, f"cannot be read: {cause}") from cause
-        if isinstance(cause, IsADirectoryError):
-            raise InputError(path, "is a directory, not a file") from cause
-        raise InputError(path, f"cannot be opened: {cause!r}") from cause
-    head = raw.read(2)
-    raw.seek(0)
-    if digest is not None:
-        raw = io.BufferedReader(_Digesting(raw, digest), buffer_size=1 << 20)
-    # ISA-L's gzip decoder: the same stream, ~2.3x faster than zlib's on IRSA's files.
-    return igzip.IGzipFile(fileobj=raw, mode="rb") if head == _GZIP_MAGIC else raw
-
-
-def iter_line_blocks(path: str, stream: io.BufferedIOBase, block_bytes: int) -> Iterator[bytes]:
-    """Chunks of whole lines (each ending in ``\\n``) of about ``block_bytes``."""
-    rest = b""
-    lines_done = 0
-    while True:
-        try:
-            chunk = stream.read(block_bytes)
-        except (EOFError, gzip.BadGzipFile, zlib.error, isal_zlib.error, OSError) as e:
-            raise InputError(path, f"corrupt or truncated gzip stream after line {lines_done}: {e}") from e
-        if not chunk:
-            break
-        data = rest + chunk
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            rest = data
-            continue
-        rest = data[cut:]
-        block = data[:cut]
-        lines_done += block.count(b"\n")
-        yield block
-    if rest:
-        yield rest + b"\n"
 
 
 def _csv_options(schema: TableSchema, types: dict[str, pa.DataType], bad: list[tuple[int, str]]):
@@ -210,7 +110,7 @@ def read_bulk(
     digest: FileDigest | None = None,
 ) -> Iterator[ParsedBlock]:
     """Stream a bulk file as typed blocks (bounded memory: about ``block_bytes`` of text each)."""
-    with open_text(path, storage_options, digest) as stream:
+    with open_input(path, storage_options, digest) as stream:
         line = 1
         for block in iter_line_blocks(path, stream, block_bytes):
             if line == 1:

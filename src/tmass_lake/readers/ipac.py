@@ -9,21 +9,22 @@ metadata; columns the schema does not know keep the IPAC type.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tmass_lake.readers.bulk import (
+from tmass_lake.errors import InputError
+from tmass_lake.readers.blocks import (
     DEFAULT_BLOCK_BYTES,
+    BadLine,
     FileDigest,
     ParsedBlock,
     iter_line_blocks,
-    open_text,
+    open_input,
 )
-from tmass_lake.readers.errors import BadLine, InputError
-from tmass_lake.readers.typing import cast_text_columns, validate_rows
+from tmass_lake.readers.values import cast_text_columns, validate_rows
 from tmass_lake.schema import TableSchema
 
 IPAC_TYPES = {
@@ -114,7 +115,7 @@ def read_ipac(
 
     With a schema, columns it names are typed and described by it, in the file's order.
     """
-    with open_text(path, storage_options, digest) as stream:
+    with open_input(path, storage_options, digest) as stream:
         blocks = iter_line_blocks(path, stream, block_bytes)
         first = next(blocks, b"")
         head_lines = first.decode("utf-8", "replace").split("\n")
@@ -178,8 +179,6 @@ def _parse_fixed_width(path: str, block: bytes, first_line: int, header: IpacHea
 
 def _present(schema: TableSchema, table: pa.Table) -> TableSchema:
     """The schema restricted to the columns a (Gator subset) table actually has."""
-    from dataclasses import replace
-
     cols = tuple(c for c in schema.columns if c.name in table.column_names)
     positional = schema.ra_column in table.column_names and schema.dec_column in table.column_names
     return replace(schema, columns=cols,

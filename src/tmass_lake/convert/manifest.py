@@ -1,26 +1,122 @@
-"""``tmass-lake info LAKE`` (what the manifest says) and ``tmass-lake verify LAKE`` (re-check it)."""
+"""The lake's ``manifest.json``: every table, its schema, counts, inputs and provenance; and the
+checks behind ``tmass-lake info`` and ``tmass-lake verify``.
+
+Entries are made from each table's build report (:func:`table_entry`), kept as completion
+records under ``LAKE/_lake`` between runs, and gathered into the manifest at the end of every
+lake build (:func:`write_manifest`).
+"""
 
 from __future__ import annotations
 
-import argparse
-import json
+import contextlib
 import logging
+import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
+import hats
 import pyarrow.parquet as pq
+from hats.io.validation import is_valid_collection
 
-from tmass_lake.build.finish import upath
-from tmass_lake.build.lake import MANIFEST
-from tmass_lake.storage import filesystem, join
+from tmass_lake.convert.writer import read_table_properties, upath
+from tmass_lake.errors import UserError
+from tmass_lake.schema import TableSchema
+from tmass_lake.storage import filesystem, join, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 2
+TOOLS = ("tmass-lake", "hats", "lsdb", "pyarrow", "dask", "distributed", "numpy", "astropy")
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for name in TOOLS:
+        with contextlib.suppress(PackageNotFoundError):
+            out[name] = version(name)
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def schema_entry(schema: TableSchema) -> dict:
+    """The manifest's description of a table schema."""
+    return {
+        "name": schema.table, "title": schema.title, "product": schema.product, "kind": schema.kind,
+        "layout_status": schema.layout_status, "key_column": schema.key_column,
+        "ra_column": schema.ra_column, "dec_column": schema.dec_column, "links": schema.links or None,
+        "file": Path(schema.path).name if schema.path else None,
+        "columns": [{"name": c.name, "type": c.arrow, "unit": c.unit, "nullable": c.nullable}
+                    for c in schema.columns],
+    }
+
+
+def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, parameters: dict,
+                fingerprint: dict, seconds: float, derived_from: dict | None = None) -> dict:
+    """A table's manifest entry from its build report."""
+    kind = report["kind"]
+    entry = {
+        "name": name, "family": family, "path": name, "type": kind,
+        "format": "parquet" if kind == "parquet" else "hats",
+        "schema": schema_entry(schema) | ({"title": report.get("title")} if report.get("title") else {}),
+        "rows": report["rows_written"], "lines_read": report["lines_read"],
+        "rows_quarantined": report["rows_quarantined"], "partitions": report["partitions"],
+        "bytes": report["bytes"], "seconds": report["seconds"], "lake_seconds": round(seconds, 3),
+        "inputs": [{k: i.get(k) for k in ("path", "bytes", "sha256", "lines", "rows", "quarantined")}
+                   for i in report["inputs"]],
+        "parameters": parameters, "fingerprint": fingerprint,
+        "built": datetime.now(UTC).isoformat(timespec="seconds"), "built_with": tool_versions(),
+        "status": "built",
+    }
+    if kind == "parquet":
+        entry["dataset"] = "dataset"
+    else:
+        keys = ("catalog", "margin", "margin_rows", "margin_arcsec", "indexes")
+        entry |= {key: report[key] for key in keys}
+    if derived_from:
+        entry["derived_from"] = derived_from
+    return entry
+
+
+def totals(tables: dict[str, dict]) -> dict:
+    return {
+        "tables": len(tables),
+        "collections": sum(1 for t in tables.values() if t["type"] in ("collection", "derived")),
+        "parquet_tables": sum(1 for t in tables.values() if t["type"] == "parquet"),
+        "rows": sum(t["rows"] for t in tables.values() if t["type"] != "derived"),
+        "derived_rows": sum(t["rows"] for t in tables.values() if t["type"] == "derived"),
+        "rows_quarantined": sum(t["rows_quarantined"] for t in tables.values()),
+        "bytes": sum(t["bytes"] for t in tables.values()),
+    }
+
+
+def write_manifest(lake: str, tables: dict[str, dict], pipelines: dict[str, dict], skipped: dict[str, str],
+                   run: dict, storage_options: dict) -> dict:
+    """``LAKE/manifest.json`` from every table's completion record (earlier runs included)."""
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "lake": "2MASS Extended Mission (tmass-lake)",
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "tools": tool_versions(),
+        "pipelines": pipelines,
+        "tables": tables,
+        "skipped": {k: v for k, v in skipped.items() if k not in tables},
+        "last_run": run,
+        "totals": totals(tables),
+    }
+    fs, root = filesystem(lake, storage_options)
+    write_json(fs, join(root, MANIFEST), manifest)
+    return manifest
 
 
 def read_manifest(lake: str, storage_options: dict | None = None) -> dict:
     """``LAKE/manifest.json``."""
     fs, root = filesystem(join(lake, MANIFEST), storage_options)
     if not fs.exists(root):
-        raise ValueError(f"{lake} has no {MANIFEST}: not a tmass-lake lake (or its build never finished)")
-    with fs.open(root, "rt") as f:
-        return json.load(f)
+        raise UserError(f"{lake} has no {MANIFEST}: not a tmass-lake lake (or its build never finished)")
+    return read_json(fs, root)
 
 
 def format_info(manifest: dict) -> str:
@@ -38,7 +134,8 @@ def format_info(manifest: dict) -> str:
                    f"{e['partitions']:>6}  {e['schema']['name']} ({e['schema']['layout_status']}){src}"
                    + (f"; indexes {idx}" if idx else ""))
     t = manifest["totals"]
-    out += ["", f"{t['tables']} tables, {t['rows']:,} rows, {t['rows_quarantined']:,} quarantined, "
+    derived = f" (+ {t['derived_rows']:,} in derived catalogs)" if t.get("derived_rows") else ""
+    out += ["", f"{t['tables']} tables, {t['rows']:,} rows{derived}, {t['rows_quarantined']:,} quarantined, "
                 f"{t['bytes'] / 2**20:.1f} MiB"]
     for name, why in sorted(manifest.get("skipped", {}).items()):
         out.append(f"skipped {name}: {why}")
@@ -77,7 +174,7 @@ def _file_rows(url: str, storage_options: dict) -> int:
 
 
 def _count(check: Check, what: str, url: str, expected: int, storage_options: dict) -> None:
-    """Rows of a HATS catalog's files and of its _metadata against the manifest."""
+    """Rows of a catalog's files and of its _metadata against the manifest."""
     in_files, in_meta = _file_rows(url, storage_options), _metadata_rows(url, storage_options)
     check.expect(in_files == expected, f"{what}: data files hold {in_files} rows, manifest {expected}")
     check.expect(in_meta == expected, f"{what}: _metadata counts {in_meta} rows, manifest {expected}")
@@ -85,9 +182,6 @@ def _count(check: Check, what: str, url: str, expected: int, storage_options: di
 
 def verify_collection(lake: str, entry: dict, storage_options: dict, check: Check) -> None:
     """HATS strict validation, and every count against the manifest."""
-    import hats
-    from hats.io.validation import is_valid_collection
-
     url = join(lake, entry["path"])
     check.expect(is_valid_collection(upath(url, storage_options), strict=True),
                  "not a valid HATS collection (hats strict validation)")
@@ -110,10 +204,8 @@ def verify_collection(lake: str, entry: dict, storage_options: dict, check: Chec
 
 def verify_parquet(lake: str, entry: dict, storage_options: dict, check: Check) -> None:
     """Every data file readable (footer and first row group), counts against the manifest."""
-    from tmass_lake.build.parquet_table import read_properties
-
     url = join(lake, entry["path"])
-    props = read_properties(url, storage_options)
+    props = read_table_properties(url, storage_options)
     check.expect(props.get("table") == entry["name"], f"table.properties names {props.get('table')}")
     check.expect(int(props.get("total_rows", -1)) == entry["rows"], "table.properties row count differs")
     fs, root = filesystem(join(url, "dataset"), storage_options)
@@ -131,9 +223,9 @@ def verify_parquet(lake: str, entry: dict, storage_options: dict, check: Check) 
             check.problems.append(f"{p}: unreadable: {e}")
     check.expect(rows == entry["rows"], f"data files hold {rows} rows, manifest {entry['rows']}")
     check.expect(_metadata_rows(url, storage_options) == entry["rows"], "_metadata row count differs")
-    expected = entry["schema"]["columns"]
     names = pq.read_schema(join(root, "_common_metadata"), filesystem=fs).names
-    check.expect(names == [c["name"] for c in expected], "columns differ from the manifest's schema")
+    check.expect(names == [c["name"] for c in entry["schema"]["columns"]],
+                 "columns differ from the manifest's schema")
 
 
 def verify_lake(lake: str, storage_options: dict | None = None) -> list[Check]:
@@ -157,39 +249,3 @@ def verify_lake(lake: str, storage_options: dict | None = None) -> list[Check]:
             check.problems.append(f"{type(e).__name__}: {e}")
         checks.append(check)
     return checks
-
-
-def cmd_info(ns: argparse.Namespace) -> int:
-    from tmass_lake.cli import _storage_options
-
-    manifest = read_manifest(ns.lake, _storage_options(ns.storage_option))
-    print(json.dumps(manifest, indent=1) if ns.json else format_info(manifest))
-    return 0
-
-
-def cmd_verify(ns: argparse.Namespace) -> int:
-    from tmass_lake.cli import _storage_options
-
-    logging.getLogger("root").setLevel(logging.ERROR)  # hats logs each check at WARNING
-    checks = verify_lake(ns.lake, _storage_options(ns.storage_option))
-    for c in checks:
-        print(f"{c.table:<18} {'ok' if not c.problems else 'FAILED'}")
-        for p in c.problems:
-            print(f"    {p}")
-    bad = [c.table for c in checks if c.problems]
-    failed = f"; failed: {', '.join(bad)}" if bad else ""
-    print(f"{len(checks) - len(bad)}/{len(checks)} tables verified{failed}")
-    return 1 if bad else 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``info`` and ``verify``."""
-    i = subparsers.add_parser("info", help="print a lake's manifest")
-    i.add_argument("lake", help="lake URL")
-    i.add_argument("--json", action="store_true", help="the whole manifest as JSON")
-    i.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
-    i.set_defaults(func=cmd_info)
-    v = subparsers.add_parser("verify", help="re-run a lake's validations against its manifest")
-    v.add_argument("lake", help="lake URL")
-    v.add_argument("--storage-option", action="append", metavar="KEY=VALUE")
-    v.set_defaults(func=cmd_verify)

@@ -14,10 +14,16 @@ import logging
 from collections import Counter
 from datetime import UTC, datetime
 
+import hats
+import matplotlib
 from dask.distributed import Client
+from hats.inspection import plot_density, plot_pixels
+from matplotlib import pyplot as plt
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
 
-from tmass_lake.build.finish import upath
-from tmass_lake.build.tasks import run_tasks
+from tmass_lake.convert.tasks import run_tasks
+from tmass_lake.convert.writer import upath
 from tmass_lake.storage import ensure_dir, filesystem, join, retrying, write_text
 
 log = logging.getLogger(__name__)
@@ -28,8 +34,6 @@ COVERAGE_ORDER = 6
 
 def _orders(lake: str, entry: dict, storage_options: dict) -> dict[str, int]:
     """Partitions per HEALPix order of a collection's main catalog."""
-    import hats
-
     catalog = hats.read_hats(upath(join(lake, entry["path"], entry["catalog"]), storage_options))
     counts = Counter(p.order for p in catalog.get_healpix_pixels())
     return {str(k): counts[k] for k in sorted(counts)}
@@ -68,11 +72,6 @@ def _png(fig) -> bytes:
 
 def plot_collection(lake: str, entry: dict, storage_options: dict) -> dict[str, bytes]:
     """Coverage and partition-order PNGs of one collection."""
-    import hats
-    import matplotlib
-    from hats.inspection import plot_density, plot_pixels
-    from matplotlib import pyplot as plt
-    from matplotlib.colors import LogNorm
 
     catalog = hats.read_hats(upath(join(lake, entry["path"], entry["catalog"]), storage_options))
     out = {}
@@ -93,7 +92,6 @@ def plot_collection(lake: str, entry: dict, storage_options: dict) -> dict[str, 
 
 def plot_rows(rows: list[dict]) -> bytes:
     """Horizontal bars: rows written and quarantined per table (log scale)."""
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 0.28 * len(rows) + 1.2))
     ax = fig.subplots()
@@ -133,8 +131,6 @@ def format_text(rows: list[dict], manifest: dict) -> str:
 
 def _plot_task(lake: str, entry: dict, storage_options: dict) -> dict[str, bytes]:
     """:func:`plot_collection` in a worker process (which may switch to the Agg backend freely)."""
-    import matplotlib
-
     matplotlib.use("Agg")
     try:
         return plot_collection(lake, entry, storage_options)
@@ -147,8 +143,6 @@ def _plots(lake: str, entries: list[dict], storage_options: dict, client: Client
     if client is not None:
         out = run_tasks(client, lambda e: _plot_task(lake, e, storage_options), entries, "plots", False)
         return {e["name"]: o for e, o in zip(entries, out, strict=True)}
-    import matplotlib
-
     previous = matplotlib.get_backend()
     matplotlib.use("Agg")
     try:

@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    import lsdb
+import dask
+import lsdb
+import nested_pandas as npd
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from upath import UPath
 
-log = logging.getLogger(__name__)
+from tmass_lake.cli.options import add_cluster, add_storage_option, cluster, storage_options
+from tmass_lake.lake import MarginWarning, open_lake, plot_light_curve
+from tmass_lake.storage import filesystem, join, write_parquet
 
 
-def _storage_options(pairs: list[str] | None) -> dict:
-    from tmass_lake.cli import _storage_options as parse
-
-    return parse(pairs)
-
-
-def _cluster_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scheduler", help="address of an existing dask.distributed scheduler")
-    p.add_argument("--workers", type=int, help="local cluster workers (default: cores)")
-    p.add_argument("--memory-limit", default="4GiB", help="per local worker")
-    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                   help="fsspec option for the lake, the reference and the output (repeatable)")
+def _output_args(p: argparse.ArgumentParser) -> None:
+    add_cluster(p)
+    add_storage_option(p)
     p.add_argument("--format", choices=["hats", "parquet"], default=None,
                    help="output format (default: parquet for a .parquet OUTPUT or lightcurves, else hats)")
 
@@ -34,19 +31,9 @@ def _cluster_args(p: argparse.ArgumentParser) -> None:
 def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: dict,
                  name: str) -> int:
     """Write a catalogue as a HATS catalogue, one Parquet file, or a directory of Parquet parts."""
-    import dask
-    import nested_pandas as npd
-    import pyarrow.parquet as pq
-
-    from tmass_lake.storage import filesystem, join, write_parquet
-
     if fmt == "hats":
-        from upath import UPath
-
-        catalog.to_hats(UPath(output, **storage_options), catalog_name=name, overwrite=True,
-                        progress_bar=False)
-        import lsdb
-
+        catalog.write_catalog(UPath(output, **storage_options), catalog_name=name, overwrite=True,
+                              progress_bar=False)
         written = lsdb.open_catalog(UPath(output, **storage_options))
         return int(written.hc_structure.catalog_info.total_rows or 0)
     fs, root = filesystem(output, storage_options)
@@ -71,14 +58,11 @@ def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: 
 
 
 def cmd_crossmatch(ns: argparse.Namespace) -> int:
-    from tmass_lake.cluster import dask_client
-    from tmass_lake.lake import MarginWarning, open_lake
-
-    so = _storage_options(ns.storage_option)
+    so = storage_options(ns.storage_option)
     lake = open_lake(ns.lake, **so)
     fmt = ns.format or ("parquet" if ns.output.endswith(".parquet") else "hats")
     started = time.time()
-    with dask_client(ns.scheduler, ns.workers, ns.memory_limit):
+    with cluster(ns):
         right = lake.open_reference(ns.with_, storage_options=so or None)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MarginWarning)
@@ -97,19 +81,14 @@ def cmd_crossmatch(ns: argparse.Namespace) -> int:
 
 
 def cmd_lightcurves(ns: argparse.Namespace) -> int:
-    from tmass_lake.cluster import dask_client
-    from tmass_lake.lake import open_lake
-
-    so = _storage_options(ns.storage_option)
+    so = storage_options(ns.storage_option)
     lake = open_lake(ns.lake, **so)
     fmt = ns.format or "parquet"
     search = None
     if ns.cone:
-        import lsdb
-
         search = lsdb.ConeSearch(ra=ns.cone[0], dec=ns.cone[1], radius_arcsec=ns.cone[2])
     started = time.time()
-    with dask_client(ns.scheduler, ns.workers, ns.memory_limit):
+    with cluster(ns):
         cat = lake.light_curves(ns.product, kind=ns.kind, links=ns.links, complete=not ns.no_repair,
                                 search_filter=search)
         rows = write_output(cat, ns.output, fmt, so, f"{ns.product}_lightcurves")
@@ -131,12 +110,6 @@ def _default_png(output: str, gcntr: int) -> str:
 
 def read_source(output: str, gcntr: int, storage_options: dict | None = None) -> Any:
     """One merged source (a NestedFrame row) from written light curves (Parquet or HATS)."""
-    import nested_pandas as npd
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
-
-    from tmass_lake.storage import filesystem, join
-
     fs, root = filesystem(output, storage_options)
     if fs.isdir(root):
         files = [p for p in fs.glob(join(root, "**/*.parquet"))
@@ -151,9 +124,6 @@ def read_source(output: str, gcntr: int, storage_options: dict | None = None) ->
 
 
 def plot_from_output(output: str, gcntr: int, png: str, storage_options: dict | None = None) -> None:
-    from tmass_lake.lake.lightcurves import plot_light_curve
-    from tmass_lake.storage import filesystem
-
     row = read_source(output, gcntr, storage_options)
     fig = plot_light_curve(row)
     fs, path = filesystem(png, storage_options)
@@ -177,7 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--how", choices=["inner", "left"], default="inner")
     x.add_argument("--max-pm", type=float, default=None,
                    help="fastest motion (mas/yr) the margin check assumes (default: from statistics)")
-    _cluster_args(x)
+    _output_args(x)
     x.set_defaults(func=cmd_crossmatch)
 
     lc = sub.add_parser("lightcurves", help="merged sources with their detections nested, plus statistics")
@@ -194,6 +164,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="skip the planning pass that restores groups spread beyond the margins")
     lc.add_argument("--plot", type=int, metavar="GCNTR", help="also draw this source's light curve")
     lc.add_argument("--plot-file", help="PNG path (default: OUTPUT_lightcurve_<gcntr>.png, next to OUTPUT)")
-    _cluster_args(lc)
+    _output_args(lc)
     lc.set_defaults(func=cmd_lightcurves)
 

@@ -1,24 +1,22 @@
 """Scoring the lake API against the mock truth: a mock lake builder and the scores.
 
-``mock_lake(base)`` writes a mock Extended Mission (6x and calibration point tables, their
-merged-source and link tables, Gaia DR3/AllWISE references) and builds it with the lake CLI
-(``tmass-lake build pipelines/<family>.toml``); it is idempotent (a ``READY`` marker). The
-``score_*`` functions compare crossmatches and light curves with ``truth/*.parquet``.
+``mock_lake(base, build)`` writes a mock Extended Mission (6x and calibration point tables,
+their merged-source and link tables, Gaia DR3/AllWISE references) and has ``build`` make its
+lake; it is idempotent (a ``READY`` marker). The ``score_*`` functions compare crossmatches and
+light curves with ``truth/*.parquet``. Used by the tests and benchmarks.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tmass_lake.schema import schema_dir
+from tmass_lake.mock.generator import generate
 
-PIPELINE_DIR = schema_dir().parent / "pipelines"
 MOCK_TABLES = ("pt_src_6x2", "sixxf_info", "sixxf_link", "pt_src_c", "cf_info", "cf_link", "ext_src_c",
                "ecf_info", "ecf_link")
 HIGH_PM = 200.0
@@ -50,23 +48,17 @@ class MockLake:
         return self._cache[name]
 
 
-def mock_lake(base: str | Path, *, scale: float = 0.3, seed: int = 1, workers: int = 2,
-              tables: tuple[str, ...] = MOCK_TABLES, families: tuple[str, ...] = ("6x", "calibration"),
-              ) -> MockLake:
-    """Generate the mock and build its lake with the CLI (once; reused when ``READY``)."""
-    from tmass_lake.mock import generate
-
+def mock_lake(base: str | Path, build: Callable[[MockLake], None], *, scale: float = 0.3, seed: int = 1,
+              workers: int = 2, tables: tuple[str, ...] = MOCK_TABLES) -> MockLake:
+    """Generate the mock under ``base/mock`` and have ``build(env)`` make ``base/lake``, once
+    (reused when ``READY``)."""
     env = MockLake(Path(base))
     ready = env.root / "READY"
     if ready.exists():
         return env
     env.root.mkdir(parents=True, exist_ok=True)
     generate(str(env.mock), scale=scale, seed=seed, tables=list(tables), workers=workers, progress=False)
-    exe = str(Path(sys.executable).parent / "tmass-lake")
-    for family in families:
-        subprocess.run([exe, "build", str(PIPELINE_DIR / f"{family}.toml"), "--input", str(env.mock),
-                        "--output", str(env.lake), "--workers", str(workers), "--quiet"],
-                       check=True, stdout=subprocess.DEVNULL)
+    build(env)
     ready.touch()
     return env
 

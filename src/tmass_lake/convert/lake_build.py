@@ -1,0 +1,243 @@
+"""The whole Extended Mission in one lake: pipelines, one Dask client, completion records, a manifest.
+
+Layout of the lake::
+
+    LAKE/<table>/          a HATS collection (positional tables: catalog, margin, indexes)
+                           or a plain Parquet dataset (tables without positions)
+    LAKE/manifest.json     every table: schema, counts, inputs with sha256, tools, parameters
+    LAKE/report/           report.txt, report.json, sky coverage and partition-order PNGs
+    LAKE/_lake/            completion records: one per built table and per pipeline
+    LAKE/_build/           scratch while a build runs (or under --tmp-dir)
+
+Building into an existing lake adds what is missing: a table already built from the same inputs
+(same size and mtime/ETag) and parameters is up to date and skipped; one whose inputs or
+parameters changed is an error naming what changed, until ``--rebuild TABLE`` rebuilds it.
+``--resume`` continues tables whose build was interrupted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dask.distributed import Client
+
+from tmass_lake.convert.derive import DeriveArguments, derive_catalog
+from tmass_lake.convert.lock import BuildLock
+from tmass_lake.convert.manifest import table_entry, write_manifest
+from tmass_lake.convert.parameters import scratch_url, table_arguments
+from tmass_lake.convert.pipelines import DerivedSpec, Pipeline, TableSpec
+from tmass_lake.convert.report import write_lake_report
+from tmass_lake.convert.resume import Records
+from tmass_lake.convert.scratch import remove_inside
+from tmass_lake.convert.table import build_table
+from tmass_lake.errors import BuildError
+from tmass_lake.readers import inputs_under_root
+from tmass_lake.schema import load_schema
+from tmass_lake.storage import filesystem, identity, join
+
+STATE_DIR = "_lake"
+
+
+class LakeError(BuildError):
+    """The lake cannot be built as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class LakeArguments:
+    """A lake build: which pipelines, from which input roots, into which lake."""
+
+    pipelines: tuple[Pipeline, ...]
+    input_roots: tuple[str, ...]
+    output: str
+    tmp_dir: str | None = None
+    storage_options: dict = field(default_factory=dict)
+    resume: bool = False
+    rebuild: tuple[str, ...] = ()
+    progress: bool = True
+    tables: tuple[str, ...] | None = None  # restrict the build to these names
+    report_plots: bool = True
+    index_rows_per_file: int = 5_000_000
+    echo: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        if not self.input_roots:
+            raise LakeError("no input root")
+        known = {n for p in self.pipelines for n in p.names}
+        for what, names in (("tables", self.tables or ()), ("--rebuild", self.rebuild)):
+            unknown = sorted(set(names) - known)
+            if unknown:
+                raise LakeError(f"{what}: {', '.join(unknown)} in no pipeline given")
+
+    def wanted(self, name: str) -> bool:
+        return self.tables is None or name in self.tables
+
+    @property
+    def scratch(self) -> str:
+        return scratch_url(self.output, self.tmp_dir)
+
+
+def resolve_inputs(spec: TableSpec, roots: tuple[str, ...], storage_options: dict) -> list[str]:
+    """Input files of a table: each pattern under each root, inside that root."""
+    found = [f for root in roots for pattern in spec.patterns()
+             for f in inputs_under_root(root, pattern, storage_options)]
+    return list(dict.fromkeys(found))
+
+
+def input_identities(inputs: list[str], storage_options: dict) -> list[dict]:
+    out = []
+    for url in inputs:
+        fs, path = filesystem(url, storage_options)
+        out.append({"path": url, **identity(fs, path)})
+    return out
+
+
+def _changes(before: dict, now: dict) -> list[str]:
+    """What differs between two fingerprints, in words."""
+    old_p, new_p = before.get("parameters", {}), now.get("parameters", {})
+    out = [f"parameter {k}" for k in sorted(set(old_p) | set(new_p)) if old_p.get(k) != new_p.get(k)]
+    old = {i["path"]: i for i in before.get("inputs", [])}
+    new = {i["path"]: i for i in now.get("inputs", [])}
+    out += [f"input {p} is new" for p in sorted(set(new) - set(old))]
+    out += [f"input {p} is gone" for p in sorted(set(old) - set(new))]
+    out += [f"input {p} changed" for p in sorted(set(old) & set(new)) if old[p] != new[p]]
+    for key in sorted((set(before) | set(now)) - {"parameters", "inputs"}):
+        if before.get(key) != now.get(key):
+            out.append(key)
+    return out
+
+
+class LakeBuild:
+    """One run of :func:`build_lake`: the state, the client, what was built and skipped."""
+
+    def __init__(self, args: LakeArguments, client: Client):
+        self.args, self.client = args, client
+        self.state = Records(join(args.output, STATE_DIR), args.storage_options)
+        self.skipped: dict[str, str] = {}
+        self.no_input: list[str] = []
+        self.built: set[str] = set()
+
+    def _up_to_date(self, name: str, fingerprint: dict, head: str) -> bool:
+        """Whether ``name`` is built from exactly this; refuse a changed one unless rebuilding it."""
+        entry = self.state.get("tables", name)
+        if entry is None:
+            return False
+        if name in self.args.rebuild:
+            self.args.echo(f"{head}: rebuilding")
+            remove_inside(join(self.args.output, name), self.args.output, self.args.storage_options)
+            return False
+        changed = _changes(entry.get("fingerprint", {}), fingerprint)
+        if changed:
+            raise LakeError(f"{name} in {self.args.output} was built from other inputs or parameters "
+                            f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}): "
+                            f"pass --rebuild {name} to rebuild it")
+        self.args.echo(f"{head}: up to date, skipped")
+        return True
+
+    def table(self, spec: TableSpec, head: str) -> None:
+        args = self.args
+        inputs = resolve_inputs(spec, args.input_roots, args.storage_options)
+        if not inputs:
+            self.no_input.append(spec.name)
+            self.skipped[spec.name] = f"no input files match {spec.patterns()} under {list(args.input_roots)}"
+            return
+        fingerprint = {"schema": spec.schema, "parameters": spec.parameters(),
+                       "inputs": input_identities(inputs, args.storage_options)}
+        if self._up_to_date(spec.name, fingerprint, head):
+            return
+        schema = spec.load_schema()
+        kind = "collection" if schema.positional else "parquet"
+        args.echo(f"{head}: building {kind} from {len(inputs)} file(s)")
+        started = time.time()
+        table_args = table_arguments(
+            schema, inputs, join(args.output, spec.name), params=spec.params, tmp_dir=args.scratch,
+            indexes=spec.indexes, storage_options=args.storage_options, resume=args.resume,
+            progress=args.progress)
+        try:
+            report = build_table(table_args, self.client, index_rows_per_file=args.index_rows_per_file)
+        except BuildError as e:
+            raise LakeError(f"{spec.name}: {e}") from e
+        entry = table_entry(report, name=spec.name, family=spec.family, schema=schema,
+                            parameters=spec.parameters(), fingerprint=fingerprint,
+                            seconds=time.time() - started)
+        self.state.put("tables", spec.name, entry)
+        self.built.add(spec.name)
+        layout = (f"{entry['partitions']} partition(s), {len(entry.get('indexes') or {})} index(es)"
+                  if kind == "collection" else f"{entry['partitions']} file(s)")
+        args.echo(f"{head}: {entry['rows']:,} rows, {entry['rows_quarantined']:,} quarantined, {layout} "
+                  f"({entry['lake_seconds']:.1f} s)")
+
+    def derived(self, spec: DerivedSpec, head: str) -> None:
+        args = self.args
+        source = self.state.get("tables", spec.source)
+        if source is None or source.get("type") != "collection":
+            self.skipped[spec.name] = f"its source {spec.source} is not built"
+            args.echo(f"{head}: source {spec.source} not built, skipped")
+            return
+        fingerprint = {"source": source.get("fingerprint"), "where": [spec.column, spec.equals],
+                       "parameters": {"indexes": list(spec.indexes)}}
+        if self._up_to_date(spec.name, fingerprint, head):
+            return
+        args.echo(f"{head}: deriving from {spec.source} where {spec.column} == {spec.equals!r}")
+        started = time.time()
+        schema = load_schema(source["schema"]["name"])
+        output = join(args.output, spec.name)
+        derive_args = DeriveArguments(
+            name=spec.name, title=spec.title, schema=schema, source=join(args.output, spec.source),
+            output=output, scratch=scratch_url(output, args.scratch), column=spec.column, value=spec.equals,
+            indexes=spec.indexes, storage_options=args.storage_options,
+            compression_level=source["parameters"].get("compression_level", 3), resume=args.resume,
+            progress=args.progress)
+        try:
+            report = derive_catalog(derive_args, self.client, index_rows_per_file=args.index_rows_per_file)
+        except BuildError as e:
+            raise LakeError(f"{spec.name}: {e}") from e
+        report["title"] = spec.title
+        entry = table_entry(report, name=spec.name, family=spec.family, schema=schema,
+                            parameters={"source": spec.source, "where": report["where"],
+                                        "indexes": list(spec.indexes)},
+                            fingerprint=fingerprint, seconds=time.time() - started,
+                            derived_from={"table": spec.source,
+                                          "where": {"column": spec.column, "equals": spec.equals}})
+        self.state.put("tables", spec.name, entry)
+        self.built.add(spec.name)
+        args.echo(f"{head}: {entry['rows']:,} rows in {entry['partitions']} partition(s) "
+                  f"({entry['lake_seconds']:.1f} s)")
+
+
+def build_lake(args: LakeArguments, client: Client) -> dict:
+    """Build every table of the pipelines into the lake; returns the manifest."""
+    started = time.time()
+    run = LakeBuild(args, client)
+    echo = args.echo
+    specs = [t for p in args.pipelines for t in p.tables if args.wanted(t.name)]
+    derived = [d for p in args.pipelines for d in p.derived if args.wanted(d.name)]
+    total = len(specs) + len(derived)
+    with BuildLock(args.output, args.storage_options, resume=args.resume):
+        for p in args.pipelines:
+            run.state.put("pipelines", p.name, {
+                "name": p.name, "description": p.description, "file": p.path, "sha256": p.sha256,
+                "tables": [t.name for t in p.tables], "derived": [d.name for d in p.derived]})
+        for n, spec in enumerate(specs, start=1):
+            run.table(spec, f"[{n}/{total}] {spec.name}")
+        for n, spec in enumerate(derived, start=len(specs) + 1):
+            run.derived(spec, f"[{n}/{total}] {spec.name}")
+        if run.no_input:
+            echo(f"no input files for {len(run.no_input)} table(s) under {', '.join(args.input_roots)}, "
+                 f"skipped: {', '.join(run.no_input)}")
+        summary = {"pipelines": [p.path for p in args.pipelines], "input_roots": list(args.input_roots),
+                   "tables": list(args.tables) if args.tables else None, "resume": args.resume,
+                   "rebuild": list(args.rebuild), "built": sorted(run.built),
+                   "workers": len(client.scheduler_info().get("workers", {})),
+                   "seconds": round(time.time() - started, 3)}
+        manifest = write_manifest(args.output, run.state.all("tables"), run.state.all("pipelines"),
+                                  run.skipped, summary, args.storage_options)
+        write_lake_report(args.output, manifest, args.storage_options, plots=args.report_plots, client=client,
+                          replot=run.built)
+        fs, scratch = filesystem(args.scratch, args.storage_options)
+        if fs.exists(scratch) and not fs.ls(scratch):
+            fs.rm(scratch, recursive=True)
+    echo(f"lake {args.output}: {manifest['totals']['tables']} tables, {manifest['totals']['rows']:,} rows "
+         f"({time.time() - started:.1f} s); manifest.json and report/ written")
+    return manifest

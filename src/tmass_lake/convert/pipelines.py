@@ -1,0 +1,226 @@
+"""Pipeline files: one declarative TOML file per product family, naming its tables.
+
+A pipeline file (``pipelines/<family>.toml``, shipped with the package) reads::
+
+    [pipeline]                      name, description
+    [defaults]                      input patterns and any build parameter (apply to every table)
+    [[table]]                       name, and optionally schema (default: the name), input
+                                    (patterns relative to each input root, ``{table}`` expanded),
+                                    any build parameter, indexes = [columns]
+    [[derived]]                     name, source (a table), where = {column, equals},
+                                    title, indexes: a catalog filtered from a built one
+
+Build parameters are resolved by :func:`~tmass_lake.convert.parameters.resolve_parameters`:
+the file's ``[defaults]``, then the table's entry, then what the command line gave explicitly.
+Names are checked (``[a-z0-9_]+``) and input patterns may not leave their root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+from tmass_lake.convert.parameters import PARAMETER_NAMES, BuildParameters, resolve_parameters
+from tmass_lake.errors import UserError
+from tmass_lake.readers.inputs import check_pattern
+from tmass_lake.schema import TableSchema, check_table_name, load_schema
+
+PIPELINE_PACKAGE = "tmass_lake.pipelines"  # the repository's pipelines/, shipped inside the package
+ALL = "all"
+DEFAULT_INPUT = ("irsa/{table}/*.gz",)
+
+
+class PipelineError(UserError, ValueError):
+    """A pipeline file that cannot be used as written; the message names the file and entry."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table of a pipeline file, with its parameters resolved."""
+
+    name: str
+    family: str
+    schema: str
+    inputs: tuple[str, ...]
+    params: BuildParameters
+    indexes: tuple[str, ...] = ()
+
+    def load_schema(self) -> TableSchema:
+        return load_schema(self.schema)
+
+    def patterns(self) -> list[str]:
+        """Input patterns with ``{table}``/``{schema}`` expanded (relative to an input root)."""
+        return [p.format(table=self.name, schema=self.schema) for p in self.inputs]
+
+    def parameters(self) -> dict:
+        return {"input": list(self.inputs), **self.params.as_dict(), "indexes": list(self.indexes)}
+
+
+@dataclass(frozen=True)
+class DerivedSpec:
+    """A catalog filtered from a built table: rows where ``column == equals``."""
+
+    name: str
+    family: str
+    source: str
+    column: str
+    equals: str | int | float
+    title: str
+    indexes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One pipeline file."""
+
+    name: str
+    description: str
+    path: str
+    sha256: str
+    tables: tuple[TableSpec, ...]
+    derived: tuple[DerivedSpec, ...] = ()
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tables] + [d.name for d in self.derived]
+
+
+_TOP_KEYS = {"pipeline", "defaults", "table", "derived"}
+_LAYER_KEYS = {"input", "format", *PARAMETER_NAMES}
+_TABLE_KEYS = {"name", "schema", "indexes", *_LAYER_KEYS}
+_DERIVED_KEYS = {"name", "source", "where", "title", "indexes"}
+
+
+def _unknown(where: str, got: dict, allowed: set[str]) -> None:
+    extra = sorted(set(got) - allowed)
+    if extra:
+        raise PipelineError(f"{where}: unknown key(s) {extra} (allowed: {sorted(allowed)})")
+
+
+def _as_tuple(value: str | list[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _layer(entry: dict) -> dict[str, Any]:
+    """The build parameters of a ``[defaults]`` or ``[[table]]`` entry (``format`` = input_format)."""
+    out = {k: v for k, v in entry.items() if k in PARAMETER_NAMES}
+    if "format" in entry:
+        out["input_format"] = entry["format"]
+    return out
+
+
+def pipeline_dir() -> Traversable:
+    """The packaged pipeline files."""
+    return files(PIPELINE_PACKAGE)
+
+
+def family_names() -> list[str]:
+    """The packaged families (``6x``, ``calibration``, ...)."""
+    return sorted(p.name[: -len(".toml")] for p in pipeline_dir().iterdir() if p.name.endswith(".toml"))
+
+
+def load_pipeline(path: Traversable | Path | str, overrides: dict | None = None) -> Pipeline:
+    """Parse and check one pipeline file (``overrides``: build parameters given on the command line)."""
+    path = Path(path) if isinstance(path, str) else path
+    raw = path.read_bytes()
+    try:
+        doc = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{path}: not valid TOML: {e}") from e
+    _unknown(str(path), doc, _TOP_KEYS)
+    head = doc.get("pipeline", {})
+    _unknown(f"{path} [pipeline]", head, {"name", "description"})
+    family = check_table_name(head.get("name", path.name.rsplit(".", 1)[0]), f"{path} [pipeline] name")
+    defaults = doc.get("defaults", {})
+    _unknown(f"{path} [defaults]", defaults, _LAYER_KEYS)
+    tables = [_table_spec(path, family, defaults, entry, overrides or {}) for entry in doc.get("table", [])]
+    derived = [_derived_spec(path, family, entry) for entry in doc.get("derived", [])]
+    pipeline = Pipeline(family, head.get("description", ""), str(path), hashlib.sha256(raw).hexdigest(),
+                        tuple(tables), tuple(derived))
+    if len(set(pipeline.names)) != len(pipeline.names):
+        raise PipelineError(f"{path}: a table is listed twice")
+    return pipeline
+
+
+def _table_spec(path: Any, family: str, defaults: dict, entry: dict, overrides: dict) -> TableSpec:
+    where = f"{path} [[table]] {entry.get('name', '?')}"
+    _unknown(where, entry, _TABLE_KEYS)
+    if "name" not in entry:
+        raise PipelineError(f"{where}: every table needs a name")
+    name = check_table_name(entry["name"], f"{where}: name")
+    schema_name = entry.get("schema", name)
+    inputs = _as_tuple(entry.get("input", defaults.get("input", DEFAULT_INPUT)))
+    for pattern in inputs:
+        check_pattern(pattern, where)
+    try:
+        params = resolve_parameters(_layer(defaults), _layer(entry), overrides, where=where)
+        schema = load_schema(schema_name)
+    except UserError as e:
+        raise PipelineError(str(e) if str(e).startswith(str(path)) else f"{where}: {e}") from e
+    indexes = tuple(entry.get("indexes", ()))
+    missing = [c for c in indexes if c not in schema.names]
+    if missing:
+        raise PipelineError(f"{where}: index column(s) {missing} not in schema {schema.table}")
+    if indexes and not schema.positional:
+        raise PipelineError(f"{where}: {schema.table} has no positions, so no HATS catalog to index")
+    return TableSpec(name, family, schema_name, inputs, params, indexes)
+
+
+def _derived_spec(path: Any, family: str, entry: dict) -> DerivedSpec:
+    where = f"{path} [[derived]] {entry.get('name', '?')}"
+    _unknown(where, entry, _DERIVED_KEYS)
+    cond = entry.get("where", {})
+    if not {"name", "source"} <= set(entry) or set(cond) != {"column", "equals"}:
+        raise PipelineError(f"{where}: needs name, source and where = {{column = ..., equals = ...}}")
+    return DerivedSpec(
+        name=check_table_name(entry["name"], f"{where}: name"), family=family,
+        source=check_table_name(entry["source"], f"{where}: source"), column=cond["column"],
+        equals=cond["equals"], title=entry.get("title", entry["name"]),
+        indexes=tuple(entry.get("indexes", ())),
+    )
+
+
+def pipeline_files(name_or_path: str) -> list[Traversable | Path]:
+    """``all`` or a family name (the packaged pipelines), or a pipeline file or directory."""
+    if name_or_path == ALL:
+        return sorted((p for p in pipeline_dir().iterdir() if p.name.endswith(".toml")), key=lambda p: p.name)
+    if name_or_path in family_names():
+        return [pipeline_dir() / f"{name_or_path}.toml"]
+    path = Path(name_or_path)
+    if path.is_dir():
+        found = sorted(path.glob("*.toml"))
+        if not found:
+            raise PipelineError(f"no pipeline files (*.toml) in {path}")
+        return list(found)
+    if path.is_file():
+        return [path]
+    raise PipelineError(f"{name_or_path}: no such pipeline file, and not a family "
+                        f"({', '.join([ALL, *family_names()])})")
+
+
+def load_pipelines(name_or_path: str | Path, overrides: dict | None = None) -> list[Pipeline]:
+    """The pipelines ``name_or_path`` names (see :func:`pipeline_files`), checked together."""
+    pipelines = [load_pipeline(f, overrides) for f in pipeline_files(str(name_or_path))]
+    seen: dict[str, str] = {}
+    for p in pipelines:
+        for name in p.names:
+            if name in seen:
+                raise PipelineError(f"table {name} is in both {seen[name]} and {p.path}")
+            seen[name] = p.path
+    tables = {t.name: t for p in pipelines for t in p.tables}
+    for p in pipelines:
+        for d in p.derived:
+            source = tables.get(d.source)
+            if source is None:
+                raise PipelineError(f"{p.path}: {d.name} derives from {d.source}, which no pipeline builds")
+            schema = source.load_schema()
+            if not schema.positional or d.column not in schema.names:
+                raise PipelineError(f"{p.path}: {d.name}: {d.source} is not positional or lacks {d.column}")
+            if any(c not in schema.names for c in d.indexes):
+                raise PipelineError(f"{p.path}: {d.name}: index columns must be columns of {d.source}")
+    return pipelines
