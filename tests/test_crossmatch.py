@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import warnings
 
 import astropy.units as u
 import numpy as np
@@ -39,7 +40,8 @@ def gaia(env):
 
 @pytest.mark.parametrize("table", ["pt_src_6x2", "pt_src_c"])
 def test_epoch_aware_beats_positional_on_truth(lake, env, gaia, table):
-    with pytest.warns(MarginWarning, match="may be missed near partition boundaries"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MarginWarning)  # the fast movers are gathered: nothing to warn
         aware_cat = lake.crossmatch(table, gaia, radius_arcsec=RADIUS, columns=COLUMNS)
     aware = aware_cat.compute(progress_bar=False)
     plain = lake.crossmatch(table, gaia, radius_arcsec=RADIUS, columns=COLUMNS,
@@ -60,9 +62,8 @@ def test_epoch_aware_beats_positional_on_truth(lake, env, gaia, table):
 
 def test_six_x_catalog_crossmatch(lake, env, gaia):
     """The 6x Catalog (cat == '1' rows) crossmatches like any table, without hand filtering."""
-    with pytest.warns(MarginWarning):
-        result = crossmatch(lake.six_x_catalog("point", columns=COLUMNS), gaia,
-                            radius_arcsec=RADIUS).compute(progress_bar=False)
+    result = crossmatch(lake.six_x_catalog("point", columns=COLUMNS), gaia,
+                        radius_arcsec=RADIUS).compute(progress_bar=False)
     s = score_crossmatch(env, "pt_src_6x2", result)
     catalog = lake["pt_src_6x2_cat"].hc_structure.catalog_info.total_rows
     assert len(result) <= catalog and len(result) > 0.8 * catalog
@@ -75,9 +76,8 @@ def test_six_x_catalog_crossmatch(lake, env, gaia):
 def test_allwise_profile(lake, env):
     wise = open_reference(str(env.reference("allwise")))
     assert cm.detect_profile(wise) is ALLWISE
-    with pytest.warns(MarginWarning):
-        result = lake.crossmatch("pt_src_c", wise, radius_arcsec=RADIUS, columns=COLUMNS,
-                                 reference="allwise").compute(progress_bar=False)
+    result = lake.crossmatch("pt_src_c", wise, radius_arcsec=RADIUS, columns=COLUMNS,
+                             reference="allwise").compute(progress_bar=False)
     s = score_crossmatch(env, "pt_src_c", result, got="cntr_allwise", reference="allwise")
     print(f"\npt_src_c x allwise: {s}")
     assert s.recall >= 0.99 and s.purity >= 0.99
@@ -91,13 +91,20 @@ def test_margin_check(lake, gaia):
     need, max_dt, max_pm = algo.required_margin_arcsec(left, gaia)
     assert 18.0 < max_dt < 19.0 and max_pm > 1000.0  # pmra/pmdec extremes from the statistics
     assert need == pytest.approx(RADIUS + max_pm * max_dt / 1000.0)
-    with pytest.raises(ValueError, match="right margin"):
-        crossmatch(left, gaia, radius_arcsec=RADIUS, margin_policy="raise")
+    with pytest.raises(ValueError, match="right margin"):  # without the fast-mover table
+        crossmatch(left, gaia, radius_arcsec=RADIUS, margin_policy="raise", fast_movers=False)
+    with pytest.warns(MarginWarning, match="may be missed near partition boundaries"):
+        crossmatch(left, gaia, radius_arcsec=RADIUS, fast_movers=False)
     with pytest.raises(ValueError, match="exceeds the right margin"):
         crossmatch(left, gaia, radius_arcsec=12.0)
-    # Slow enough for the 10" margin: no warning.
-    import warnings
-
+    algo = EpochCrossmatch(RADIUS, margin_policy="raise")  # with it: the stars beyond the margin, gathered
+    algo.check_margin(left, gaia)
+    covered = (10.0 - RADIUS) / max_dt * 1000.0
+    fast = algo.fast_movers
+    pm = np.hypot(fast["pmra"].to_numpy(dtype=float), fast["pmdec"].to_numpy(dtype=float))
+    assert len(pm) > 0 and (pm > covered).all()
+    assert set(fast.columns) == set(gaia.columns)
+    # Slow enough for the 10" margin: no warning, nothing gathered.
     with warnings.catch_warnings():
         warnings.simplefilter("error", MarginWarning)
         crossmatch(left, gaia, radius_arcsec=RADIUS, max_pm_mas_yr=300.0)
@@ -181,3 +188,66 @@ def test_cli_crossmatch(lake, env, tmp_path):
     rows = len(lsdb.open_catalog(hats_out).compute(progress_bar=False))
     assert 0 < rows < len(got)  # positional loses the high-proper-motion stars
     assert json.loads((env.lake / "manifest.json").read_text())["tables"]["pt_src_c"]["rows"] >= len(got)
+
+
+def test_fast_movers_found_across_partition_edges(tmp_path):
+    """Stars of up to 5"/yr placed across the partition boundaries of a reference with a 10" margin
+    (their 2MASS and 2016 positions in different partitions, most of them far beyond the margin)
+    are all found; without the fast-mover table the partition-wise match misses them."""
+    import lsdb
+    from hats.pixel_math.healpix_shim import radec2pix
+
+    rng = np.random.default_rng(11)
+    order = 7  # every reference partition at order 7 (~0.46 deg): the boundaries are known in advance
+
+    def on_sky(n: int, half: float) -> tuple[np.ndarray, np.ndarray]:
+        return 150.0 + rng.uniform(-half, half, n), 2.0 + rng.uniform(-half, half, n)
+
+    def at_epoch(ra, dec, pmra, pmdec, years):
+        motion = cm._motion_vectors(ra, dec, pmra, pmdec) * years[:, None]
+        xyz = cm._normalise(cm._unit_vectors(ra, dec) + motion)
+        return np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0])) % 360.0, np.degrees(np.arcsin(xyz[:, 2]))
+
+    # Candidate fast stars; keep those whose motion since 2MASS crosses an order-7 boundary.
+    ra_c, dec_c = on_sky(20_000, 1.8)
+    speed_c, angle = rng.uniform(100, 5000, 20_000), rng.uniform(0, 2 * np.pi, 20_000)
+    pmra_c, pmdec_c = speed_c * np.sin(angle), speed_c * np.cos(angle)
+    jd_c = rng.uniform(2450700.5, 2451900.5, 20_000)
+    years_c = cm.to_jyear(jd_c, "jd") - 2016.0
+    ra2_c, dec2_c = at_epoch(ra_c, dec_c, pmra_c, pmdec_c, years_c)
+    crossing = radec2pix(order, ra_c, dec_c) != radec2pix(order, ra2_c, dec2_c)
+    pick = rng.permutation(np.flatnonzero(crossing))[:300]
+    n_bg = 20_000
+    ra_bg, dec_bg = on_sky(n_bg, 2.0)
+    ra = np.r_[ra_bg, ra_c[pick]]
+    dec = np.r_[dec_bg, dec_c[pick]]
+    pmra = np.r_[rng.normal(0, 5, n_bg), pmra_c[pick]]
+    pmdec = np.r_[rng.normal(0, 5, n_bg), pmdec_c[pick]]
+    ref = pd.DataFrame({"source_id": np.arange(len(ra), dtype=np.int64), "ra": ra, "dec": dec, "pmra": pmra,
+                        "pmdec": pmdec, "ref_epoch": 2016.0})
+    lsdb.from_dataframe(ref, catalog_name="gaia_dr3", lowest_order=order, highest_order=order,
+                        margin_threshold=10.0).write_catalog(tmp_path / "gaia", progress_bar=False)
+    gaia = open_reference(str(tmp_path / "gaia"), reference="gaia_dr3")
+    assert gaia.margin.hc_structure.catalog_info.margin_threshold == 10.0 and gaia.npartitions > 50
+    assert {p.order for p in gaia.get_healpix_pixels()} == {order}
+
+    # One 2MASS detection of every fast star, where it was at its epoch.
+    fast = np.arange(n_bg, len(ra))
+    left = lsdb.from_dataframe(pd.DataFrame({"cntr": fast, "ra": ra2_c[pick], "dec": dec2_c[pick],
+                                             "jdate": jd_c[pick]}),
+                               catalog_name="pt_src_test", partition_rows=50, margin_threshold=None)
+    shift = np.hypot(pmra_c[pick], pmdec_c[pick]) * np.abs(years_c[pick]) / 1000.0  # arcsec
+    assert len(pick) == 300 and (shift > 11.0).sum() >= 250  # mostly far beyond the 10" margin
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MarginWarning)  # nothing left for the warning to say
+        got = crossmatch(left, gaia, radius_arcsec=1.0).compute(progress_bar=False)
+    found = dict(zip(got["cntr_2mass"].to_numpy(), got["source_id_gaia_dr3"].to_numpy(), strict=True))
+    assert all(found.get(i) == i for i in fast), "every fast star is found, at any speed"
+    assert len(got) == len(fast)
+
+    partitioned = crossmatch(left, gaia, radius_arcsec=1.0, fast_movers=False,
+                             margin_policy="ignore").compute(progress_bar=False)
+    missed = set(fast) - set(partitioned["cntr_2mass"].to_numpy())
+    assert len(missed) >= 100  # what the table is for: the margin alone loses many of them...
+    assert missed <= set(fast[shift > 10.0])  # ...all moved beyond it

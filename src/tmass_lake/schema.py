@@ -119,6 +119,11 @@ class TableSchema:
     def positional(self) -> bool:
         return self.ra_column is not None and self.dec_column is not None
 
+    @property
+    def has_light_curves(self) -> bool:
+        """A merged-source table with member detections: a light-curve collection can be built."""
+        return self.kind == "merged_sources" and bool(self.links.get("detections"))
+
     def column(self, name: str) -> Column:
         for c in self.columns:
             if c.name == name:
@@ -136,6 +141,11 @@ class TableSchema:
             "sources": json.dumps(list(self.sources)),
         }
         return pa.schema([c.field() for c in self.columns], metadata=meta)
+
+
+def light_curve_collection(info_table: str) -> str:
+    """The lake name of the light curves of a merged-source table (``cf_info`` -> ``cf_lightcurves``)."""
+    return f"{info_table.removesuffix('_info')}_lightcurves"
 
 
 def _parse(doc: dict, path: str | None) -> TableSchema:

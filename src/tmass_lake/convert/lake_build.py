@@ -4,6 +4,7 @@ Layout of the lake::
 
     LAKE/<table>/          a HATS collection (positional tables: catalog, margin, indexes)
                            or a plain Parquet dataset (tables without positions)
+    LAKE/<x>_lightcurves/  light curves of each merged-source table <x>_info (a HATS collection)
     LAKE/manifest.json     every table: schema, counts, inputs with sha256, tools, parameters
     LAKE/report/           report.txt, report.json, sky coverage and partition-order PNGs
     LAKE/_lake/            completion records: one per built table and per pipeline
@@ -24,15 +25,17 @@ from dataclasses import dataclass, field
 from dask.distributed import Client
 
 from tmass_lake.convert.derive import DeriveArguments, derive_catalog
+from tmass_lake.convert.lightcurves import LightCurveArguments, build_light_curves
 from tmass_lake.convert.lock import BuildLock
 from tmass_lake.convert.manifest import table_entry, write_manifest
 from tmass_lake.convert.parameters import scratch_url, table_arguments
-from tmass_lake.convert.pipelines import DerivedSpec, Pipeline, TableSpec
+from tmass_lake.convert.pipelines import DerivedSpec, LightCurveSpec, Pipeline, TableSpec
 from tmass_lake.convert.report import write_lake_report
 from tmass_lake.convert.resume import Records
 from tmass_lake.convert.scratch import remove_inside
 from tmass_lake.convert.table import build_table
 from tmass_lake.errors import BuildError
+from tmass_lake.lake.lightcurves import info_tables
 from tmass_lake.readers import inputs_under_root
 from tmass_lake.schema import load_schema
 from tmass_lake.storage import filesystem, identity, join
@@ -206,6 +209,43 @@ class LakeBuild:
                   f"({entry['lake_seconds']:.1f} s)")
 
 
+    def lightcurves(self, spec: LightCurveSpec, head: str) -> None:
+        args = self.args
+        tables = info_tables(spec.info)
+        built = {t: self.state.get("tables", t) for t in (tables.info, tables.detections, tables.link) if t}
+        missing = [t for t in (tables.info, tables.detections) if built.get(t) is None]
+        if missing:
+            self.skipped[spec.name] = f"{' and '.join(missing)} not built"
+            args.echo(f"{head}: {' and '.join(missing)} not built, skipped")
+            return
+        fingerprint = {t: e.get("fingerprint") for t, e in built.items() if e is not None}
+        if self._up_to_date(spec.name, fingerprint, head):
+            return
+        args.echo(f"{head}: nesting {tables.detections} under {tables.info}")
+        started = time.time()
+        output = join(args.output, spec.name)
+        lc_args = LightCurveArguments(
+            info=spec.info, lake=args.output, output=output, scratch=scratch_url(output, args.scratch),
+            name=spec.name, storage_options=args.storage_options, resume=args.resume, progress=args.progress,
+            compression_level=built[tables.info]["parameters"].get("compression_level", 3),
+            index_rows_per_file=args.index_rows_per_file)
+        try:
+            report = build_light_curves(lc_args, self.client)
+        except BuildError as e:
+            raise LakeError(f"{spec.name}: {e}") from e
+        entry = table_entry(report, name=spec.name, family=spec.family, schema=load_schema(tables.info),
+                            parameters={"links": report["link_table"]}, fingerprint=fingerprint,
+                            seconds=time.time() - started,
+                            derived_from={"table": tables.info, "detections": tables.detections,
+                                          "links": report["link_table"]})
+        entry |= {"detections": report["detections"], "links_missing": report["links_missing"]}
+        self.state.put("tables", spec.name, entry)
+        self.built.add(spec.name)
+        lost = f", {report['links_missing']:,} links without a detection" if report["links_missing"] else ""
+        args.echo(f"{head}: {entry['rows']:,} light curves, {report['detections']:,} detections{lost} "
+                  f"({entry['lake_seconds']:.1f} s)")
+
+
 def build_lake(args: LakeArguments, client: Client) -> dict:
     """Build every table of the pipelines into the lake; returns the manifest."""
     started = time.time()
@@ -213,16 +253,20 @@ def build_lake(args: LakeArguments, client: Client) -> dict:
     echo = args.echo
     specs = [t for p in args.pipelines for t in p.tables if args.wanted(t.name)]
     derived = [d for p in args.pipelines for d in p.derived if args.wanted(d.name)]
-    total = len(specs) + len(derived)
+    curves = [c for p in args.pipelines for c in p.lightcurves if args.wanted(c.name)]
+    total = len(specs) + len(derived) + len(curves)
     with BuildLock(args.output, args.storage_options, resume=args.resume):
         for p in args.pipelines:
             run.state.put("pipelines", p.name, {
                 "name": p.name, "description": p.description, "file": p.path, "sha256": p.sha256,
-                "tables": [t.name for t in p.tables], "derived": [d.name for d in p.derived]})
+                "tables": [t.name for t in p.tables], "derived": [d.name for d in p.derived],
+                "lightcurves": [c.name for c in p.lightcurves]})
         for n, spec in enumerate(specs, start=1):
             run.table(spec, f"[{n}/{total}] {spec.name}")
         for n, spec in enumerate(derived, start=len(specs) + 1):
             run.derived(spec, f"[{n}/{total}] {spec.name}")
+        for n, spec in enumerate(curves, start=len(specs) + len(derived) + 1):
+            run.lightcurves(spec, f"[{n}/{total}] {spec.name}")
         if run.no_input:
             echo(f"no input files for {len(run.no_input)} table(s) under {', '.join(args.input_roots)}, "
                  f"skipped: {', '.join(run.no_input)}")

@@ -10,6 +10,9 @@ A pipeline file (``pipelines/<family>.toml``, shipped with the package) reads::
     [[derived]]                     name, source (a table), where = {column, equals},
                                     title, indexes: a catalog filtered from a built one
 
+Every merged-source table (``cf_info``...) also gives a light-curve collection
+(``cf_lightcurves``, :class:`LightCurveSpec`), built after the tables it joins.
+
 Build parameters are resolved by :func:`~tmass_lake.convert.parameters.resolve_parameters`:
 the file's ``[defaults]``, then the table's entry, then what the command line gave explicitly.
 Names are checked (``[a-z0-9_]+``) and input patterns may not leave their root.
@@ -28,7 +31,7 @@ from typing import Any
 from tmass_lake.convert.parameters import PARAMETER_NAMES, BuildParameters, resolve_parameters
 from tmass_lake.errors import UserError
 from tmass_lake.readers.inputs import check_pattern
-from tmass_lake.schema import TableSchema, check_table_name, load_schema
+from tmass_lake.schema import TableSchema, check_table_name, light_curve_collection, load_schema
 
 PIPELINE_PACKAGE = "tmass_lake.pipelines"  # the repository's pipelines/, shipped inside the package
 ALL = "all"
@@ -75,6 +78,15 @@ class DerivedSpec:
 
 
 @dataclass(frozen=True)
+class LightCurveSpec:
+    """The light-curve collection of a merged-source table of the pipeline."""
+
+    name: str
+    family: str
+    info: str  # the merged-source table
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """One pipeline file."""
 
@@ -86,8 +98,15 @@ class Pipeline:
     derived: tuple[DerivedSpec, ...] = ()
 
     @property
+    def lightcurves(self) -> tuple[LightCurveSpec, ...]:
+        """A light-curve collection per merged-source table (``cf_info`` -> ``cf_lightcurves``)."""
+        return tuple(LightCurveSpec(light_curve_collection(t.name), self.name, t.name) for t in self.tables
+                     if t.name == t.schema and t.load_schema().has_light_curves)
+
+    @property
     def names(self) -> list[str]:
-        return [t.name for t in self.tables] + [d.name for d in self.derived]
+        return [*(t.name for t in self.tables), *(d.name for d in self.derived),
+                *(c.name for c in self.lightcurves)]
 
 
 _TOP_KEYS = {"pipeline", "defaults", "table", "derived"}

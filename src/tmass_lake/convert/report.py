@@ -22,6 +22,7 @@ from matplotlib import pyplot as plt
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from tmass_lake.convert.manifest import HATS_TYPES
 from tmass_lake.convert.tasks import run_tasks
 from tmass_lake.convert.writer import upath
 from tmass_lake.storage import ensure_dir, filesystem, join, retrying, write_text
@@ -51,7 +52,7 @@ def table_rows(lake: str, manifest: dict, storage_options: dict) -> list[dict]:
     """One summary row per table of the manifest."""
     rows = []
     for name, e in sorted(manifest["tables"].items(), key=lambda kv: (kv[1]["family"], kv[0])):
-        collection = e["type"] in ("collection", "derived")
+        collection = e["type"] in HATS_TYPES
         rows.append({
             "table": name, "family": e["family"], "type": e["type"], "rows_in": e["lines_read"],
             "rows_written": e["rows"], "rows_quarantined": e["rows_quarantined"],
@@ -168,7 +169,7 @@ def write_lake_report(lake: str, manifest: dict, storage_options: dict | None = 
     if plots:
         todo = []
         for name, e in sorted(manifest["tables"].items()):
-            if e["type"] not in ("collection", "derived"):
+            if e["type"] not in HATS_TYPES:
                 continue
             files = [f"{name}_{kind}.png" for kind in ("coverage", "orders")]
             names += files

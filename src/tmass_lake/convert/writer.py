@@ -1,15 +1,26 @@
-"""The one catalog writer: data files, HATS metadata, margins, indexes and collections.
+"""The one catalog writer: data files, HATS metadata, VOParquet, margins, indexes and collections.
 
 Every catalog the conversion makes (a table's main catalog and margin, the derived 6x
-catalogs, index catalogs) is written through here, so compression, sort order, metadata and
-the order of writes are the same everywhere:
+catalogs, index catalogs, light-curve collections) and every plain Parquet table is written
+through here, so compression, sort order, metadata and the order of writes are the same
+everywhere:
 
 1. data files (:func:`write_partition`), each atomic;
 2. the row accounting, checked by the caller before any metadata;
-3. :func:`finish_catalog`: ``partition_info.csv``, ``dataset/_metadata`` and
-   ``_common_metadata`` (their row count checked against the rows written), point map and
-   skymaps, and ``hats.properties`` last: a catalog without it is not a catalog to hats/lsdb;
+3. :func:`finish_catalog` (or :func:`finish_parquet_table`): ``partition_info.csv``,
+   ``dataset/_metadata`` and ``_common_metadata`` (their row count checked against the rows
+   written), the IVOA VOParquet metadata in ``_common_metadata`` (:func:`write_voparquet`),
+   point map and skymaps, and ``hats.properties`` last: a catalog without it is not a catalog
+   to hats/lsdb;
 4. :func:`write_collection_properties` once every catalog of the collection is finished.
+
+VOParquet (IVOA note "VOTable-Parquet", what TOPCAT, astropy's ``parquet.votable`` reader and
+IRSA's own Parquet products use): ``IVOA.VOTable-Parquet.content`` in ``_common_metadata`` is a
+VOTable whose FIELDs give every column's datatype, unit, UCD and description, taken from the
+Arrow field metadata (``unit``, ``ucd``, ``description``: the schema file's, or whatever the
+input gave for columns the schema does not describe). Nested columns (struct of lists) follow
+hats' convention: one FIELD per sub-column named ``column.sub`` and a GROUP marking the column
+as nested.
 
 A failed metadata write (a full disk, a lost connection) removes what it half wrote and raises
 a :class:`~tmass_lake.storage.StorageError` naming the file.
@@ -17,6 +28,8 @@ a :class:`~tmass_lake.storage.StorageError` naming the file.
 
 from __future__ import annotations
 
+import io
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -25,9 +38,10 @@ from typing import TypeVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from astropy.io.votable.tree import Field, FieldRef, Group, Param, Resource, TableElement, VOTableFile
 from hats.catalog import PartitionInfo, TableProperties
 from hats.catalog.dataset.collection_properties import CollectionProperties
-from hats.io import paths
+from hats.io import file_io, paths
 from hats.io.file_io import write_fits_image
 from hats.io.file_io.file_io import get_parquet_write_table_kwargs
 from hats.io.parquet_metadata import write_parquet_metadata
@@ -45,6 +59,18 @@ HEALPIX_COLUMN = SPATIAL_INDEX_COLUMN
 BUILDER = f"tmass-lake v{version('tmass-lake')}"
 SKYMAP_ALT_ORDERS = [2, 4, 6]
 TABLE_PROPERTIES = "table.properties"
+VOPARQUET_VERSION = "IVOA.VOTable-Parquet.version"
+VOPARQUET_CONTENT = "IVOA.VOTable-Parquet.content"
+WRITER_COLUMNS = {
+    HEALPIX_COLUMN: {"description": "HEALPix index of the position at order 29 (nested scheme): "
+                                    "hats' spatial index, by which every data file is sorted",
+                     "ucd": "pos.healpix"},
+    "Norder": {"description": "HEALPix order of the partition holding the row"},
+    "Npix": {"description": "HEALPix pixel (at order Norder, nested scheme) of the partition holding the row",
+             "ucd": "pos.healpix"},
+}
+"""Metadata of the columns hats' layout adds (tables' own columns carry theirs from the schema)."""
+STRING_WIDTH = re.compile(r"^%?(\d+)s$")  # a documented fixed width (``%3s``, ``3s``)
 
 
 def upath(url: str, storage_options: dict | None = None) -> UPath:
@@ -110,6 +136,91 @@ def positional_properties(ra_column: str, dec_column: str) -> dict:
             "hats_col_healpix_order": 29, "hats_npix_suffix": ".parquet"}
 
 
+def _vo_datatype(t: pa.DataType) -> dict[str, str]:
+    """VOTable ``datatype``/``arraysize``/``xtype`` of an Arrow type (VOTable has no signed byte,
+    no unsigned integers beyond a byte and no date type: widened, or ISO-8601 text as DALI says)."""
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _vo_datatype(t.value_type) | {"arraysize": "*"}
+    if pa.types.is_boolean(t):
+        return {"datatype": "boolean"}
+    if pa.types.is_integer(t):
+        if t == pa.uint8():
+            return {"datatype": "unsignedByte"}
+        bits = t.bit_width + (0 if pa.types.is_signed_integer(t) else 1)
+        return {"datatype": "short" if bits <= 16 else "int" if bits <= 32 else "long"}
+    if pa.types.is_floating(t):
+        return {"datatype": "double" if t == pa.float64() else "float"}
+    if pa.types.is_date(t):
+        return {"datatype": "char", "arraysize": "*", "xtype": "timestamp"}
+    if pa.types.is_timestamp(t):
+        return {"datatype": "char", "arraysize": "*", "xtype": "timestamp"}
+    return {"datatype": "char", "arraysize": "*"}  # strings, and anything else as its text
+
+
+def _string_width(field: pa.Field) -> int | None:
+    meta = field.metadata or {}
+    m = STRING_WIDTH.match(meta.get(b"documented_type", b"").decode())
+    return int(m.group(1)) if m else None
+
+
+def _vo_field(vot: VOTableFile, name: str, field: pa.Field) -> Field:
+    meta = WRITER_COLUMNS.get(name, {}) | {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+    attrs = _vo_datatype(field.type)
+    width = _string_width(field)
+    if width and pa.types.is_string(field.type):
+        attrs["arraysize"] = f"{width}*"
+    out = Field(vot, name=name, ID=name, unit=meta.get("unit") or None, ucd=meta.get("ucd") or None,
+                **attrs)
+    if meta.get("description"):
+        out.description = meta["description"]
+    return out
+
+
+def voparquet_metadata(schema: pa.Schema, *, name: str, description: str | None = None) -> dict[str, str]:
+    """The VOParquet keys for ``schema``: a VOTable with one FIELD per column (per sub-column of a
+    nested column, hats' convention), plus astropy's ``table::len::`` for fixed-width strings."""
+    vot = VOTableFile()
+    resource = Resource()
+    vot.resources.append(resource)
+    table = TableElement(vot, name=name, ID=name)
+    resource.tables.append(table)
+    if description:
+        table.description = description
+    keys: dict[str, str] = {}
+    for field in schema:
+        if pa.types.is_struct(field.type):
+            group = Group(table, name=field.name, ID=field.name)
+            group.description = (field.metadata or {}).get(b"description", b"").decode() or \
+                "multi-column nested format"
+            group.entries.append(Param(vot, name="is_nested_column", datatype="boolean", value="t"))
+            for child in field.type:
+                sub = f"{field.name}.{child.name}"
+                table.fields.append(_vo_field(vot, sub, child))
+                group.entries.append(FieldRef(table, ref=sub))
+            table.groups.append(group)
+            continue
+        table.fields.append(_vo_field(vot, field.name, field))
+        width = _string_width(field)
+        if width and pa.types.is_string(field.type):
+            keys[f"table::len::{field.name}"] = str(width)
+    out = io.BytesIO()
+    vot.to_xml(out)
+    return {VOPARQUET_VERSION: "1.0", VOPARQUET_CONTENT: out.getvalue().decode()} | keys
+
+
+def write_voparquet(root: UPath, *, name: str, description: str | None = None) -> None:
+    """Add the VOParquet metadata of the catalog or table at ``root`` to its ``_common_metadata``."""
+    pointer = paths.get_common_metadata_pointer(root)
+
+    def put() -> None:
+        schema = file_io.read_parquet_metadata(pointer).schema.to_arrow_schema()
+        vo = voparquet_metadata(schema, name=name, description=description)
+        meta = dict(schema.metadata or {}) | {k.encode(): v.encode() for k, v in vo.items()}
+        file_io.write_parquet_metadata(schema.with_metadata(meta), pointer)
+
+    _guarded(f"writing the VOParquet metadata of {pointer}", put, [pointer])
+
+
 def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_options: dict | None = None,
                    pixels: list[HealpixPixel] | None = None,
                    histogram: tuple[np.ndarray, np.ndarray] | None = None) -> None:
@@ -135,6 +246,8 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
         for p in metadata:
             p.unlink(missing_ok=True)
         raise StorageError(f"{url}: the data files hold {written} rows, {expected_rows} were written")
+    write_voparquet(root, name=properties["catalog_name"],
+                    description=properties.get("obs_description") or properties.get("obs_title"))
     if histogram is not None:
         dense = np.zeros(12 * 4**HISTOGRAM_ORDER, dtype=np.int64)
         np.add.at(dense, histogram[0], histogram[1])
@@ -160,6 +273,7 @@ def finish_parquet_table(url: str, properties: dict, *, expected_rows: int,
         for p in metadata:
             p.unlink(missing_ok=True)
         raise StorageError(f"{url}: the data files hold {written} rows, {expected_rows} were written")
+    write_voparquet(root, name=properties["table"], description=properties.get("title"))
     stamp = {"builder": BUILDER, "creation_date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%MUTC")}
     text = "".join(f"{k}={v}\n" for k, v in (properties | stamp).items() if v is not None)
     target = root / TABLE_PROPERTIES

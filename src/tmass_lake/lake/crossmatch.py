@@ -7,12 +7,16 @@ motion to the epoch of each left-hand 2MASS detection (``jdate``) before measuri
 separation. It is an lsdb crossmatch algorithm, so it runs partition by partition on Dask with
 the right catalogue's margin, exactly like lsdb's default k-d tree match.
 
-Margins: a reference star near a partition boundary is found only if its catalogued position
-lies inside the right catalogue's margin. For a star with proper motion ``pm`` the catalogued
-position can be ``pm * |dt|`` away from where 2MASS saw it, so the margin must be at least
-``radius + max_pm * max|dt|``. :func:`crossmatch` checks this against the right margin's
-threshold and warns (or raises, ``margin_policy="raise"``) when stars faster than
-``(margin - radius) / max|dt|`` could be missed at partition edges.
+Margins and fast movers: a reference star near a partition boundary is in a task's right
+partition only if its catalogued position lies inside the right catalogue's margin, and for a
+star with proper motion ``pm`` that position can be ``pm * |dt|`` away from where 2MASS saw it.
+Stars slower than ``(margin - radius) / max|dt|`` always are; the faster ones (for Gaia DR3
+with its 10" margin, a few thousand above ~480 mas/yr) are gathered once, before the partition
+tasks run, from the right partitions around the left footprint with the proper-motion filter
+pushed down to Parquet (:func:`fast_movers`), and that small table goes to every task, which
+adds the ones it lacks. Recall at partition edges is then the same as inside, at any speed
+(``fast_movers=False`` skips it: then stars faster than that may be missed near partition
+boundaries, and the crossmatch warns, or raises with ``margin_policy="raise"``).
 """
 
 from __future__ import annotations
@@ -21,13 +25,20 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import lsdb
+import nested_pandas as npd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from hats.pixel_math.healpix_shim import order2mindist
+from hats.pixel_math.spatial_index import SPATIAL_INDEX_COLUMN
 from lsdb.core.crossmatch.abstract_crossmatch_algorithm import AbstractCrossmatchAlgorithm
 from lsdb.core.crossmatch.crossmatch_args import CrossmatchArgs
+from mocpy import MOC
 from scipy.spatial import KDTree
 
 if TYPE_CHECKING:
@@ -43,6 +54,9 @@ TWOMASS_JD_RANGE = (2450600.5, 2451955.5)
 """Extended Mission observing span (1997-06-01 to 2001-02-15), used when the lake has no stats."""
 DEFAULT_MAX_PM_MAS_YR = 1000.0
 """Fastest motion the margin check assumes when the reference catalogue has no local statistics."""
+FASTEST_STAR_MAS_YR = 10_500.0
+"""Barnard's star (10.4"/yr), the fastest known: how far around the left footprint fast movers are
+gathered from when the reference has no local statistics."""
 
 EpochFormat = Literal["jd", "mjd", "jyear"]
 
@@ -172,7 +186,7 @@ class EpochCrossmatch(AbstractCrossmatchAlgorithm):
                  reference: ReferenceProfile = GAIA_DR3, left_epoch: str | float = "jdate",
                  left_epoch_format: EpochFormat = "jd", max_pm_mas_yr: float | None = None,
                  margin_policy: Literal["warn", "raise", "ignore"] = "warn",
-                 left_epoch_range: tuple[float, float] | None = None) -> None:
+                 left_epoch_range: tuple[float, float] | None = None, fast_movers: bool = True) -> None:
         super().__init__()
         self.radius_arcsec = float(radius_arcsec)
         self.n_neighbors = int(n_neighbors)
@@ -182,6 +196,9 @@ class EpochCrossmatch(AbstractCrossmatchAlgorithm):
         self.max_pm_mas_yr = max_pm_mas_yr
         self.margin_policy = margin_policy
         self.left_epoch_range = left_epoch_range
+        self.gather_fast_movers = fast_movers
+        self.fast_movers: npd.NestedFrame | None = None
+        """Reference stars fast enough to leave the right margin, added to every task's right rows."""
 
     # -- validation ----------------------------------------------------------------------
     def validate(self, left: Catalog, right: Catalog) -> None:
@@ -201,6 +218,11 @@ class EpochCrossmatch(AbstractCrossmatchAlgorithm):
 
     def required_margin_arcsec(self, left: Catalog, right: Catalog) -> tuple[float, float, float]:
         """(required margin, max |dt| in years, max proper motion in mas/yr) for this match."""
+        need, max_dt, max_pm, _ = self._requirement(left, right)
+        return need, max_dt, max_pm
+
+    def _requirement(self, left: Catalog, right: Catalog) -> tuple[float, float, float, bool]:
+        """(required margin, max |dt|, max proper motion, whether that motion is known)."""
         lo, hi = self.left_epoch_range or _left_epoch_range(left, self.left_epoch, self.left_epoch_format)
         ref_epochs = _right_epoch_range(right, self.reference)
         max_dt = max(abs(hi - ref_epochs[0]), abs(lo - ref_epochs[1]), abs(hi - ref_epochs[1]),
@@ -208,10 +230,13 @@ class EpochCrossmatch(AbstractCrossmatchAlgorithm):
         max_pm = self.max_pm_mas_yr
         if max_pm is None:
             max_pm = _max_pm_from_statistics(right, self.reference)
-        return self.radius_arcsec + max_pm * max_dt / 1000.0, max_dt, max_pm
+        known = max_pm is not None
+        max_pm = max_pm if known else DEFAULT_MAX_PM_MAS_YR
+        return self.radius_arcsec + max_pm * max_dt / 1000.0, max_dt, max_pm, known
 
     def check_margin(self, left: Catalog, right: Catalog) -> None:
-        """Raise if the margin is narrower than the radius; warn/raise if narrower than motion needs."""
+        """Raise if the margin is narrower than the radius; when it is narrower than the fastest motion
+        needs, gather the fast movers (or, with ``fast_movers=False``, warn or raise)."""
         if right.margin is None:
             msg = (f"right catalogue {right.name!r} has no margin: matches across its partition "
                    "boundaries will be missed")
@@ -224,9 +249,18 @@ class EpochCrossmatch(AbstractCrossmatchAlgorithm):
         if threshold < self.radius_arcsec:
             raise ValueError(f"crossmatch radius {self.radius_arcsec}\" exceeds the right margin "
                              f"threshold {threshold}\"")
-        need, max_dt, max_pm = self.required_margin_arcsec(left, right)
-        if threshold + 1e-9 < need and self.margin_policy != "ignore":
-            covered = max(threshold - self.radius_arcsec, 0.0) / max(max_dt, 1e-9) * 1000.0
+        need, max_dt, max_pm, known = self._requirement(left, right)
+        if threshold + 1e-9 >= need:
+            return
+        covered = max(threshold - self.radius_arcsec, 0.0) / max(max_dt, 1e-9) * 1000.0
+        if self.gather_fast_movers:
+            fastest = max_pm if known else FASTEST_STAR_MAS_YR
+            self.fast_movers = fast_movers(left, right, self.reference, covered,
+                                           self.radius_arcsec + fastest * max_dt / 1000.0)
+            log.info("%d reference stars faster than %.0f mas/yr added to every partition",
+                     len(self.fast_movers), covered)
+            return
+        if self.margin_policy != "ignore":
             msg = (f"right margin of {right.name!r} is {threshold:g}\" but radius + max_pm x max|dt| = "
                    f"{self.radius_arcsec:g}\" + {max_pm:.0f} mas/yr x {max_dt:.1f} yr = {need:.1f}\": "
                    f"stars faster than {covered:.0f} mas/yr may be missed near partition boundaries")
@@ -235,6 +269,43 @@ class EpochCrossmatch(AbstractCrossmatchAlgorithm):
             warnings.warn(msg, MarginWarning, stacklevel=4)
 
     # -- the match -----------------------------------------------------------------------
+    def crossmatch(self, crossmatch_args: CrossmatchArgs, how: str, suffixes: tuple[str, str],
+                   suffix_method: str = "all_columns") -> npd.NestedFrame:
+        return super().crossmatch(self._with_fast_movers(crossmatch_args), how, suffixes, suffix_method)
+
+    def crossmatch_nested(self, crossmatch_args: CrossmatchArgs, nested_column_name: str,
+                          how: str) -> npd.NestedFrame:
+        return super().crossmatch_nested(self._with_fast_movers(crossmatch_args), nested_column_name, how)
+
+    def _with_fast_movers(self, args: CrossmatchArgs) -> CrossmatchArgs:
+        """``args`` with the fast movers that can reach its left rows and that its right rows lack."""
+        fast, left = self.fast_movers, args.left_df
+        if fast is None or not len(fast) or left is None or not len(left):
+            return args
+        linfo, rinfo = args.left_catalog_info, args.right_catalog_info
+        l_xyz = _unit_vectors(_numeric(left, linfo.ra_column), _numeric(left, linfo.dec_column))
+        t_left = np.asarray(to_jyear(_numeric(left, self.left_epoch), self.left_epoch_format)) \
+            if isinstance(self.left_epoch, str) else np.array([float(self.left_epoch)])
+        ok = np.isfinite(l_xyz).all(axis=1)
+        if not ok.any() or not np.isfinite(t_left).any():
+            return args
+        t_right = _right_epochs(fast, self.reference)
+        dt_abs = np.maximum(np.abs(np.nanmin(t_left) - t_right), np.abs(np.nanmax(t_left) - t_right))
+        pm = np.hypot(np.nan_to_num(_numeric(fast, self.reference.pmra)),
+                      np.nan_to_num(_numeric(fast, self.reference.pmdec)))
+        p0 = _unit_vectors(_numeric(fast, rinfo.ra_column), _numeric(fast, rinfo.dec_column))
+        near = fast.iloc[_in_reach(l_xyz[ok], p0, pm, dt_abs, 2.0 * self.radius_arcsec)]
+        right = args.right_df
+        if right is not None and len(right) and len(near):
+            near = near[~_same_stars(near, right, self.reference, rinfo)]
+        if not len(near):
+            return args
+        mask = args.right_native_mask
+        if mask is not None:
+            mask = np.concatenate([mask, np.zeros(len(near), bool)])
+        joined = near if right is None or not len(right) else pd.concat([right, near])
+        return replace(args, right_df=npd.NestedFrame(joined), right_native_mask=mask)
+
     def perform_crossmatch(self, crossmatch_args: CrossmatchArgs,
                            ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
         left, right = crossmatch_args.left_df, crossmatch_args.right_df
@@ -263,6 +334,85 @@ class EpochCrossmatch(AbstractCrossmatchAlgorithm):
             "_dt_yr": pd.Series(dt, dtype=pd.ArrowDtype(pa.float64())),
         })
         return l_idx, r_idx, extra
+
+
+def _same_stars(rows: pd.DataFrame, right: pd.DataFrame, ref: ReferenceProfile, info: Any) -> np.ndarray:
+    """Which of ``rows`` are already in ``right`` (by the reference's id column, else by position)."""
+    if ref.id_column and ref.id_column in rows.columns and ref.id_column in right.columns:
+        return rows[ref.id_column].isin(right[ref.id_column]).to_numpy()
+    keys = [info.ra_column, info.dec_column]
+    return pd.MultiIndex.from_frame(rows[keys]).isin(pd.MultiIndex.from_frame(right[keys]))
+
+
+def _footprint(left: Catalog, reach_arcsec: float) -> MOC:
+    """The left catalogue's coverage grown by ``reach_arcsec`` (at least)."""
+    order = 0
+    while order < 29 and order2mindist(order + 1) * 60.0 >= reach_arcsec:
+        order += 1
+    moc = left.hc_structure.moc
+    if moc is None:
+        pixels = left.get_healpix_pixels()
+        moc = MOC.from_healpix_cells(np.array([p.pixel for p in pixels], np.uint64),
+                                     np.array([p.order for p in pixels], np.uint8), max_depth=29)
+    return moc.degrade_to_order(min(order, moc.max_order)).add_neighbours()
+
+
+def _and_filters(filters: Any, extra: list[list[tuple]]) -> Any:
+    """The pyarrow filters ``filters`` AND ``extra`` (disjunctive normal form, or an Expression)."""
+    if not filters:
+        return extra
+    if isinstance(filters, pc.Expression):
+        return filters & pq.filters_to_expression(extra)
+    groups = [filters] if isinstance(filters[0], tuple) else filters
+    return [[*g, *e] for g in groups for e in extra]
+
+
+def fast_movers(left: Catalog, right: Catalog, ref: ReferenceProfile, min_pm_mas_yr: float,
+                reach_arcsec: float) -> npd.NestedFrame:
+    """The rows of ``right`` (its columns and filters) moving faster than ``min_pm_mas_yr`` whose
+    catalogued position is within ``reach_arcsec`` of the left catalogue's coverage.
+
+    Read from storage in two passes with the filters pushed down to Parquet: the proper motions
+    of the right partitions around the footprint (``|pmra|`` or ``|pmdec|`` above the speed over
+    the square root of two; exact speed and significance after), then the whole rows of the fast
+    stars only (a ``_healpix_29`` filter: the row groups holding them). A catalogue not on storage
+    (``lsdb.from_dataframe``) is filtered in memory.
+    """
+    a = min_pm_mas_yr / math.sqrt(2.0)
+    faster = [[(ref.pmra, ">", a)], [(ref.pmra, "<", -a)], [(ref.pmdec, ">", a)], [(ref.pmdec, "<", -a)]]
+    region = lsdb.MOCSearch(_footprint(left, reach_arcsec), fine=False)
+    config = right.loading_config
+    path = right.hc_structure.catalog_path
+    if path is None or config is None:
+        candidates = right.search(region).compute()
+        return candidates[_faster(candidates, ref, min_pm_mas_yr)]
+    cols = list(dict.fromkeys([ref.pmra, ref.pmdec, *(c for c in (ref.pmra_error, ref.pmdec_error)
+                                                      if ref.min_pm_snr > 0 and c)]))
+    try:
+        speeds = lsdb.open_catalog(path, columns=cols, search_filter=region, margin_cache=None,
+                                   filters=_and_filters(config.filters, faster)).compute()
+    except ValueError as e:  # the footprint and the reference do not overlap
+        log.debug("no fast movers around %s: %s", left.name, e)
+        return right.meta
+    index = np.unique(speeds.index[_faster(speeds, ref, min_pm_mas_yr)].to_numpy(dtype=np.int64))
+    if not len(index):
+        return right.meta
+    pixels = sorted({p for p in right.get_healpix_pixels()
+                     if np.any((index >> (2 * (29 - p.order))) == p.pixel)})
+    rows = lsdb.open_catalog(path, columns=list(right.columns), search_filter=lsdb.PixelSearch(pixels),
+                             margin_cache=None, filters=_and_filters(config.filters, [
+                                 [(SPATIAL_INDEX_COLUMN, "in", index.tolist())]])).compute()
+    return rows[_faster(rows, ref, min_pm_mas_yr)]
+
+
+def _faster(df: pd.DataFrame, ref: ReferenceProfile, min_pm_mas_yr: float) -> np.ndarray:
+    pmra, pmdec = np.nan_to_num(_numeric(df, ref.pmra)), np.nan_to_num(_numeric(df, ref.pmdec))
+    fast = np.hypot(pmra, pmdec) > min_pm_mas_yr
+    if ref.min_pm_snr > 0 and ref.pmra_error and ref.pmdec_error:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = np.hypot(pmra / _numeric(df, ref.pmra_error), pmdec / _numeric(df, ref.pmdec_error))
+        fast &= np.nan_to_num(snr) >= ref.min_pm_snr
+    return fast
 
 
 def match_moving(l_xyz: np.ndarray, t_left: np.ndarray, r_ra: np.ndarray, r_dec: np.ndarray,
@@ -461,10 +611,11 @@ def _right_epoch_range(right: Catalog, ref: ReferenceProfile) -> tuple[float, fl
     return float(ref.epoch), float(ref.epoch)
 
 
-def _max_pm_from_statistics(right: Catalog, ref: ReferenceProfile) -> float:
+def _max_pm_from_statistics(right: Catalog, ref: ReferenceProfile) -> float | None:
+    """The fastest motion the reference's Parquet statistics allow (None: no local statistics)."""
     stats = _column_stats(right, [ref.pmra, ref.pmdec])
     if stats is None or not {ref.pmra, ref.pmdec} <= set(stats.index):
-        return DEFAULT_MAX_PM_MAS_YR
+        return None
     ext = [abs(float(stats.loc[c, k])) for c in (ref.pmra, ref.pmdec) for k in ("min_value", "max_value")]
     return float(math.hypot(max(ext[:2]), max(ext[2:])))
 
@@ -474,14 +625,16 @@ def crossmatch(left: Catalog, right: Catalog, *, radius_arcsec: float = 1.0, epo
                left_epoch: str | float = "jdate", left_epoch_format: EpochFormat = "jd",
                suffixes: tuple[str, str] | None = None, how: Literal["inner", "left"] = "inner",
                max_pm_mas_yr: float | None = None,
-               margin_policy: Literal["warn", "raise", "ignore"] = "warn",
+               margin_policy: Literal["warn", "raise", "ignore"] = "warn", fast_movers: bool = True,
                output_catalog_name: str | None = None) -> Catalog:
     """Crossmatch 2MASS rows (``left``) with a reference catalogue (``right``).
 
     ``epoch_aware=True`` uses :class:`EpochCrossmatch` (reference positions moved to each
     detection's ``jdate``); ``False`` is lsdb's plain positional k-d tree match. The result is an
     lsdb catalogue with both sides' columns suffixed (default ``_2mass`` and ``_<reference>``)
-    plus ``_dist_arcsec`` and, when epoch-aware, ``_dt_yr``.
+    plus ``_dist_arcsec`` and, when epoch-aware, ``_dt_yr``. ``fast_movers`` (default) gathers the
+    reference stars fast enough to leave the right margin before the partition tasks run, so
+    stars at partition edges are found at any speed (see the module documentation).
     """
     profile = reference if isinstance(reference, ReferenceProfile) else detect_profile(right, reference)
     if right.hc_structure.catalog_info.ra_column and profile.ra != right.hc_structure.catalog_info.ra_column:
@@ -494,6 +647,6 @@ def crossmatch(left: Catalog, right: Catalog, *, radius_arcsec: float = 1.0, epo
                                output_catalog_name=output_catalog_name)
     algo = EpochCrossmatch(radius_arcsec, n_neighbors, reference=profile, left_epoch=left_epoch,
                            left_epoch_format=left_epoch_format, max_pm_mas_yr=max_pm_mas_yr,
-                           margin_policy=margin_policy)
+                           margin_policy=margin_policy, fast_movers=fast_movers)
     return left.crossmatch(right, algorithm=algo, suffixes=suffixes, suffix_method="all_columns",
                            how=how, output_catalog_name=output_catalog_name)

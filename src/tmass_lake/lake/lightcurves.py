@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,12 +37,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from hats.io import pixel_catalog_file
+from hats.pixel_math import HealpixPixel
 from matplotlib.figure import Figure
-from nested_pandas.series.packer import pack_sorted_df_into_struct
+from nested_pandas.series.dtype import NestedDtype
 from upath import UPath
 
-from tmass_lake.lake.stats import BANDS, DEFAULT_THRESHOLDS, Thresholds, light_curve_stats
-from tmass_lake.schema import list_tables, load_schema
+from tmass_lake.lake.stats import (
+    BANDS,
+    DEFAULT_THRESHOLDS,
+    STAT_COLUMNS,
+    STAT_INPUTS,
+    Thresholds,
+    light_curve_stats,
+)
+from tmass_lake.schema import light_curve_collection, list_tables, load_schema
 from tmass_lake.storage import filesystem
 
 if TYPE_CHECKING:  # annotations only: the API module imports this one
@@ -75,6 +83,11 @@ class ProductTables:
     kind: str
 
     @property
+    def collection(self) -> str:
+        """The light-curve collection the lake build stores for these tables (``cf_lightcurves``)."""
+        return light_curve_collection(self.info)
+
+    @property
     def mag_columns(self) -> dict[str, str]:
         """Detection columns to stats names (``{b}_m``, ``{b}_msigcom``)."""
         if self.kind == "point":
@@ -102,6 +115,17 @@ def product_tables(product: str, kind: str = "point") -> ProductTables:
     raise KeyError(f"no {kind} merged-source table for product {product!r} (products: {products})")
 
 
+@cache
+def info_tables(info: str) -> ProductTables:
+    """The tables joined for the merged-source table ``info`` (``ecf_info``: calibration, extended)."""
+    product = load_schema(info).product
+    for kind in ("point", "extended"):
+        with contextlib.suppress(KeyError):
+            if (tables := product_tables(product, kind)).info == info:
+                return tables
+    raise KeyError(f"{info} is not the merged-source table of a product with detections")
+
+
 @dataclass(frozen=True)
 class LinkSource:
     """Where group membership comes from: the link table's Parquet files, or None (detections)."""
@@ -115,16 +139,15 @@ class LinkSource:
     def table(self) -> bool:
         return bool(self.files)
 
-    def pairs(self, gcntr: np.ndarray) -> pd.DataFrame:
+    def pairs(self, gcntr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The (gcntr, key) links of the given groups (range + set filter pushed to Parquet)."""
         if len(gcntr) == 0:
-            return pd.DataFrame({"gcntr": np.zeros(0, np.int64), self.key: np.zeros(0, np.int64)})
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
         ds = _dataset(self.files, self.storage_options)
         g = pc.field("gcntr")
         flt = (g >= int(gcntr.min())) & (g <= int(gcntr.max())) & g.isin(pa.array(np.unique(gcntr)))
         t = ds.to_table(columns=["gcntr", self.column], filter=flt)
-        return pd.DataFrame({"gcntr": t.column("gcntr").to_numpy(),
-                             self.key: t.column(self.column).to_numpy()})
+        return _ints(t, "gcntr"), _ints(t, self.column)
 
 
 @cache
@@ -154,14 +177,22 @@ def _json(storage_options: dict) -> str:
     return json.dumps(storage_options, sort_keys=True, default=str)
 
 
-def _groups(df: npd.NestedFrame, nested: str) -> tuple[np.ndarray, pd.DataFrame]:
+def _groups(df: npd.NestedFrame, nested: str) -> tuple[np.ndarray, pa.Table]:
     """(group position per flat row, flat detections) of a joined partition."""
+    flat = df[nested].nest.to_flat().reset_index(drop=True)
     if len(df) == 0:
-        return np.zeros(0, np.int64), df[nested].nest.to_flat().iloc[:0]
+        return np.zeros(0, np.int64), pa.Table.from_pandas(flat.iloc[:0], preserve_index=False)
     lengths = np.asarray(df[nested].array.list_lengths, dtype=np.int64)
-    flat = df[nested].nest.to_flat()
-    group = np.repeat(np.arange(len(df)), lengths)
-    return group, flat.reset_index(drop=True)
+    return np.repeat(np.arange(len(df)), lengths), pa.Table.from_pandas(flat, preserve_index=False)
+
+
+def _ints(table: pa.Table, column: str) -> np.ndarray:
+    return table.column(column).to_numpy().astype(np.int64, copy=False)
+
+
+def _floats(table: pa.Table, column: str) -> np.ndarray:
+    """A numeric column as float64, nulls as NaN."""
+    return pc.cast(table.column(column), pa.float64()).to_numpy(zero_copy_only=False)
 
 
 def _count_by(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -175,12 +206,20 @@ def _count_by(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _pair_mask(gcntr: np.ndarray, key: np.ndarray, pairs: pd.DataFrame, key_name: str) -> np.ndarray:
-    """Which (gcntr, key) rows are links."""
-    if len(pairs) == 0:
-        return np.zeros(len(gcntr), bool)
-    idx = pd.MultiIndex.from_arrays([pairs["gcntr"].to_numpy(), pairs[key_name].to_numpy()])
-    return pd.MultiIndex.from_arrays([gcntr, key]).isin(idx)
+def _pair_mask(gcntr: np.ndarray, key: np.ndarray, links: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Which (gcntr, key) rows are links (``links``: their gcntr and key arrays)."""
+    lg, lk = links
+    hit = np.zeros(len(key), bool)
+    if not len(lk):
+        return hit
+    order = np.lexsort((lg, lk))
+    lg, lk = lg[order], lk[order]
+    lo, hi = np.searchsorted(lk, key, "left"), np.searchsorted(lk, key, "right")
+    found = lo < hi
+    hit[found] = lg[lo[found]] == gcntr[found]
+    for i in np.flatnonzero((hi - lo > 1) & ~hit):  # a detection linked to several groups: rare
+        hit[i] = bool((lg[lo[i]:hi[i]] == gcntr[i]).any())
+    return hit
 
 
 @dataclass(frozen=True)
@@ -191,9 +230,10 @@ class DetectionSource:
     storage_options: str  # JSON
     columns: tuple[str, ...]
     radius_arcsec: float = 60.0
+    margin_url: str | None = None  # its margin catalogue, read by :meth:`near`
 
     def fetch(self, gcntr: np.ndarray, ra: np.ndarray, dec: np.ndarray, expected: np.ndarray,
-              ) -> pd.DataFrame:
+              ) -> pa.Table:
         """All rows of groups ``gcntr``: nearby partitions first, every partition if still short."""
         cat = _hats_catalog(self.url, self.storage_options)
         pixels: set = set()
@@ -201,24 +241,49 @@ class DetectionSource:
             with contextlib.suppress(Exception):  # a cone outside the coverage has no pixels
                 pixels |= set(cat.filter_by_cone(float(r), float(d), self.radius_arcsec).get_healpix_pixels())
         rows = self._read(cat, sorted(pixels), gcntr)
-        found = _count_by(gcntr, rows["gcntr"].to_numpy(dtype=np.int64))
+        found = _count_by(gcntr, _ints(rows, "gcntr"))
         if (found < expected).any():
             log.warning("%s: %d groups have members beyond %g\"; scanning every partition",
                         self.url, int((found < expected).sum()), self.radius_arcsec)
             rows = self._read(cat, cat.get_healpix_pixels(), gcntr)
         return rows
 
-    def _read(self, cat: Any, pixels: list, gcntr: np.ndarray) -> pd.DataFrame:
+    def near(self, pixel: HealpixPixel, gcntr: np.ndarray) -> pa.Table:
+        """Rows of groups ``gcntr`` in the partitions overlapping ``pixel`` and in their margins, each
+        row once (keyed by the first of ``columns``): what a partition-wise join sees."""
+        cat = _hats_catalog(self.url, self.storage_options)
+        lo, hi = _pixel_range(pixel)
+        parts = [p for p in cat.get_healpix_pixels() if _overlaps(p, lo, hi)]
+        rows = self._read(cat, parts, gcntr)
+        if self.margin_url is None:
+            return rows
+        margin = _hats_catalog(self.margin_url, self.storage_options)
+        edge = self._read(margin, sorted(set(parts) & set(margin.get_healpix_pixels())), gcntr)
+        key = _ints(edge, self.columns[0])
+        _, first = np.unique(key, return_index=True)
+        new = first[~np.isin(key[first], _ints(rows, self.columns[0]))]
+        return pa.concat_tables([rows, edge.take(np.sort(new))]) if len(new) else rows
+
+    def _read(self, cat: Any, pixels: list, gcntr: np.ndarray) -> pa.Table:
         so = json.loads(self.storage_options)
         fs, _ = filesystem(self.url, so)
         paths = [filesystem(str(pixel_catalog_file(cat.catalog_base_dir, p)), so)[1] for p in pixels]
         cols = list(dict.fromkeys([*self.columns, "gcntr"]))
+        if not paths:
+            return cat.schema.empty_table().select(cols)
         flt = pc.field("gcntr").isin(pa.array(np.unique(gcntr)))
-        table = pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=cols, filter=flt) \
-            if paths else None
-        if table is None:
-            return pd.DataFrame({c: pd.Series(dtype="int64") for c in cols})
-        return table.to_pandas(types_mapper=pd.ArrowDtype)
+        return pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=cols, filter=flt)
+
+
+def _pixel_range(pixel: HealpixPixel) -> tuple[int, int]:
+    """``[lo, hi)`` of the order-29 indexes inside ``pixel``."""
+    shift = 2 * (29 - pixel.order)
+    return pixel.pixel << shift, (pixel.pixel + 1) << shift
+
+
+def _overlaps(pixel: HealpixPixel, lo: int, hi: int) -> bool:
+    a, b = _pixel_range(pixel)
+    return a < hi and lo < b
 
 
 @cache
@@ -227,62 +292,113 @@ def _hats_catalog(url: str, storage_options: str) -> Any:
 
 
 @dataclass(frozen=True)
-class _Finish:
-    """What each light-curve task needs besides its partition."""
+class LightCurveJob:
+    """How one partition's light curves are finished: every link exactly once, statistics, nesting.
+
+    The on-the-fly join (:func:`light_curves`) and the stored collections the lake build writes
+    (:mod:`tmass_lake.convert.lightcurves`) both finish their partitions with :meth:`finish`.
+    """
 
     links: LinkSource
-    source: DetectionSource | None
+    source: DetectionSource | None  # restores short groups; None: no repair
     nested: str
     stats: bool
     thresholds: Thresholds
     rename: tuple[tuple[str, str], ...]
     det_columns: tuple[str, ...]
 
+    def finish(self, base: pd.DataFrame, group: np.ndarray, flat: pa.Table,
+               ) -> tuple[pd.DataFrame, pa.StructArray]:
+        """Merged sources ``base`` (``gcntr``, ``ra``, ``dec``[, ``napp``]) and candidate member rows
+        ``flat`` (``group``: each row's position in ``base``) into (``base`` with the statistics,
+        the nested detections: one struct of lists per source, sorted by epoch).
 
-def _finish_partition(df: npd.NestedFrame, ctx: _Finish) -> npd.NestedFrame:
-    """Keep exactly the links, restore short groups, sort by epoch, add statistics, re-nest."""
-    nested, cols = ctx.nested, list(ctx.det_columns)
-    group, flat = _groups(df, nested)
-    flat = flat[cols]
-    gcntr = df["gcntr"].to_numpy(dtype=np.int64)
-    pairs = ctx.links.pairs(gcntr) if ctx.links.table and len(df) else None
-    if pairs is not None:
-        ok = _pair_mask(gcntr[group], flat[ctx.links.key].to_numpy(dtype=np.int64), pairs, ctx.links.key)
-        flat, group = flat[ok], group[ok]
-        expected = _count_by(gcntr, pairs["gcntr"].to_numpy())
-    else:
-        expected = df["napp"].to_numpy(dtype=np.int64) if "napp" in df else None
-    if ctx.source is not None and expected is not None and len(df):
-        short = np.bincount(group, minlength=len(df)) < expected
-        if short.any():
-            rows = ctx.source.fetch(gcntr[short], df["ra"].to_numpy(dtype=float)[short],
-                                    df["dec"].to_numpy(dtype=float)[short], expected[short])
-            pos = pd.Index(gcntr).get_indexer(rows["gcntr"].to_numpy(dtype=np.int64))
-            if pairs is not None:
-                ok = _pair_mask(rows["gcntr"].to_numpy(dtype=np.int64),
-                                rows[ctx.links.key].to_numpy(dtype=np.int64), pairs, ctx.links.key)
-                rows, pos = rows[ok], pos[ok]
-            keep = ~short[group]
-            flat = pd.concat([flat[keep], rows[cols]], ignore_index=True)
-            group = np.concatenate([group[keep], pos])
-    order = np.lexsort((flat["jdate"].to_numpy(dtype=float, na_value=np.nan), group))
-    flat = flat.iloc[order]
-    group = group[order]
-    base = pd.DataFrame(df.drop(columns=[nested]))
-    parts = [base]
-    if ctx.stats:
-        st = light_curve_stats(group, len(base), flat.rename(columns=dict(ctx.rename)),
-                               ra0=base["ra"].to_numpy(dtype=float),
-                               dec0=base["dec"].to_numpy(dtype=float), thresholds=ctx.thresholds)
-        parts.append(pd.DataFrame({c: pd.array(st[c].to_numpy(), dtype=pd.ArrowDtype(pa.from_numpy_dtype(
-            st[c].dtype))) for c in st.columns}, index=base.index))
-    flat.index = pd.Index(group)
-    packed = pack_sorted_df_into_struct(flat, name=nested)
-    if len(packed) != len(base):
-        packed = packed.reindex(pd.RangeIndex(len(base)))
-    packed.index = base.index
-    parts.append(packed.to_frame())
-    return npd.NestedFrame(pd.concat(parts, axis=1))
+        Keeps exactly the links (the link table's pairs, or the detections' ``gcntr``) and
+        restores groups with members missing from ``flat`` (spread beyond the partition and its
+        margin) by reading them wherever they are.
+        """
+        cols = list(self.det_columns)
+        flat = flat.select(cols)
+        gcntr = base["gcntr"].to_numpy(dtype=np.int64)
+        keep = np.ones(flat.num_rows, bool)
+        links = self.links.pairs(gcntr) if self.links.table and len(base) else None
+        if links is not None:
+            keep = _pair_mask(gcntr[group], _ints(flat, self.links.key), links)
+            expected = _count_by(gcntr, links[0])
+        else:
+            expected = base["napp"].to_numpy(dtype=np.int64) if "napp" in base else None
+        if self.source is not None and expected is not None and len(base):
+            short = np.bincount(group[keep], minlength=len(base)) < expected
+            if short.any():
+                rows = self.source.fetch(gcntr[short], base["ra"].to_numpy(dtype=float)[short],
+                                         base["dec"].to_numpy(dtype=float)[short], expected[short])
+                pos = pd.Index(gcntr).get_indexer(_ints(rows, "gcntr"))
+                ok = np.ones(rows.num_rows, bool) if links is None else \
+                    _pair_mask(_ints(rows, "gcntr"), _ints(rows, self.links.key), links)
+                keep &= ~short[group]
+                flat = pa.concat_tables([flat, rows.select(cols).cast(flat.schema)])
+                group, keep = np.concatenate([group, pos]), np.concatenate([keep, ok])
+        idx = np.flatnonzero(keep)
+        idx = idx[np.lexsort((_floats(flat, "jdate")[idx], group[idx]))]
+        flat, group = flat.take(idx), group[idx]
+        out = base
+        if self.stats:
+            rename = dict(self.rename)
+            names = {rename.get(c, c): c for c in cols}
+            numeric = pd.DataFrame({n: _floats(flat, c) for n, c in names.items() if n in STAT_INPUTS})
+            st = light_curve_stats(group, len(base), numeric, ra0=base["ra"].to_numpy(dtype=float),
+                                   dec0=base["dec"].to_numpy(dtype=float), thresholds=self.thresholds)
+            out = pd.concat([base, pd.DataFrame(
+                {c: pd.array(st[c].to_numpy(), dtype=pd.ArrowDtype(pa.from_numpy_dtype(st[c].dtype)))
+                 for c in st.columns}, index=base.index)], axis=1)
+        return out, nest_sorted(flat, group, len(base))
+
+    def finish_partition(self, df: npd.NestedFrame) -> npd.NestedFrame:
+        """A partition of the lsdb join (merged sources, candidate members nested), finished."""
+        group, flat = _groups(df, self.nested)
+        out, nested = self.finish(pd.DataFrame(df.drop(columns=[self.nested])), group, flat)
+        out[self.nested] = pd.Series(nested, dtype=NestedDtype(nested.type), index=out.index)
+        return npd.NestedFrame(out)
+
+
+def nest_sorted(flat: pa.Table, group: np.ndarray, n: int) -> pa.StructArray:
+    """Rows of ``flat`` sorted by ``group`` (0..n-1) as ``n`` structs of lists (empty for no rows)."""
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(group, minlength=n), out=offsets[1:])
+    large = offsets[-1] >= 2**31
+    index = pa.array(offsets if large else offsets.astype(np.int32))
+    lists = pa.LargeListArray if large else pa.ListArray
+    return pa.StructArray.from_arrays([lists.from_arrays(index, flat.column(c).combine_chunks())
+                                       for c in flat.column_names], names=flat.column_names)
+
+
+def light_curve_job(lake: Lake, tables: ProductTables, *, detection_columns: list[str] | None = None,
+                    links: Literal["auto", "table", "detections"] = "auto", stats: bool = True,
+                    thresholds: Thresholds = DEFAULT_THRESHOLDS, complete: bool = True,
+                    nested_name: str = NESTED, repair_arcsec: float = 60.0,
+                    margin_url: str | None = None) -> LightCurveJob:
+    """The :class:`LightCurveJob` of a product's tables in ``lake`` (see :func:`light_curves`)."""
+    link_src = _link_source(lake, tables, links)
+    det_schema = load_schema(tables.detections)
+    det_default = POINT_COLUMNS if tables.kind == "point" else EXTENDED_COLUMNS
+    det_cols = [c for c in dict.fromkeys([tables.key, *(detection_columns or det_default)])
+                if c in det_schema.names]
+    if "jdate" not in det_cols:
+        det_cols.append("jdate")
+    if complete and not link_src.table and "napp" not in load_schema(tables.info).names:
+        raise ValueError(f"{tables.info} has no napp: use links='table' or complete=False")
+    source = None
+    if complete:
+        source = DetectionSource(lake.main_catalog_url(tables.detections), _json(lake.storage_options),
+                                 tuple(det_cols), repair_arcsec, margin_url)
+    return LightCurveJob(link_src, source, nested_name, stats, thresholds, tuple(tables.mag_columns.items()),
+                         tuple(det_cols))
+
+
+def source_columns_for(tables: ProductTables, source_columns: list[str] | None = None) -> list[str]:
+    """The merged-source columns of the result: ``gcntr, ra, dec, napp`` and ``source_columns``."""
+    names = load_schema(tables.info).names
+    return [c for c in dict.fromkeys([*SOURCE_COLUMNS, *(source_columns or [])]) if c in names]
 
 
 def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["point", "extended"] = "point",
@@ -290,7 +406,7 @@ def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["poi
                  links: Literal["auto", "table", "detections"] = "auto", stats: bool = True,
                  thresholds: Thresholds = DEFAULT_THRESHOLDS, complete: bool = True,
                  search_filter: Any = None, nested_name: str = NESTED, margin: bool = True,
-                 repair_arcsec: float = 60.0) -> lsdb.Catalog:
+                 repair_arcsec: float = 60.0, stored: bool | None = None) -> lsdb.Catalog:
     """One row per merged source of ``product`` with its detections nested, sorted by epoch.
 
     ``detection_columns`` (default: key, epoch, position and errors, J/H/K magnitudes and
@@ -302,35 +418,81 @@ def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["poi
     ``margin=False`` joins without the detections' margin (cheaper reads; more repairs).
     ``search_filter`` (an lsdb search) restricts the sources. ``stats`` adds
     :func:`~tmass_lake.lake.stats.light_curve_stats` columns and flags (``thresholds``).
+
+    ``stored``: the lake build writes each product's light curves as a collection
+    (``cf_lightcurves``...); ``None`` (default) opens it when the lake has it and it holds what
+    is asked (a subset of its columns, the same links and thresholds), else joins on the fly;
+    ``True`` requires it, ``False`` always joins.
     """
     tables = product_tables(product, kind)
-    link_src = _link_source(lake, tables, links)
-    det_default = POINT_COLUMNS if kind == "point" else EXTENDED_COLUMNS
-    det_schema = load_schema(tables.detections)
-    det_cols = [c for c in dict.fromkeys([tables.key, *(detection_columns or det_default)])
-                if c in det_schema.names]
-    if "jdate" not in det_cols:
-        det_cols.append("jdate")
-    info_names = load_schema(tables.info).names
-    src_cols = [c for c in dict.fromkeys([*SOURCE_COLUMNS, *(source_columns or [])]) if c in info_names]
-    if complete and not link_src.table and "napp" not in src_cols:
-        raise ValueError(f"{tables.info} has no napp: use links='table' or complete=False")
+    if stored is not False:
+        found = _stored(lake, tables, detection_columns=detection_columns, source_columns=source_columns,
+                        links=links, stats=stats, thresholds=thresholds, search_filter=search_filter,
+                        nested_name=nested_name, margin=margin)
+        if isinstance(found, str):
+            if stored:
+                raise KeyError(f"{tables.collection} cannot be used: {found}")
+            log.debug("joining %s on the fly: %s", tables.collection, found)
+        else:
+            return found
+    job = light_curve_job(lake, tables, detection_columns=detection_columns, links=links, stats=stats,
+                          thresholds=thresholds, complete=complete, nested_name=nested_name,
+                          repair_arcsec=repair_arcsec)
+    src_cols = source_columns_for(tables, source_columns)
     info = lake.open(tables.info, columns=src_cols,
                      **({"search_filter": search_filter} if search_filter is not None else {}))
-    det = lake.open(tables.detections, columns=[*det_cols, "gcntr"], margin=margin)
+    det = lake.open(tables.detections, columns=[*job.det_columns, "gcntr"], margin=margin)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Right catalog does not have a margin", RuntimeWarning)
         cat = info.join_nested(det, left_on="gcntr", right_on="gcntr", nested_column_name=nested_name,
                                how="left")
-    source = None
-    if complete:
-        source = DetectionSource(lake.main_catalog_url(tables.detections), _json(lake.storage_options),
-                                 tuple(det_cols),
-                                 repair_arcsec)
-    ctx = _Finish(link_src, source, nested_name, stats, thresholds, tuple(tables.mag_columns.items()),
-                  tuple(det_cols))
-    meta = _finish_partition(cat.meta, ctx)
-    return cat.map_partitions(_finish_partition, ctx, meta=meta)
+    return cat.map_partitions(_finish_partition, job, meta=job.finish_partition(cat.meta))
+
+
+STORED_LINKS = "tmass_lake_links"
+STORED_THRESHOLDS = "tmass_lake_thresholds"
+"""``hats.properties`` keys of a stored light-curve collection: how it was joined."""
+
+
+def _stored(lake: Lake, tables: ProductTables, *, detection_columns: list[str] | None,
+            source_columns: list[str] | None, links: str, stats: bool, thresholds: Thresholds,
+            search_filter: Any, nested_name: str, margin: bool) -> lsdb.Catalog | str:
+    """The stored collection opened for this request, or why it cannot serve it."""
+    if tables.collection not in lake.tables:
+        return f"the lake has no {tables.collection}"
+    main = UPath(lake.main_catalog_url(tables.collection), **lake.storage_options)
+    extra = hats.read_hats(main).catalog_info.__pydantic_extra__ or {}
+    if links not in ("auto", extra.get(STORED_LINKS)):
+        return f"built with links={extra.get(STORED_LINKS)!r}"
+    if stats and json.loads(extra.get(STORED_THRESHOLDS, "{}")) != asdict(thresholds):
+        return "built with other thresholds"
+    cat = lake.open(tables.collection, margin=margin,
+                    **({"search_filter": search_filter} if search_filter is not None else {}))
+    nested = next(c for c, t in cat.dtypes.items() if isinstance(t, NestedDtype))
+    have_src = [c for c in cat.columns if c != nested and c not in STAT_COLUMNS]
+    want_src = source_columns_for(tables, source_columns)
+    if not set(want_src) <= set(have_src):
+        return f"it has no column(s) {sorted(set(want_src) - set(have_src))}"
+    have_det = list(cat.dtypes[nested].column_dtypes)
+    want_det = list(dict.fromkeys([tables.key, *(detection_columns or have_det)]))
+    if not set(want_det) <= set(have_det):
+        return f"its {nested} have no column(s) {sorted(set(want_det) - set(have_det))}"
+    keep = [*want_src, *([c for c in cat.columns if c in STAT_COLUMNS] if stats else []), nested]
+    if keep != list(cat.columns):
+        cat = cat[keep]
+    if want_det != have_det:
+        cat = cat.map_partitions(_select_nested, nested, tuple(want_det))
+    return cat.rename({nested: nested_name}) if nested_name != nested else cat
+
+
+def _finish_partition(df: npd.NestedFrame, job: LightCurveJob) -> npd.NestedFrame:
+    return job.finish_partition(df)
+
+
+def _select_nested(df: npd.NestedFrame, nested: str, columns: tuple[str, ...]) -> npd.NestedFrame:
+    out = df.copy()
+    out[nested] = df[nested].nest[list(columns)]
+    return out
 
 
 def plot_light_curve(row: pd.Series | npd.NestedFrame, nested_name: str = NESTED,

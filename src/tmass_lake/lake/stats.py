@@ -61,6 +61,47 @@ class Thresholds:
 DEFAULT_THRESHOLDS = Thresholds()
 
 
+def _described(unit: str | None, ucd: str, description: str) -> dict[str, str]:
+    return {"ucd": ucd, "description": description} | ({"unit": unit} if unit else {})
+
+
+def _band_columns(b: str) -> dict[str, dict[str, str]]:
+    B = b.upper()
+    return {
+        f"{b}_n": _described(None, "meta.number", f"{B} detections with a magnitude and an uncertainty"),
+        f"{b}_mean": _described("mag", f"phot.mag;stat.mean;em.IR.{B}",
+                                f"inverse-variance weighted mean {B} magnitude"),
+        f"{b}_mean_err": _described("mag", f"stat.error;phot.mag;em.IR.{B}", f"uncertainty of {b}_mean"),
+        f"{b}_rms": _described("mag", f"stat.stdev;phot.mag;em.IR.{B}",
+                               f"sample standard deviation of the {B} magnitudes"),
+        f"{b}_chi2dof": _described(None, "stat.fit.chi2", f"chi-square of the {B} magnitudes about their "
+                                                          "weighted mean, per degree of freedom"),
+        f"{b}_amp": _described("mag", f"src.var.amplitude;em.IR.{B}",
+                               f"robust {B} amplitude: 2.5 to 97.5 percentile range"),
+    }
+
+
+STAT_COLUMNS: dict[str, dict[str, str]] = {
+    "n_epochs": _described(None, "meta.number", "member detections of the merged source"),
+    "baseline_yr": _described("yr", "time.interval", "first to last epoch"),
+    **{k: v for b in BANDS for k, v in _band_columns(b).items()},
+    "var_chi2dof": _described(None, "stat.fit.chi2", "chi-square per degree of freedom, bands combined"),
+    "var_log10_p": _described(None, "stat.probability", "log10 of the probability that a constant source "
+                                                        "gives a chi-square at least this large"),
+    "pos_rms_arcsec": _described("arcsec", "stat.stdev;pos", "rms offset of the detections from the mean "
+                                                             "position"),
+    "pmra": _described("mas/yr", "pos.pm;pos.eq.ra", "fitted linear motion in RA (mu_alpha cos delta)"),
+    "pmdec": _described("mas/yr", "pos.pm;pos.eq.dec", "fitted linear motion in Dec"),
+    "pmra_err": _described("mas/yr", "stat.error;pos.pm;pos.eq.ra", "uncertainty of pmra"),
+    "pmdec_err": _described("mas/yr", "stat.error;pos.pm;pos.eq.dec", "uncertainty of pmdec"),
+    "pm": _described("mas/yr", "pos.pm", "total fitted motion"),
+    "pm_sig": _described(None, "stat.snr;pos.pm", "significance of the fitted motion (sigma)"),
+    "is_variable": _described(None, "meta.code;src.var", "variable by the Thresholds in force"),
+    "is_moving": _described(None, "meta.code;pos.pm", "moving by the Thresholds in force"),
+}
+"""Unit, UCD and description of every statistic (the light-curve collections' field metadata)."""
+
+
 def _sum(g: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(g, weights=x, minlength=n)
 
@@ -127,6 +168,11 @@ def _linear_fit(g: np.ndarray, t: np.ndarray, x: np.ndarray, w: np.ndarray, n: i
         chi2 = _sum(g, w * resid * resid, n) / np.maximum(npts - 2, 1)
         err = np.where(stt > 0, 1.0 / np.sqrt(stt), np.nan)
     return slope, err, chi2
+
+
+STAT_INPUTS = frozenset({"jdate", "ra", "dec", "err_maj", "err_min", "err_ang",
+                         *(f"{b}_{s}" for b in BANDS for s in ("m", "msigcom", "cmsig"))})
+"""The detection columns :func:`light_curve_stats` reads."""
 
 
 def light_curve_stats(group: np.ndarray, n_groups: int, frame: pd.DataFrame,
@@ -241,4 +287,7 @@ def mean_positions(g: np.ndarray, n: int, ra: np.ndarray, dec: np.ndarray,
 
 
 def _col(frame: pd.DataFrame, name: str) -> np.ndarray:
-    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    col = frame[name]
+    if col.dtype == np.float64:
+        return col.to_numpy()
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)

@@ -1,0 +1,291 @@
+"""Light-curve collections: each product's merged sources with their detections nested, stored.
+
+For every merged-source table in the lake (``cf_info``, ``sixxf_info``, ``ecf_info``...) the
+lake build writes ``cf_lightcurves`` (:func:`~tmass_lake.schema.light_curve_collection`): one
+row per merged source (``gcntr, ra, dec, napp``), the statistics of
+:mod:`tmass_lake.lake.stats`, and a nested column ``detections`` stored as a struct of lists
+(one list per detection column, sorted by epoch) holding every link exactly once. It is what
+``lake.light_curves(product)`` computes on the fly, written once, so reads run at Parquet speed
+and sub-columns filter cheaply (the layout of IRSA's ZTF light-curve collection and Rubin's
+DiaObject collection). A HATS collection like the others, written through
+:mod:`~tmass_lake.convert.writer`: main catalog partitioned like the information table,
+margin, ``gcntr`` index, VOParquet metadata.
+
+Partition task: the information partition, and the candidate members from the detection
+partitions overlapping it plus their margins (``gcntr`` filter pushed down to Parquet), are
+finished by :meth:`~tmass_lake.lake.lightcurves.LightCurveJob.finish`, the code of the
+on-the-fly join (exact links, groups spread beyond the margin restored, statistics, nesting).
+Margin task: the rows of the information table's margin, read back from the written partitions
+that hold them. Every step is recorded in the build's JSON resume plan.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import hats
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from dask.distributed import Client
+from hats.pixel_math import HealpixPixel
+
+from tmass_lake.convert.index import IndexArguments, build_indexes
+from tmass_lake.convert.map import FINE_SHIFT
+from tmass_lake.convert.resume import ResumePlan
+from tmass_lake.convert.table import build_session, write_report
+from tmass_lake.convert.tasks import run_tasks
+from tmass_lake.convert.writer import (
+    HEALPIX_COLUMN,
+    finish_catalog,
+    margin_name,
+    observation_properties,
+    pixel_file,
+    positional_properties,
+    upath,
+    write_collection_properties,
+    write_partition,
+)
+from tmass_lake.errors import BuildError
+from tmass_lake.lake.api import open_lake
+from tmass_lake.lake.lightcurves import (
+    STORED_LINKS,
+    STORED_THRESHOLDS,
+    LightCurveJob,
+    ProductTables,
+    info_tables,
+    light_curve_job,
+    source_columns_for,
+)
+from tmass_lake.lake.stats import STAT_COLUMNS
+from tmass_lake.schema import load_schema
+from tmass_lake.storage import filesystem, join, retrying
+
+INDEX_COLUMN = "gcntr"
+
+
+@dataclass(frozen=True)
+class LightCurveArguments:
+    """A light-curve collection: which merged-source table of which lake, written where."""
+
+    info: str  # the merged-source table (cf_info...), built in the lake
+    lake: str  # the lake URL
+    output: str  # URL of the collection (LAKE/cf_lightcurves)
+    scratch: str
+    name: str  # the collection's name (cf_lightcurves)
+    storage_options: dict = field(default_factory=dict)
+    compression_level: int = 3
+    resume: bool = False
+    progress: bool = True
+    index_rows_per_file: int = 5_000_000
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What every partition task needs."""
+
+    job: LightCurveJob
+    info_catalog: str
+    output: str  # URL of the main catalog
+    source_columns: tuple[str, ...]
+    schema: pa.Schema
+    storage_options: dict
+    compression_level: int
+
+
+def _read(url: str, storage_options: dict, columns: list[str] | None = None, flt=None) -> pa.Table:
+    fs, path = filesystem(url, storage_options)
+    return retrying(lambda: pq.read_table(path, columns=columns, filters=flt, filesystem=fs),
+                    what=f"reading {url}")
+
+
+def _arrow(job: LightCurveJob, base: pd.DataFrame, group: np.ndarray, flat: pa.Table) -> pa.Table:
+    out, nested = job.finish(base, group, flat)
+    table = pa.Table.from_pandas(out.reset_index(), preserve_index=False)
+    return table.append_column(job.nested, nested)
+
+
+def collection_schema(job: LightCurveJob, tables: ProductTables, source_columns: list[str]) -> pa.Schema:
+    """The collection's Arrow schema, every field with its unit, UCD and description."""
+    info, det = load_schema(tables.info).arrow_schema(), load_schema(tables.detections).arrow_schema()
+    base = info.empty_table().select(source_columns).to_pandas(types_mapper=pd.ArrowDtype)
+    base.index = pd.Index(np.zeros(0, np.int64), name=HEALPIX_COLUMN)
+    flat = det.empty_table().select(list(job.det_columns))
+    shape = _arrow(job, base, np.zeros(0, np.int64), flat).schema
+    fields = []
+    for f in shape:
+        if f.name in info.names:
+            f = f.with_metadata(info.field(f.name).metadata)
+        elif f.name in STAT_COLUMNS:
+            f = f.with_metadata(STAT_COLUMNS[f.name])
+        elif f.name == job.nested:
+            children = [c.with_metadata(det.field(c.name).metadata) for c in f.type]
+            link = f"every link of {tables.link}" if job.links.table else "members by their gcntr"
+            f = pa.field(f.name, pa.struct(children), metadata={
+                "description": f"the member detections in {tables.detections} ({link}, exactly once), "
+                               "sorted by jdate: one list per column"})
+        fields.append(f)
+    return pa.schema(fields, metadata={"table": tables.collection, "merged_sources": tables.info,
+                                       "detections": tables.detections, "links": tables.link or ""})
+
+
+def partition_task(task: _Task, pixel: HealpixPixel) -> dict:
+    """Write one partition: the merged sources of the information partition, their light curves."""
+    so = task.storage_options
+    info = _read(pixel_file(task.info_catalog, pixel), so, [HEALPIX_COLUMN, *task.source_columns])
+    base = info.to_pandas(types_mapper=pd.ArrowDtype).set_index(HEALPIX_COLUMN)
+    gcntr = base["gcntr"].to_numpy(dtype=np.int64)
+    flat = task.job.source.near(pixel, gcntr)
+    group = pd.Index(gcntr).get_indexer(flat.column("gcntr").to_numpy())
+    table = _arrow(task.job, base, group, flat).cast(task.schema)
+    lengths = pc.list_value_length(table.column(task.job.nested).combine_chunks().field(0))
+    nbytes = write_partition(table, pixel_file(task.output, pixel), compression_level=task.compression_level,
+                             storage_options=so)
+    fine, counts = np.unique(table.column(HEALPIX_COLUMN).to_numpy() >> FINE_SHIFT, return_counts=True)
+    return {"order": pixel.order, "pixel": pixel.pixel, "rows": table.num_rows, "bytes": nbytes,
+            "detections": int(pc.sum(lengths).as_py() or 0), "hist": [fine.tolist(), counts.tolist()]}
+
+
+def margin_task(task: _Task, info_margin: str, margin_out: str, pixels: list[HealpixPixel],
+                pixel: HealpixPixel) -> dict:
+    """Write the margin of one partition: the rows of the information margin there, with their light
+    curves read back from the written partitions that hold them."""
+    so = task.storage_options
+    near = _read(pixel_file(info_margin, pixel), so, [HEALPIX_COLUMN, "gcntr"])
+    lo = np.array([p.pixel << (2 * (29 - p.order)) for p in pixels], np.int64)
+    order = np.argsort(lo)
+    owner = order[np.searchsorted(lo[order], near.column(HEALPIX_COLUMN).to_numpy(), side="right") - 1]
+    gcntr = near.column("gcntr").to_numpy()
+    parts = [_read(pixel_file(task.output, pixels[i]), so, flt=pc.field("gcntr").isin(gcntr[owner == i]))
+             for i in np.unique(owner)]
+    table = pa.concat_tables(parts) if parts else task.schema.empty_table()
+    table = table.take(pc.sort_indices(table, [(HEALPIX_COLUMN, "ascending")])).cast(task.schema)
+    if table.num_rows != near.num_rows:
+        raise BuildError(f"margin of {pixel}: {near.num_rows} merged sources, {table.num_rows} light curves")
+    rec = {"order": pixel.order, "pixel": pixel.pixel, "rows": table.num_rows, "bytes": 0}
+    if table.num_rows:
+        rec["bytes"] = write_partition(table, pixel_file(margin_out, pixel),
+                                       compression_level=task.compression_level, storage_options=so)
+    return rec
+
+
+def _run(plan: ResumePlan, stage: str, client: Client, fn: Callable[[HealpixPixel], dict],
+         pixels: list[HealpixPixel], label: str, progress: bool) -> list[dict]:
+    """``fn(pixel)`` for every pixel not yet recorded in ``stage``; the records in pixel order."""
+    done = {(r["order"], r["pixel"]): r for r in plan.all(stage).values()}
+
+    def record(rec: dict) -> None:
+        plan.put(stage, f"{rec['order']}_{rec['pixel']}", rec)
+        done[(rec["order"], rec["pixel"])] = rec
+
+    run_tasks(client, fn, [p for p in pixels if (p.order, p.pixel) not in done], label, progress, record)
+    return [done[(p.order, p.pixel)] for p in pixels]
+
+
+def _properties(tables: ProductTables, job: LightCurveJob, main: hats.catalog.Catalog) -> dict:
+    """The main catalog's ``hats.properties`` (without counts): title, description, how it was joined."""
+    info = load_schema(tables.info)
+    title = f"{info.title.replace(' Information Table', '')} Light Curves"
+    link = f"every link of {tables.link}" if job.links.table else f"the gcntr of {tables.detections}"
+    progenitor = ", ".join(t for t in (tables.info, tables.detections, job.links.table and tables.link) if t)
+    return positional_properties(main.catalog_info.ra_column, main.catalog_info.dec_column) | \
+        observation_properties(info, title=title, progenitor=progenitor, description=(
+            f"{title}: one row per merged source of {tables.info} with its light-curve statistics and its "
+            f"detections in {tables.detections} nested ({link}, exactly once; sorted by epoch), built by "
+            "tmass-lake.")) | {
+        "catalog_type": "object", "hats_cols_sort": HEALPIX_COLUMN,
+        "hats_max_rows": main.catalog_info.hats_max_rows,
+        STORED_LINKS: "table" if job.links.table else "detections",
+        STORED_THRESHOLDS: json.dumps(asdict(job.thresholds)),
+    }
+
+
+def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
+    """Write the light-curve collection of ``args.info`` (catalog, margin, index); returns its report."""
+    started = time.time()
+    so = args.storage_options
+    lake = open_lake(args.lake, **so)
+    tables = info_tables(args.info)
+    missing = [t for t in (tables.info, tables.detections) if t not in lake.tables]
+    if missing:
+        raise BuildError(f"{args.name} needs {' and '.join(missing)} in {args.lake}")
+    det_url = lake.entry(tables.detections).url
+    det_margin = hats.read_hats(upath(det_url, so)).default_margin
+    job = light_curve_job(lake, tables, margin_url=join(det_url, det_margin) if det_margin else None)
+    info_url = lake.entry(tables.info).url
+    info = hats.read_hats(upath(info_url, so))
+    main = info.main_catalog
+    pixels = list(main.get_healpix_pixels())
+    src_cols = source_columns_for(tables)
+    schema = collection_schema(job, tables, src_cols)
+    info_rows = int(main.catalog_info.total_rows)
+    link_rows = lake.parquet_dataset(tables.link).count_rows() if job.links.table else None
+    task = _Task(job, join(info_url, main.catalog_name), join(args.output, args.name), tuple(src_cols),
+                 schema, so, args.compression_level)
+    fingerprint = {"name": args.name, "info": tables.info, "info_rows": info_rows,
+                   "detections": tables.detections, "links": tables.link if job.links.table else None,
+                   "link_rows": link_rows, "columns": schema.names}
+    stages: dict[str, float] = {}
+    clock = time.time()
+    with build_session(args.output, args.scratch, fingerprint, resume=args.resume,
+                       storage_options=so) as plan:
+        records = _run(plan, "lightcurves", client, lambda p: partition_task(task, p), pixels, args.name,
+                       args.progress)
+        rows = sum(r["rows"] for r in records)
+        if rows != info_rows:
+            raise BuildError(f"{args.name}: {rows} light curves for the {info_rows} rows of {tables.info}")
+        props = _properties(tables, job, main)
+        hist = tuple(np.concatenate([np.asarray(r["hist"][i], np.int64) for r in records]) for i in (0, 1))
+        finish_catalog(task.output, props | {"catalog_name": args.name, "total_rows": rows},
+                       expected_rows=rows, storage_options=so, pixels=pixels, histogram=hist)
+        stages["lightcurves"], clock = time.time() - clock, time.time()
+
+        margin, margin_rows, arcsec = None, 0, 0.0
+        if info.default_margin:
+            info_margin = hats.read_hats(info.default_margin_catalog_dir)
+            arcsec = float(info_margin.catalog_info.margin_threshold)
+            margin = margin_name(args.name, arcsec)
+            margin_in, margin_out = join(info_url, info.default_margin), join(args.output, margin)
+            written = [r for r in _run(plan, "lightcurve-margin", client,
+                                       lambda p: margin_task(task, margin_in, margin_out, pixels, p),
+                                       list(info_margin.get_healpix_pixels()), f"{args.name} margin",
+                                       args.progress) if r["rows"]]
+            margin_rows = sum(r["rows"] for r in written)
+            if written:
+                finish_catalog(margin_out, positional_properties(props["ra_column"], props["dec_column"]) | {
+                    "catalog_name": margin, "catalog_type": "margin", "total_rows": margin_rows,
+                    "primary_catalog": args.name, "margin_threshold": arcsec,
+                }, expected_rows=margin_rows, storage_options=so,
+                    pixels=[HealpixPixel(r["order"], r["pixel"]) for r in written])
+            else:
+                margin = None
+        stages["margin"], clock = time.time() - clock, time.time()
+
+        indexes = build_indexes(
+            IndexArguments(collection=args.output, catalog=args.name, columns=(INDEX_COLUMN,),
+                           scratch=join(args.scratch, "index"), storage_options=so,
+                           rows_per_file=args.index_rows_per_file, compression_level=args.compression_level,
+                           progress=args.progress), pixels, schema, plan, client)
+        write_collection_properties(args.output, name=args.name, title=props["obs_title"],
+                                    margins=[margin] if margin else [], default_index=INDEX_COLUMN,
+                                    indexes={c: i["path"] for c, i in indexes.items()}, storage_options=so)
+        stages["index"] = time.time() - clock
+        n_det = sum(r["detections"] for r in records)
+        report = {
+            "table": args.name, "kind": "lightcurves", "title": props["obs_title"],
+            "merged_sources": tables.info, "detections_table": tables.detections,
+            "link_table": tables.link if job.links.table else None,
+            "lines_read": info_rows, "rows_written": rows, "rows_quarantined": 0, "detections": n_det,
+            "links": link_rows, "links_missing": None if link_rows is None else link_rows - n_det,
+            "partitions": len(records), "bytes": sum(r["bytes"] for r in records), "catalog": args.name,
+            "margin": margin, "margin_rows": margin_rows, "margin_arcsec": arcsec, "indexes": indexes,
+            "inputs": [], "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
+            "seconds": round(time.time() - started, 3),
+        }
+        write_report(args.output, report, so)
+    return report
