@@ -12,9 +12,6 @@ import pytest
 import tmass_lake
 from tmass_lake.lake import Lake, open_lake
 
-pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
-                                        "ignore:The inplace keyword:FutureWarning")
-
 
 def test_open_lake_lists_tables(lake, env):
     assert isinstance(tmass_lake.open_lake(str(env.lake)), Lake)
@@ -114,3 +111,14 @@ def test_reference_lookup(lake, env, tmp_path):
     assert {"pmra", "pmdec", "ref_epoch", "source_id"} <= set(gaia.columns)
     with pytest.raises(KeyError):
         lake.reference_url("sdss")
+
+
+def test_deprecations_raised_from_our_code_fail_the_tests():
+    """pyproject's filterwarnings: a deprecation attributed to tmass_lake is an error, others are not."""
+    with pytest.raises(DeprecationWarning):
+        warnings.warn_explicit("an old API", DeprecationWarning, "api.py", 1, module="tmass_lake.lake.api")
+    with pytest.raises(FutureWarning):
+        warnings.warn_explicit("an old API", FutureWarning, "api.py", 1, module="tmass_lake.convert.writer")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.warn_explicit("an old API", DeprecationWarning, "x.py", 1, module="somebody_else")
+    assert len(seen) == 1

@@ -10,7 +10,10 @@ from pathlib import Path
 import lsdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from hats.io.validation import is_valid_collection
 
 from tmass_lake.cli import main
 from tmass_lake.cli.query import read_source
@@ -18,8 +21,6 @@ from tmass_lake.lake import Thresholds, light_curve_stats, open_lake
 from tmass_lake.lake.lightcurves import product_tables
 from tmass_lake.mock.scoring import light_curve_truth, score_light_curves
 
-pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
-                                        "ignore:The inplace keyword:FutureWarning")
 BIN = Path(sys.executable).parent
 
 
@@ -175,3 +176,65 @@ def test_cli_lightcurves_with_plot(env, cal, tmp_path):
     assert len(back) == len(cal) and back["gcntr"].is_unique
     row = read_source(str(out), gcntr)
     assert len(row["detections"]) == int(cal.set_index("gcntr").loc[gcntr, "napp"])
+
+
+COLLECTIONS = {("calibration", "point"): "cf_lightcurves", ("calibration", "extended"): "ecf_lightcurves",
+               ("6x", "point"): "sixxf_lightcurves"}
+
+
+@pytest.mark.parametrize(("product", "kind"), list(COLLECTIONS))
+def test_stored_collection_equals_the_join(env, lake, product, kind):
+    """The collection the lake build stores: valid HATS, one row per merged source, every link exactly
+    once, equal to the on-the-fly join, struct-of-lists on disk, with a margin and a gcntr index."""
+    name = COLLECTIONS[(product, kind)]
+    tables = product_tables(product, kind)
+    assert tables.collection == name and name in lake.tables
+    root = env.lake / name
+    assert is_valid_collection(str(root), strict=True)
+    props = (root / "collection.properties").read_text()
+    assert f"{name}_gcntr_index" in props and "default_index=gcntr" in props
+    stored = lake.light_curves(product, kind=kind)
+    assert stored.name == name  # opened, not joined
+    on_the_fly = lake.light_curves(product, kind=kind, stored=False)
+    assert on_the_fly.name == tables.info
+    a = stored.compute(progress_bar=False).sort_values("gcntr")
+    b = on_the_fly.compute(progress_bar=False).sort_values("gcntr")
+    assert list(a.columns) == list(b.columns) and a.dtypes.equals(b.dtypes)
+    assert (a.index.to_numpy() == b.index.to_numpy()).all()
+    pd.testing.assert_frame_equal(pd.DataFrame(a.drop(columns="detections")).reset_index(drop=True),
+                                  pd.DataFrame(b.drop(columns="detections")).reset_index(drop=True))
+    pd.testing.assert_frame_equal(a["detections"].nest.to_flat().reset_index(drop=True),
+                                  b["detections"].nest.to_flat().reset_index(drop=True))
+    key = tables.key
+    links = lake[tables.link].compute()[["gcntr", "cntr"]]
+    assert not link_pairs(a, key).duplicated().any() and same_pairs(link_pairs(a, key), links)
+    assert len(a) == lake[tables.info].hc_structure.catalog_info.total_rows
+    schema = pq.read_schema(root / name / "dataset" / "_common_metadata")
+    nested = schema.field("detections").type
+    assert pa.types.is_struct(nested) and all(pa.types.is_list(f.type) for f in nested)
+    assert schema.field("detections").type.field("jdate").metadata[b"unit"] == b"day"
+    # The margin holds the information margin's sources, with their light curves.
+    info_margin = lake.open(tables.info).margin
+    if info_margin is not None:
+        margin = lake.open(name).margin.compute(progress_bar=False)
+        assert set(margin["gcntr"]) == set(info_margin.compute(progress_bar=False)["gcntr"])
+        assert (margin["n_epochs"].to_numpy() == np.asarray(margin["detections"].array.list_lengths)).all()
+    row = a.iloc[len(a) // 2]
+    found = lake[name].id_search(values={"gcntr": int(row["gcntr"])}).compute(progress_bar=False)
+    assert len(found) == 1 and len(found.iloc[0]["detections"]) == row["n_epochs"]
+
+
+def test_stored_collection_serves_what_it_holds(lake):
+    """Subsets of its columns come from the collection; anything else is joined on the fly."""
+    few = lake.light_curves("calibration", detection_columns=["jdate", "k_m"], stats=False)
+    assert few.name == "cf_lightcurves"
+    part = few.partitions[0].compute(progress_bar=False)
+    assert list(part.columns) == ["gcntr", "ra", "dec", "napp", "detections"]
+    assert list(part["detections"].nest.columns) == ["cntr", "jdate", "k_m"]
+    renamed = lake.light_curves("calibration", nested_name="epochs", stored=True)
+    assert "epochs" in renamed.columns and "detections" not in renamed.columns
+    assert lake.light_curves("calibration", source_columns=["j_m"]).name == "cf_info"  # not stored
+    assert lake.light_curves("calibration", thresholds=Thresholds(var_log10_p=-8.0)).name == "cf_info"
+    assert lake.light_curves("calibration", links="detections").name == "cf_info"
+    with pytest.raises(KeyError, match="cannot be used"):
+        lake.light_curves("calibration", source_columns=["j_m"], stored=True)

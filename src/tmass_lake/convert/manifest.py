@@ -128,12 +128,12 @@ def format_info(manifest: dict) -> str:
     for name, p in sorted(manifest["pipelines"].items()):
         out.append(f"pipeline {name}: {p['description']} [{p['file']}]")
     out.append("")
-    out.append(f"{'table':<18} {'type':<10} {'rows':>12} {'quarant.':>9} {'parts':>6}  "
+    out.append(f"{'table':<18} {'type':<11} {'rows':>12} {'quarant.':>9} {'parts':>6}  "
                "schema (layout) / indexes")
     for name, e in sorted(manifest["tables"].items()):
         idx = ", ".join(e.get("indexes") or {})
         src = f" from {e['derived_from']['table']}" if e.get("derived_from") else ""
-        out.append(f"{name:<18} {e['type']:<10} {e['rows']:>12,} {e['rows_quarantined']:>9,} "
+        out.append(f"{name:<18} {e['type']:<11} {e['rows']:>12,} {e['rows_quarantined']:>9,} "
                    f"{e['partitions']:>6}  {e['schema']['name']} ({e['schema']['layout_status']}){src}"
                    + (f"; indexes {idx}" if idx else ""))
     t = manifest["totals"]

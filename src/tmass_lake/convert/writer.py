@@ -16,8 +16,8 @@ everywhere:
 
 VOParquet (IVOA note "VOTable-Parquet", what TOPCAT, astropy's ``parquet.votable`` reader and
 IRSA's own Parquet products use): ``IVOA.VOTable-Parquet.content`` in ``_common_metadata`` is a
-VOTable whose FIELDs give every column's datatype, unit, UCD and description, taken from the
-Arrow field metadata (``unit``, ``ucd``, ``description``: the schema file's, or whatever the
+VOTable whose FIELDs give every column's datatype, unit (as a VOUnit), UCD and description, taken
+from the Arrow field metadata (``unit``, ``ucd``, ``description``: the schema file's, or whatever the
 input gave for columns the schema does not describe). Nested columns (struct of lists) follow
 hats' convention: one FIELD per sub-column named ``column.sub`` and a GROUP marking the column
 as nested.
@@ -30,14 +30,17 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from typing import TypeVar
+from xml.sax.saxutils import escape as xml_escape
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from astropy import units as u
 from astropy.io.votable.tree import Field, FieldRef, Group, Param, Resource, TableElement, VOTableFile
 from hats.catalog import PartitionInfo, TableProperties
 from hats.catalog.dataset.collection_properties import CollectionProperties
@@ -157,6 +160,32 @@ def _vo_datatype(t: pa.DataType) -> dict[str, str]:
     return {"datatype": "char", "arraysize": "*"}  # strings, and anything else as its text
 
 
+def vounit(unit: str | None) -> str | None:
+    """``unit`` as a VOUnit (what VOTable FIELDs carry): astropy's VOUnit spelling of it (``day`` ->
+    ``d``, ``mas/yr`` -> ``mas.yr**-1``), or quoted when VOUnit does not know it (``'DN'``)."""
+    if not unit:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return u.Unit(unit).to_string("vounit")
+        except (ValueError, Warning):
+            return f"'{unit}'"
+
+
+def _exact_descriptions(xml: str, table: TableElement) -> str:
+    """astropy's writer wraps DESCRIPTION texts over lines (``textwrap``, which also breaks after
+    hyphens): the exact texts back, in the order it writes them (table, fields, groups)."""
+    texts = [t for t in (table.description, *(f.description for f in table.fields),
+                         *(g.description for g in table.groups)) if t is not None]
+    found = re.findall(r"<DESCRIPTION>.*?</DESCRIPTION>", xml, flags=re.S)
+    if len(found) != len(texts):
+        return xml
+    exact = iter(texts)
+    return re.sub(r"<DESCRIPTION>.*?</DESCRIPTION>",
+                  lambda _: f"<DESCRIPTION>{xml_escape(next(exact))}</DESCRIPTION>", xml, flags=re.S)
+
+
 def _string_width(field: pa.Field) -> int | None:
     meta = field.metadata or {}
     m = STRING_WIDTH.match(meta.get(b"documented_type", b"").decode())
@@ -169,8 +198,7 @@ def _vo_field(vot: VOTableFile, name: str, field: pa.Field) -> Field:
     width = _string_width(field)
     if width and pa.types.is_string(field.type):
         attrs["arraysize"] = f"{width}*"
-    out = Field(vot, name=name, ID=name, unit=meta.get("unit") or None, ucd=meta.get("ucd") or None,
-                **attrs)
+    out = Field(vot, name=name, ID=name, unit=vounit(meta.get("unit")), ucd=meta.get("ucd") or None, **attrs)
     if meta.get("description"):
         out.description = meta["description"]
     return out
@@ -205,7 +233,8 @@ def voparquet_metadata(schema: pa.Schema, *, name: str, description: str | None 
             keys[f"table::len::{field.name}"] = str(width)
     out = io.BytesIO()
     vot.to_xml(out)
-    return {VOPARQUET_VERSION: "1.0", VOPARQUET_CONTENT: out.getvalue().decode()} | keys
+    xml = _exact_descriptions(out.getvalue().decode(), table)
+    return {VOPARQUET_VERSION: "1.0", VOPARQUET_CONTENT: xml} | keys
 
 
 def write_voparquet(root: UPath, *, name: str, description: str | None = None) -> None:

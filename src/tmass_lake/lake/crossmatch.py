@@ -354,7 +354,9 @@ def _footprint(left: Catalog, reach_arcsec: float) -> MOC:
         pixels = left.get_healpix_pixels()
         moc = MOC.from_healpix_cells(np.array([p.pixel for p in pixels], np.uint64),
                                      np.array([p.order for p in pixels], np.uint8), max_depth=29)
-    return moc.degrade_to_order(min(order, moc.max_order)).add_neighbours()
+    if order < moc.max_order:
+        moc = moc.degrade_to_order(order)
+    return moc.add_neighbours()
 
 
 def _and_filters(filters: Any, extra: list[list[tuple]]) -> Any:
