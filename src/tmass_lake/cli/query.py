@@ -18,6 +18,7 @@ from upath import UPath
 
 from tmass_lake.cli.options import add_cluster, add_storage_option, cluster, storage_options
 from tmass_lake.lake import MarginWarning, open_lake, plot_light_curve
+from tmass_lake.lake.lightcurves import product_tables
 from tmass_lake.storage import filesystem, join, write_parquet
 
 
@@ -90,9 +91,11 @@ def cmd_lightcurves(ns: argparse.Namespace) -> int:
     started = time.time()
     with cluster(ns):
         cat = lake.light_curves(ns.product, kind=ns.kind, links=ns.links, complete=not ns.no_repair,
-                                search_filter=search)
+                                search_filter=search, stored=False if ns.join else None)
         rows = write_output(cat, ns.output, fmt, so, f"{ns.product}_lightcurves")
-    print(f"{ns.product}: {rows:,} merged sources with nested detections "
+    stored = product_tables(ns.product, ns.kind).collection
+    how = f"read from {stored}" if cat.name == stored else "joined on the fly"
+    print(f"{ns.product}: {rows:,} merged sources with nested detections, {how} "
           f"({time.time() - started:.1f} s) -> {ns.output}")
     if ns.plot is not None:
         png = ns.plot_file or _default_png(ns.output, ns.plot)
@@ -146,7 +149,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--n-neighbors", type=int, default=1)
     x.add_argument("--how", choices=["inner", "left"], default="inner")
     x.add_argument("--max-pm", type=float, default=None,
-                   help="fastest motion (mas/yr) the margin check assumes (default: from statistics)")
+                   help="fastest motion (mas/yr) to allow for (default: the reference's statistics); "
+                        "stars faster than the margin covers are gathered before the match")
     _output_args(x)
     x.set_defaults(func=cmd_crossmatch)
 
@@ -162,6 +166,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="only merged sources in this cone")
     lc.add_argument("--no-repair", action="store_true",
                     help="skip the planning pass that restores groups spread beyond the margins")
+    lc.add_argument("--join", action="store_true",
+                    help="join on the fly even when the lake stores the product's light-curve collection")
     lc.add_argument("--plot", type=int, metavar="GCNTR", help="also draw this source's light curve")
     lc.add_argument("--plot-file", help="PNG path (default: OUTPUT_lightcurve_<gcntr>.png, next to OUTPUT)")
     _output_args(lc)

@@ -168,7 +168,9 @@ def vounit(unit: str | None) -> str | None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         try:
-            return u.Unit(unit).to_string("vounit")
+            spelled = u.Unit(unit).to_string("vounit")
+            u.Unit(spelled, format="vounit")  # what a VOTable reader parses, whatever astropy saw before
+            return spelled
         except (ValueError, Warning):
             return f"'{unit}'"
 

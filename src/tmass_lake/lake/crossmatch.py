@@ -579,6 +579,8 @@ def _right_epochs(df: pd.DataFrame, ref: ReferenceProfile) -> np.ndarray:
 def _column_stats(catalog: Catalog, columns: list[str]) -> pd.DataFrame | None:
     """Parquet footer min/max of ``columns``, for local catalogues only (remote _metadata is big)."""
     try:
+        if catalog.hc_structure.catalog_path is None:  # in memory (lsdb.from_dataframe): no statistics
+            return None
         path = str(catalog.hc_structure.catalog_path)
         if "://" in path and not path.startswith("file://"):
             return None
