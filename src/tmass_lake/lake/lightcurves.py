@@ -192,7 +192,10 @@ def _ints(table: pa.Table, column: str) -> np.ndarray:
 
 def _floats(table: pa.Table, column: str) -> np.ndarray:
     """A numeric column as float64, nulls as NaN."""
-    return pc.cast(table.column(column), pa.float64()).to_numpy(zero_copy_only=False)
+    col = table.column(column)
+    if pa.types.is_floating(col.type):  # nulls come out as NaN
+        return col.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
 
 
 def _count_by(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -212,7 +215,7 @@ def _pair_mask(gcntr: np.ndarray, key: np.ndarray, links: tuple[np.ndarray, np.n
     hit = np.zeros(len(key), bool)
     if not len(lk):
         return hit
-    order = np.lexsort((lg, lk))
+    order = np.argsort(lk, kind="stable")
     lg, lk = lg[order], lk[order]
     lo, hi = np.searchsorted(lk, key, "left"), np.searchsorted(lk, key, "right")
     found = lo < hi
