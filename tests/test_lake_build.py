@@ -37,7 +37,7 @@ from tmass_lake.convert.resume import ResumePlan
 from tmass_lake.errors import UserError
 from tmass_lake.mock import format_table, generate
 from tmass_lake.readers import read_bulk
-from tmass_lake.schema import list_tables, load_schema
+from tmass_lake.schema import light_curve_collection, list_tables, load_schema
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 TABLES = ["pt_src_6x2", "ext_src_6x2", "sixxf_info", "sixxf_link", "esixxf_info", "esixxf_link",
@@ -152,7 +152,7 @@ def lake(mock_root, tmp_path_factory) -> Path:
                          "--pixel-threshold", str(PIXEL_THRESHOLD), "--workers", "2",
                          "--memory-limit", "2GiB", "--quiet")
     assert code == 0, text
-    assert "[1/38] pt_src_6x2: building collection from 7 file(s)" in text
+    assert "[1/46] pt_src_6x2: building collection from 7 file(s)" in text
     return out
 
 
@@ -390,9 +390,14 @@ def test_parquet_tables_and_quarantine(lake, mock_root, manifest):
 def test_manifest_lists_everything_with_counts_and_provenance(lake, mock_root, manifest):
     root, rows = mock_root
     tables = manifest["tables"]
-    assert set(tables) == set(TABLES) | {"pt_src_6x2_cat", "ext_src_6x2_cat"}
+    curves = {"sixxf_lightcurves", "esixxf_lightcurves"}
+    assert set(tables) == set(TABLES) | {"pt_src_6x2_cat", "ext_src_6x2_cat"} | curves
     mission = {t for t in list_tables() if load_schema(t).product != "all-sky"}
-    assert set(manifest["skipped"]) == mission - set(TABLES)
+    every_curve = {light_curve_collection(t) for t in mission if load_schema(t).has_light_curves}
+    assert len(every_curve) == 8 and curves <= every_curve
+    assert set(manifest["skipped"]) == (mission | every_curve) - set(TABLES) - curves
+    assert tables["sixxf_lightcurves"]["rows"] == tables["sixxf_info"]["rows"]
+    assert tables["sixxf_lightcurves"]["detections"] == tables["sixxf_link"]["rows"]
     assert set(manifest["pipelines"]) == {"6x", "associations", "calibration", "deepcal", "scans", "survey"}
     assert {"tmass-lake", "hats", "lsdb", "pyarrow", "dask"} <= set(manifest["tools"])
     for name in TABLES:
@@ -491,6 +496,7 @@ def test_building_into_an_existing_lake_adds_what_is_missing(lake, mock_root, ma
         code, text = run_cli(*argv, "--rebuild", "sixxf_link")
         assert code == 0, text
         assert "sixxf_link: rebuilding" in text and "pt_src_6x2: up to date, skipped" in text
+        assert "sixxf_lightcurves: rebuilding (sixxf_link changed)" in text  # made from it: follows
     finally:
         changed.write_bytes(saved)
     code, text = run_cli(*argv, "--pixel-threshold", str(PIXEL_THRESHOLD + 1))

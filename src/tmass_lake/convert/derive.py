@@ -23,9 +23,8 @@ from hats.pixel_math import HealpixPixel
 
 from tmass_lake.convert.index import IndexArguments, build_indexes
 from tmass_lake.convert.map import FINE_SHIFT
-from tmass_lake.convert.resume import ResumePlan
 from tmass_lake.convert.table import build_session, write_report
-from tmass_lake.convert.tasks import run_tasks
+from tmass_lake.convert.tasks import run_pixel_tasks
 from tmass_lake.convert.writer import (
     HEALPIX_COLUMN,
     finish_catalog,
@@ -119,7 +118,9 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
     so = args.storage_options
     with build_session(args.output, args.scratch, fingerprint, resume=args.resume,
                        storage_options=so) as plan:
-        records = _derive_partitions(args, plan, client, pixels, source_catalog, margin_url, margin_out)
+        records = run_pixel_tasks(client, lambda p: derive_partition(args, p, source_catalog, margin_url,
+                                                                     margin_out), pixels, plan, "derive",
+                                  args.name, args.progress)
         kept = [r for r in records if r["rows"]]
         if not kept:
             raise BuildError(f"no row of {args.schema.table} has {args.where}: {args.name} would be empty")
@@ -167,17 +168,3 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
         }
         write_report(args.output, report, so)
     return report
-
-
-def _derive_partitions(args: DeriveArguments, plan: ResumePlan, client: Client, pixels: list[HealpixPixel],
-                       source_catalog: str, margin_url: str | None, margin_out: str | None) -> list[dict]:
-    done = {(r["order"], r["pixel"]): r for r in plan.all("derive").values()}
-
-    def record(rec: dict) -> None:
-        plan.put("derive", f"{rec['order']}_{rec['pixel']}", rec)
-        done[(rec["order"], rec["pixel"])] = rec
-
-    todo = [p for p in pixels if (p.order, p.pixel) not in done]
-    run_tasks(client, lambda p: derive_partition(args, p, source_catalog, margin_url, margin_out), todo,
-              args.name, args.progress, record)
-    return [done[(p.order, p.pixel)] for p in pixels]

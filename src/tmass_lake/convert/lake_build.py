@@ -121,16 +121,18 @@ class LakeBuild:
         self.no_input: list[str] = []
         self.built: set[str] = set()
 
-    def _up_to_date(self, name: str, fingerprint: dict, head: str) -> bool:
-        """Whether ``name`` is built from exactly this; refuse a changed one unless rebuilding it."""
+    def _up_to_date(self, name: str, fingerprint: dict, head: str, follows_sources: bool = False) -> bool:
+        """Whether ``name`` is built from exactly this; refuse a changed one unless rebuilding it (or,
+        ``follows_sources``: a collection made only from lake tables, rebuild it when they changed)."""
         entry = self.state.get("tables", name)
         if entry is None:
             return False
-        if name in self.args.rebuild:
-            self.args.echo(f"{head}: rebuilding")
+        changed = _changes(entry.get("fingerprint", {}), fingerprint)
+        if name in self.args.rebuild or (changed and follows_sources):
+            self.args.echo(f"{head}: rebuilding" + ("" if name in self.args.rebuild else
+                                                    f" ({', '.join(changed)} changed)"))
             remove_inside(join(self.args.output, name), self.args.output, self.args.storage_options)
             return False
-        changed = _changes(entry.get("fingerprint", {}), fingerprint)
         if changed:
             raise LakeError(f"{name} in {self.args.output} was built from other inputs or parameters "
                             f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}): "
@@ -219,7 +221,7 @@ class LakeBuild:
             args.echo(f"{head}: {' and '.join(missing)} not built, skipped")
             return
         fingerprint = {t: e.get("fingerprint") for t, e in built.items() if e is not None}
-        if self._up_to_date(spec.name, fingerprint, head):
+        if self._up_to_date(spec.name, fingerprint, head, follows_sources=True):
             return
         args.echo(f"{head}: nesting {tables.detections} under {tables.info}")
         started = time.time()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import hats
@@ -37,9 +36,8 @@ from hats.pixel_math import HealpixPixel
 
 from tmass_lake.convert.index import IndexArguments, build_indexes
 from tmass_lake.convert.map import FINE_SHIFT
-from tmass_lake.convert.resume import ResumePlan
 from tmass_lake.convert.table import build_session, write_report
-from tmass_lake.convert.tasks import run_tasks
+from tmass_lake.convert.tasks import run_pixel_tasks
 from tmass_lake.convert.writer import (
     HEALPIX_COLUMN,
     finish_catalog,
@@ -174,19 +172,6 @@ def margin_task(task: _Task, info_margin: str, margin_out: str, pixels: list[Hea
     return rec
 
 
-def _run(plan: ResumePlan, stage: str, client: Client, fn: Callable[[HealpixPixel], dict],
-         pixels: list[HealpixPixel], label: str, progress: bool) -> list[dict]:
-    """``fn(pixel)`` for every pixel not yet recorded in ``stage``; the records in pixel order."""
-    done = {(r["order"], r["pixel"]): r for r in plan.all(stage).values()}
-
-    def record(rec: dict) -> None:
-        plan.put(stage, f"{rec['order']}_{rec['pixel']}", rec)
-        done[(rec["order"], rec["pixel"])] = rec
-
-    run_tasks(client, fn, [p for p in pixels if (p.order, p.pixel) not in done], label, progress, record)
-    return [done[(p.order, p.pixel)] for p in pixels]
-
-
 def _properties(tables: ProductTables, job: LightCurveJob, main: hats.catalog.Catalog) -> dict:
     """The main catalog's ``hats.properties`` (without counts): title, description, how it was joined."""
     info = load_schema(tables.info)
@@ -234,8 +219,8 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
     clock = time.time()
     with build_session(args.output, args.scratch, fingerprint, resume=args.resume,
                        storage_options=so) as plan:
-        records = _run(plan, "lightcurves", client, lambda p: partition_task(task, p), pixels, args.name,
-                       args.progress)
+        records = run_pixel_tasks(client, lambda p: partition_task(task, p), pixels, plan, "lightcurves",
+                                  args.name, args.progress)
         rows = sum(r["rows"] for r in records)
         if rows != info_rows:
             raise BuildError(f"{args.name}: {rows} light curves for the {info_rows} rows of {tables.info}")
@@ -251,10 +236,10 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
             arcsec = float(info_margin.catalog_info.margin_threshold)
             margin = margin_name(args.name, arcsec)
             margin_in, margin_out = join(info_url, info.default_margin), join(args.output, margin)
-            written = [r for r in _run(plan, "lightcurve-margin", client,
-                                       lambda p: margin_task(task, margin_in, margin_out, pixels, p),
-                                       list(info_margin.get_healpix_pixels()), f"{args.name} margin",
-                                       args.progress) if r["rows"]]
+            written = [r for r in run_pixel_tasks(
+                client, lambda p: margin_task(task, margin_in, margin_out, pixels, p),
+                list(info_margin.get_healpix_pixels()), plan, "lightcurve-margin", f"{args.name} margin",
+                args.progress) if r["rows"]]
             margin_rows = sum(r["rows"] for r in written)
             if written:
                 finish_catalog(margin_out, positional_properties(props["ra_column"], props["dec_column"]) | {

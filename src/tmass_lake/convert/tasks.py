@@ -7,7 +7,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dask.distributed import Client, as_completed
+from hats.pixel_math import HealpixPixel
 from tqdm.auto import tqdm
+
+from tmass_lake.convert.resume import ResumePlan
 
 
 def run_tasks(client: Client, fn: Callable[[Any], Any], items: Sequence, label: str,
@@ -35,3 +38,17 @@ def run_tasks(client: Client, fn: Callable[[Any], Any], items: Sequence, label: 
                 on_done(res)
             bar.update(1)
     return results
+
+
+def run_pixel_tasks(client: Client, fn: Callable[[HealpixPixel], dict], pixels: Sequence[HealpixPixel],
+                    plan: ResumePlan, stage: str, label: str, progress: bool = True) -> list[dict]:
+    """``fn(pixel)`` for every pixel not yet recorded in the plan's ``stage``; the records (dicts
+    with ``order`` and ``pixel``) in pixel order. Each is recorded as it arrives, for resuming."""
+    done = {(r["order"], r["pixel"]): r for r in plan.all(stage).values()}
+
+    def record(rec: dict) -> None:
+        plan.put(stage, f"{rec['order']}_{rec['pixel']}", rec)
+        done[(rec["order"], rec["pixel"])] = rec
+
+    run_tasks(client, fn, [p for p in pixels if (p.order, p.pixel) not in done], label, progress, record)
+    return [done[(p.order, p.pixel)] for p in pixels]

@@ -17,6 +17,10 @@ the group (then, if still short, all of them) with a ``gcntr`` filter pushed dow
 One pass, no shuffle, and exact. With ``links="table"`` the link table (plain Parquet in the
 lake, read per partition with a ``gcntr`` range and set filter) decides membership, so the nested
 rows are exactly the links; with ``links="detections"`` the detections' own ``gcntr`` does.
+
+The lake build stores each product's result as a collection (``cf_lightcurves``...,
+:mod:`tmass_lake.convert.lightcurves`), finished by the same :class:`LightCurveJob`;
+:func:`light_curves` opens it when it holds what is asked and joins on the fly otherwise.
 """
 
 from __future__ import annotations
