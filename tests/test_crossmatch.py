@@ -196,7 +196,7 @@ def test_fast_movers_found_across_partition_edges(tmp_path):
     from hats.pixel_math.healpix_shim import radec2pix
 
     rng = np.random.default_rng(11)
-    order = 7  # every reference partition at order 7 (~0.46 deg): the boundaries are known in advance
+    order = 6  # every reference partition at order 6 (~0.9 deg): the boundaries are known in advance
 
     def on_sky(n: int, half: float) -> tuple[np.ndarray, np.ndarray]:
         return 150.0 + rng.uniform(-half, half, n), 2.0 + rng.uniform(-half, half, n)
@@ -214,8 +214,8 @@ def test_fast_movers_found_across_partition_edges(tmp_path):
     years_c = cm.to_jyear(jd_c, "jd") - 2016.0
     ra2_c, dec2_c = at_epoch(ra_c, dec_c, pmra_c, pmdec_c, years_c)
     crossing = radec2pix(order, ra_c, dec_c) != radec2pix(order, ra2_c, dec2_c)
-    pick = rng.permutation(np.flatnonzero(crossing))[:300]
-    n_bg = 20_000
+    pick = rng.permutation(np.flatnonzero(crossing))[:200]
+    n_bg = 4_000
     ra_bg, dec_bg = on_sky(n_bg, 2.0)
     ra = np.r_[ra_bg, ra_c[pick]]
     dec = np.r_[dec_bg, dec_c[pick]]
@@ -226,7 +226,7 @@ def test_fast_movers_found_across_partition_edges(tmp_path):
     lsdb.from_dataframe(ref, catalog_name="gaia_dr3", lowest_order=order, highest_order=order,
                         margin_threshold=10.0).write_catalog(tmp_path / "gaia", progress_bar=False)
     gaia = open_reference(str(tmp_path / "gaia"), reference="gaia_dr3")
-    assert gaia.margin.hc_structure.catalog_info.margin_threshold == 10.0 and gaia.npartitions > 50
+    assert gaia.margin.hc_structure.catalog_info.margin_threshold == 10.0 and gaia.npartitions > 15
     assert {p.order for p in gaia.get_healpix_pixels()} == {order}
 
     # One 2MASS detection of every fast star, where it was at its epoch.
@@ -235,7 +235,7 @@ def test_fast_movers_found_across_partition_edges(tmp_path):
                                              "jdate": jd_c[pick]}),
                                catalog_name="pt_src_test", partition_rows=50, margin_threshold=None)
     shift = np.hypot(pmra_c[pick], pmdec_c[pick]) * np.abs(years_c[pick]) / 1000.0  # arcsec
-    assert len(pick) == 300 and (shift > 11.0).sum() >= 250  # mostly far beyond the 10" margin
+    assert len(pick) == 200 and (shift > 11.0).sum() >= 150  # mostly far beyond the 10" margin
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", MarginWarning)  # nothing left for the warning to say
@@ -247,5 +247,5 @@ def test_fast_movers_found_across_partition_edges(tmp_path):
     partitioned = crossmatch(left, gaia, radius_arcsec=1.0, fast_movers=False,
                              margin_policy="ignore").compute(progress_bar=False)
     missed = set(fast) - set(partitioned["cntr_2mass"].to_numpy())
-    assert len(missed) >= 100  # what the table is for: the margin alone loses many of them...
+    assert len(missed) >= 40  # what the table is for: the margin alone loses many of them...
     assert missed <= set(fast[shift > 10.0])  # ...all moved beyond it

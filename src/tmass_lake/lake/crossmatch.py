@@ -27,6 +27,7 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+import dask
 import lsdb
 import nested_pandas as npd
 import numpy as np
@@ -34,6 +35,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from hats.io import pixel_catalog_file
+from hats.io.file_io import read_parquet_file_to_pandas
 from hats.pixel_math.healpix_shim import order2mindist
 from hats.pixel_math.spatial_index import SPATIAL_INDEX_COLUMN
 from lsdb.core.crossmatch.abstract_crossmatch_algorithm import AbstractCrossmatchAlgorithm
@@ -374,37 +377,42 @@ def fast_movers(left: Catalog, right: Catalog, ref: ReferenceProfile, min_pm_mas
     """The rows of ``right`` (its columns and filters) moving faster than ``min_pm_mas_yr`` whose
     catalogued position is within ``reach_arcsec`` of the left catalogue's coverage.
 
-    Read from storage in two passes with the filters pushed down to Parquet: the proper motions
-    of the right partitions around the footprint (``|pmra|`` or ``|pmdec|`` above the speed over
-    the square root of two; exact speed and significance after), then the whole rows of the fast
-    stars only (a ``_healpix_29`` filter: the row groups holding them). A catalogue not on storage
-    (``lsdb.from_dataframe``) is filtered in memory.
+    One task per right partition around the footprint (on the current Dask scheduler) reads the
+    proper motions with the filter pushed down to Parquet (``|pmra|`` or ``|pmdec|`` above the
+    speed over the square root of two; exact speed and significance after), then, if any are
+    fast, their whole rows only (a ``_healpix_29`` filter: the row groups holding them). A
+    catalogue not on storage (``lsdb.from_dataframe``) is filtered in memory.
     """
+    region = _footprint(left, reach_arcsec)
+    config, path = right.loading_config, right.hc_structure.catalog_path
+    if path is None or config is None:
+        candidates = right.search(lsdb.MOCSearch(region, fine=False)).compute()
+        return candidates[_faster(candidates, ref, min_pm_mas_yr)]
+    around = right.hc_structure.filter_by_moc(region)
+    base, suffix = around.catalog_base_dir, around.catalog_info.npix_suffix
+    reads = [dask.delayed(_fast_rows)(pixel_catalog_file(base, p, npix_suffix=suffix), right.columns,
+                                      around.schema, config.filters, ref, min_pm_mas_yr)
+             for p in around.get_healpix_pixels()]
+    found = [f for f in dask.compute(*reads) if f is not None]
+    return npd.NestedFrame(pd.concat(found)) if found else right.meta
+
+
+def _fast_rows(path: Any, columns: list[str], schema: pa.Schema, filters: Any, ref: ReferenceProfile,
+               min_pm_mas_yr: float) -> npd.NestedFrame | None:
+    """One partition's stars faster than ``min_pm_mas_yr``, read as lsdb reads partitions."""
     a = min_pm_mas_yr / math.sqrt(2.0)
     faster = [[(ref.pmra, ">", a)], [(ref.pmra, "<", -a)], [(ref.pmdec, ">", a)], [(ref.pmdec, "<", -a)]]
-    region = lsdb.MOCSearch(_footprint(left, reach_arcsec), fine=False)
-    config = right.loading_config
-    path = right.hc_structure.catalog_path
-    if path is None or config is None:
-        candidates = right.search(region).compute()
-        return candidates[_faster(candidates, ref, min_pm_mas_yr)]
-    cols = list(dict.fromkeys([ref.pmra, ref.pmdec, *(c for c in (ref.pmra_error, ref.pmdec_error)
-                                                      if ref.min_pm_snr > 0 and c)]))
-    try:
-        speeds = lsdb.open_catalog(path, columns=cols, search_filter=region, margin_cache=None,
-                                   filters=_and_filters(config.filters, faster)).compute()
-    except ValueError as e:  # the footprint and the reference do not overlap
-        log.debug("no fast movers around %s: %s", left.name, e)
-        return right.meta
-    index = np.unique(speeds.index[_faster(speeds, ref, min_pm_mas_yr)].to_numpy(dtype=np.int64))
+    cols = [c for c in dict.fromkeys([ref.pmra, ref.pmdec, ref.pmra_error, ref.pmdec_error]) if c in columns]
+    speeds = read_parquet_file_to_pandas(path, columns=[*cols, SPATIAL_INDEX_COLUMN], schema=schema,
+                                         filters=_and_filters(filters, faster), is_dir=False)
+    index = speeds[SPATIAL_INDEX_COLUMN].to_numpy()[_faster(speeds, ref, min_pm_mas_yr)]
     if not len(index):
-        return right.meta
-    pixels = sorted({p for p in right.get_healpix_pixels()
-                     if np.any((index >> (2 * (29 - p.order))) == p.pixel)})
-    rows = lsdb.open_catalog(path, columns=list(right.columns), search_filter=lsdb.PixelSearch(pixels),
-                             margin_cache=None, filters=_and_filters(config.filters, [
-                                 [(SPATIAL_INDEX_COLUMN, "in", index.tolist())]])).compute()
-    return rows[_faster(rows, ref, min_pm_mas_yr)]
+        return None
+    rows = read_parquet_file_to_pandas(path, columns=[*columns, SPATIAL_INDEX_COLUMN], schema=schema,
+                                       is_dir=False, filters=_and_filters(filters, [
+                                           [(SPATIAL_INDEX_COLUMN, "in", np.unique(index).tolist())]]))
+    rows = rows.set_index(SPATIAL_INDEX_COLUMN)
+    return npd.NestedFrame(rows[_faster(rows, ref, min_pm_mas_yr)])
 
 
 def _faster(df: pd.DataFrame, ref: ReferenceProfile, min_pm_mas_yr: float) -> np.ndarray:
