@@ -467,14 +467,13 @@ def _stored(lake: Lake, tables: ProductTables, *, detection_columns: list[str] |
     """The stored collection opened for this request, or why it cannot serve it."""
     if tables.collection not in lake.tables:
         return f"the lake has no {tables.collection}"
-    main = UPath(lake.main_catalog_url(tables.collection), **lake.storage_options)
-    extra = hats.read_hats(main).catalog_info.__pydantic_extra__ or {}
+    cat = lake.open(tables.collection, margin=margin,
+                    **({"search_filter": search_filter} if search_filter is not None else {}))
+    extra = cat.hc_structure.catalog_info.__pydantic_extra__ or {}
     if links not in ("auto", extra.get(STORED_LINKS)):
         return f"built with links={extra.get(STORED_LINKS)!r}"
     if stats and json.loads(extra.get(STORED_THRESHOLDS, "{}")) != asdict(thresholds):
         return "built with other thresholds"
-    cat = lake.open(tables.collection, margin=margin,
-                    **({"search_filter": search_filter} if search_filter is not None else {}))
     nested = next(c for c, t in cat.dtypes.items() if isinstance(t, NestedDtype))
     have_src = [c for c in cat.columns if c != nested and c not in STAT_COLUMNS]
     want_src = source_columns_for(tables, source_columns)
