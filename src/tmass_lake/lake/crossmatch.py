@@ -372,16 +372,21 @@ def _and_filters(filters: Any, extra: list[list[tuple]]) -> Any:
     return [[*g, *e] for g in groups for e in extra]
 
 
+FAST_MOVER_BATCH = 16
+"""Right partitions read per fast-mover task (their proper-motion columns are small)."""
+
+
 def fast_movers(left: Catalog, right: Catalog, ref: ReferenceProfile, min_pm_mas_yr: float,
                 reach_arcsec: float) -> npd.NestedFrame:
     """The rows of ``right`` (its columns and filters) moving faster than ``min_pm_mas_yr`` whose
     catalogued position is within ``reach_arcsec`` of the left catalogue's coverage.
 
-    One task per right partition around the footprint (on the current Dask scheduler) reads the
-    proper motions with the filter pushed down to Parquet (``|pmra|`` or ``|pmdec|`` above the
-    speed over the square root of two; exact speed and significance after), then, if any are
-    fast, their whole rows only (a ``_healpix_29`` filter: the row groups holding them). A
-    catalogue not on storage (``lsdb.from_dataframe``) is filtered in memory.
+    Tasks on the current Dask scheduler, each over a few right partitions around the footprint,
+    read the proper motions with the filter pushed down to Parquet (``|pmra|`` or ``|pmdec|``
+    above the speed over the square root of two; exact speed and significance after), then the
+    whole rows of the fast stars only (a ``_healpix_29`` filter: the row groups holding them), as
+    lsdb reads partitions. A catalogue not on storage (``lsdb.from_dataframe``) is filtered in
+    memory.
     """
     region = _footprint(left, reach_arcsec)
     config, path = right.loading_config, right.hc_structure.catalog_path
@@ -390,29 +395,33 @@ def fast_movers(left: Catalog, right: Catalog, ref: ReferenceProfile, min_pm_mas
         return candidates[_faster(candidates, ref, min_pm_mas_yr)]
     around = right.hc_structure.filter_by_moc(region)
     base, suffix = around.catalog_base_dir, around.catalog_info.npix_suffix
-    reads = [dask.delayed(_fast_rows)(pixel_catalog_file(base, p, npix_suffix=suffix), right.columns,
-                                      around.schema, config.filters, ref, min_pm_mas_yr)
-             for p in around.get_healpix_pixels()]
-    found = [f for f in dask.compute(*reads) if f is not None]
+    files = [pixel_catalog_file(base, p, npix_suffix=suffix) for p in around.get_healpix_pixels()]
+    reads = [dask.delayed(_fast_rows)(files[i:i + FAST_MOVER_BATCH], list(right.columns), around.schema,
+                                      config.filters, ref, min_pm_mas_yr)
+             for i in range(0, len(files), FAST_MOVER_BATCH)]
+    found = [f for batch in dask.compute(*reads) for f in batch]
     return npd.NestedFrame(pd.concat(found)) if found else right.meta
 
 
-def _fast_rows(path: Any, columns: list[str], schema: pa.Schema, filters: Any, ref: ReferenceProfile,
-               min_pm_mas_yr: float) -> npd.NestedFrame | None:
-    """One partition's stars faster than ``min_pm_mas_yr``, read as lsdb reads partitions."""
+def _fast_rows(files: list, columns: list[str], schema: pa.Schema, filters: Any, ref: ReferenceProfile,
+               min_pm_mas_yr: float) -> list[npd.NestedFrame]:
+    """The stars faster than ``min_pm_mas_yr`` in some right partitions."""
     a = min_pm_mas_yr / math.sqrt(2.0)
     faster = [[(ref.pmra, ">", a)], [(ref.pmra, "<", -a)], [(ref.pmdec, ">", a)], [(ref.pmdec, "<", -a)]]
     cols = [c for c in dict.fromkeys([ref.pmra, ref.pmdec, ref.pmra_error, ref.pmdec_error]) if c in columns]
-    speeds = read_parquet_file_to_pandas(path, columns=[*cols, SPATIAL_INDEX_COLUMN], schema=schema,
-                                         filters=_and_filters(filters, faster), is_dir=False)
-    index = speeds[SPATIAL_INDEX_COLUMN].to_numpy()[_faster(speeds, ref, min_pm_mas_yr)]
-    if not len(index):
-        return None
-    rows = read_parquet_file_to_pandas(path, columns=[*columns, SPATIAL_INDEX_COLUMN], schema=schema,
-                                       is_dir=False, filters=_and_filters(filters, [
-                                           [(SPATIAL_INDEX_COLUMN, "in", np.unique(index).tolist())]]))
-    rows = rows.set_index(SPATIAL_INDEX_COLUMN)
-    return npd.NestedFrame(rows[_faster(rows, ref, min_pm_mas_yr)])
+    out = []
+    for path in files:
+        speeds = pq.read_table(path.path, columns=[*cols, SPATIAL_INDEX_COLUMN], filesystem=path.fs,
+                               filters=_and_filters(filters, faster)).to_pandas()
+        index = speeds[SPATIAL_INDEX_COLUMN].to_numpy()[_faster(speeds, ref, min_pm_mas_yr)]
+        if not len(index):
+            continue
+        rows = read_parquet_file_to_pandas(path, columns=[*columns, SPATIAL_INDEX_COLUMN], schema=schema,
+                                           is_dir=False, filters=_and_filters(filters, [
+                                               [(SPATIAL_INDEX_COLUMN, "in", np.unique(index).tolist())]]))
+        rows = rows.set_index(SPATIAL_INDEX_COLUMN)
+        out.append(npd.NestedFrame(rows[_faster(rows, ref, min_pm_mas_yr)]))
+    return out
 
 
 def _faster(df: pd.DataFrame, ref: ReferenceProfile, min_pm_mas_yr: float) -> np.ndarray:
