@@ -362,6 +362,27 @@ def _footprint(left: Catalog, reach_arcsec: float) -> MOC:
     return moc.add_neighbours()
 
 
+def _touching(region: MOC, pixels: list) -> list:
+    """The HEALPix ``pixels`` (partitions) that intersect ``region``."""
+    if not pixels:
+        return []
+    depth = min(region.max_order, max(p.order for p in pixels))
+    if depth < region.max_order:
+        region = region.degrade_to_order(depth)
+    cells = np.unique(region.flatten().astype(np.int64))  # at order ``depth``
+    out = []
+    for p in pixels:
+        if p.order >= depth:
+            hit = np.isin(p.pixel >> (2 * (p.order - depth)), cells)
+        else:
+            shift = 2 * (depth - p.order)
+            i = np.searchsorted(cells, p.pixel << shift)
+            hit = i < len(cells) and cells[i] < (p.pixel + 1) << shift
+        if hit:
+            out.append(p)
+    return out
+
+
 def _and_filters(filters: Any, extra: list[list[tuple]]) -> Any:
     """The pyarrow filters ``filters`` AND ``extra`` (disjunctive normal form, or an Expression)."""
     if not filters:
@@ -393,12 +414,13 @@ def fast_movers(left: Catalog, right: Catalog, ref: ReferenceProfile, min_pm_mas
     if path is None or config is None:
         candidates = right.search(lsdb.MOCSearch(region, fine=False)).compute()
         return candidates[_faster(candidates, ref, min_pm_mas_yr)]
-    around = right.hc_structure.filter_by_moc(region)
-    base, suffix = around.catalog_base_dir, around.catalog_info.npix_suffix
-    files = [pixel_catalog_file(base, p, npix_suffix=suffix) for p in around.get_healpix_pixels()]
-    reads = [dask.delayed(_fast_rows)(files[i:i + FAST_MOVER_BATCH], list(right.columns), around.schema,
-                                      config.filters, ref, min_pm_mas_yr)
-             for i in range(0, len(files), FAST_MOVER_BATCH)]
+    hc = right.hc_structure
+    base, suffix = hc.catalog_base_dir, hc.catalog_info.npix_suffix
+    files = [pixel_catalog_file(base, p, npix_suffix=suffix)
+             for p in _touching(region, hc.get_healpix_pixels())]
+    size = max(1, min(FAST_MOVER_BATCH, len(files) // 8))
+    reads = [dask.delayed(_fast_rows)(files[i:i + size], list(right.columns), hc.schema, config.filters,
+                                      ref, min_pm_mas_yr) for i in range(0, len(files), size)]
     found = [f for batch in dask.compute(*reads) for f in batch]
     return npd.NestedFrame(pd.concat(found)) if found else right.meta
 
