@@ -7,12 +7,15 @@ at a few orders with margins, and a cone search there finds rows.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import io
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tmass_lake.cli import main
 from tmass_lake.cluster import dask_client
 from tmass_lake.convert import (
     LakeArguments,
@@ -110,6 +114,30 @@ def make_args(schema: TableSchema, inputs, output: str, *, tmp_dir: str | None =
     return table_arguments(schema, [str(p) for p in inputs], output, params=resolve_parameters(params),
                            tmp_dir=tmp_dir, indexes=indexes, storage_options=storage_options, resume=resume,
                            progress=False)
+
+
+@dataclass
+class CliResult:
+    """What an in-process ``tmass-lake`` call printed and returned."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def text(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_cli(*argv: str) -> CliResult:
+    """``tmass-lake ARGV`` in this process (argument errors and short builds need no new process)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own usage errors
+            code = int(e.code or 0)
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 def build_cli(inputs, output: str, *extra: str) -> list[str]:

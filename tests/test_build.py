@@ -24,7 +24,7 @@ TABLES = ["pt_src_6x2", "ext_src_6x2", "pt_src_c"]
 @pytest.fixture(scope="module")
 def mock_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mock")
-    generate(str(root), scale=0.02, seed=7, tables=TABLES, progress=False)
+    generate(str(root), scale=0.02, seed=7, tables=TABLES, progress=False, reference=False)
     return root
 
 

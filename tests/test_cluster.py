@@ -18,6 +18,8 @@ from hats.io.validation import is_valid_collection
 
 from tmass_lake.convert.map import map_input
 
+pytestmark = pytest.mark.slow  # builds a lake (or a cluster) of its own
+
 
 class ExternalCluster:
     """A scheduler and workers started as ``dask`` command-line processes on 127.0.0.1."""

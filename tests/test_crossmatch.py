@@ -26,8 +26,11 @@ from tmass_lake.lake import (
 from tmass_lake.mock.scoring import score_crossmatch
 
 cm = importlib.import_module("tmass_lake.lake.crossmatch")
-pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
-                                        "ignore:The inplace keyword:FutureWarning")
+pytestmark = [  # the shared mock lake: slow
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
+                               "ignore:The inplace keyword:FutureWarning"),
+]
 RADIUS = 1.5  # arcsec: ~3 sigma of the faintest 6x detections' astrometry
 COLUMNS = ["cntr", "jdate"]
 

@@ -12,8 +12,11 @@ import pytest
 import tmass_lake
 from tmass_lake.lake import Lake, open_lake
 
-pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
-                                        "ignore:The inplace keyword:FutureWarning")
+pytestmark = [  # the shared mock lake: slow
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
+                               "ignore:The inplace keyword:FutureWarning"),
+]
 
 
 def test_open_lake_lists_tables(lake, env):

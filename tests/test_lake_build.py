@@ -39,6 +39,8 @@ from tmass_lake.mock import format_table, generate
 from tmass_lake.readers import read_bulk
 from tmass_lake.schema import list_tables, load_schema
 
+pytestmark = pytest.mark.slow  # builds a lake (or a cluster) of its own
+
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 TABLES = ["pt_src_6x2", "ext_src_6x2", "sixxf_info", "sixxf_link", "esixxf_info", "esixxf_link",
           "pscan_dat_6x2", "coadd_dat_6x2", "ast_assoc"]

@@ -18,8 +18,11 @@ from tmass_lake.lake import Thresholds, light_curve_stats, open_lake
 from tmass_lake.lake.lightcurves import product_tables
 from tmass_lake.mock.scoring import light_curve_truth, score_light_curves
 
-pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
-                                        "ignore:The inplace keyword:FutureWarning")
+pytestmark = [  # the shared mock lake: slow
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning",
+                               "ignore:The inplace keyword:FutureWarning"),
+]
 BIN = Path(sys.executable).parent
 
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 import s3fs
 from botocore.exceptions import EndpointConnectionError
-from conftest import CONE, TABLE, build_cli, lake_data, local_lake_data, make_args
+from conftest import CONE, TABLE, build_cli, lake_data, local_lake_data, make_args, run_cli
 from dask.distributed import Client, LocalCluster
 from fsspec.implementations.local import LocalFileSystem
 from hats.io.validation import is_valid_collection
@@ -94,6 +94,7 @@ def threaded_client():
         yield client
 
 
+@pytest.mark.slow
 def test_cli_build_from_s3_to_s3_equals_local_build_and_lsdb_queries_it(
         s3, so, reference_lake, tmp_path):
     out = f"s3://{BUCKET}/lake"
@@ -121,6 +122,7 @@ def test_cli_build_from_s3_to_s3_equals_local_build_and_lsdb_queries_it(
     assert got.reset_index(drop=True).equals(want.reset_index(drop=True))
 
 
+@pytest.mark.slow
 def test_failed_reduce_leaves_no_valid_collection_and_resume_completes(
         s3, so, pt_schema, reference_lake, threaded_client, monkeypatch):
     out = f"s3://{BUCKET}/failing"
@@ -252,6 +254,7 @@ def test_parquet_write_to_flaky_s3_is_retried(s3, sleeps):
     assert len(sleeps) == 1
 
 
+@pytest.mark.slow
 def test_build_over_a_flaky_store_completes_identically(pt_schema, tiny_inputs, reference_lake, tmp_path,
                                                          threaded_client, sleeps, monkeypatch):
     """Every spill run, plan record, partition and quarantine file fails once on first open."""
@@ -288,11 +291,10 @@ def test_missing_key_and_missing_bucket_inputs_name_the_path(s3, so, pt_schema, 
             expand_inputs([url], so)
 
 
-def test_output_to_missing_bucket_fails_naming_it_without_creating_it(s3, so, tiny_inputs):
+def test_output_to_missing_bucket_fails_naming_it_without_creating_it(s3, so, tiny_inputs, local_client):
     out = "s3://no-such-bucket-out/lake"
-    proc = subprocess.run(build_cli(tiny_inputs[:1], out, "--workers", "1", "--tmp-dir", f"{out}/_build",
-                                    *cli_options(so)),
-                          capture_output=True, text=True, timeout=120)
+    proc = run_cli(*build_cli(tiny_inputs[:1], out, "--scheduler", local_client.scheduler.address,
+                              "--tmp-dir", f"{out}/_build", *cli_options(so))[1:])
     assert proc.returncode == 2, proc.stderr
     assert "tmass-lake: error: creating s3://no-such-bucket-out/lake/_build.lock" in proc.stderr
     assert "bucket does not exist" in proc.stderr

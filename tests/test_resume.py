@@ -51,6 +51,7 @@ def markers(out: Path, stage: str) -> list[Path]:
     return sorted((out / "_build" / "plan" / stage).glob("*.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["map", "reduce"])
 def test_killed_build_resumes_without_redoing_finished_work(stage, pt_schema, tiny_inputs, reference_lake,
                                                             worker_env, local_client, tmp_path):
