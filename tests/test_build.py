@@ -7,9 +7,12 @@ import re
 import shutil
 from pathlib import Path
 
+import lsdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from astropy.coordinates import Latitude, Longitude
+from cdshealpix.nested import lonlat_to_healpix
 from hats.io.validation import is_valid_catalog, is_valid_collection
 
 from tmass_lake.convert import build_table, resolve_parameters, table_arguments
@@ -61,7 +64,6 @@ def normalise(text: str, column) -> str:
 
 @pytest.mark.parametrize("table", TABLES)
 def test_build_is_valid_hats_and_equals_the_text(local_client, mock_root, tmp_path, table):
-    import lsdb
     from hats_import.verification.arguments import VerificationArguments
     from hats_import.verification.run_verification import run as verify
 
@@ -138,3 +140,24 @@ def test_existing_output_is_not_overwritten(local_client, mock_root, tmp_path):
     with pytest.raises(BuildError, match="is not empty"):
         build(local_client, "pt_src_6x2", inputs, tmp_path / "x")
     shutil.rmtree(tmp_path / "x")
+
+
+def test_every_positional_table_has_a_margin_catalog_even_an_empty_one(local_client, mock_root, tmp_path):
+    """A table in one partition has no rows near another partition: its margin catalog is empty,
+    but it exists, is valid HATS and lsdb loads it (``catalog.margin`` is never None)."""
+    schema = load_schema("pt_src_6x2")
+    rows = text_rows(expand_inputs([str(mock_root / "irsa" / "pt_src_6x2")]))
+    ra, dec = (np.array([float(r[schema.names.index(c)]) for r in rows]) for c in ("ra", "dec"))
+    top = lonlat_to_healpix(Longitude(ra, unit="deg"), Latitude(dec, unit="deg"), 0)
+    keep = top == np.bincount(top).argmax()  # the rows of one order-0 pixel: one partition
+    path = tmp_path / "one.gz"
+    path.write_bytes(gzip.compress("".join("|".join(r) + "\n" for r, k in zip(rows, keep) if k).encode()))
+    out = tmp_path / "one"
+    report = build(local_client, "pt_src_6x2", [str(path)], out, pixel_threshold=10_000_000)
+    assert report["partitions"] == 1 and report["margin_rows"] == 0
+    assert report["margin"] == "pt_src_6x2_10arcsec"
+    assert is_valid_collection(str(out), strict=True)
+    cat = lsdb.open_catalog(str(out))
+    assert cat.margin is not None and len(cat.margin.get_healpix_pixels()) == 0
+    assert len(cat.margin.compute()) == 0
+    assert len(cat.cone_search(*cat.compute()[["ra", "dec"]].iloc[0], radius_arcsec=5).compute()) >= 1

@@ -28,6 +28,7 @@ from tmass_lake.convert.table import build_session, write_report
 from tmass_lake.convert.tasks import run_tasks
 from tmass_lake.convert.writer import (
     HEALPIX_COLUMN,
+    common_schema,
     finish_catalog,
     margin_name,
     observation_properties,
@@ -139,12 +140,13 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
             pixels=[HealpixPixel(r["order"], r["pixel"]) for r in kept], histogram=hist)
         with_margin = [r for r in kept if r["margin_rows"]]
         margin_rows = sum(r["margin_rows"] for r in with_margin)
-        if with_margin:
+        if margin is not None:
             finish_catalog(join(args.output, mname), base | {
                 "catalog_name": mname, "catalog_type": "margin", "total_rows": margin_rows,
                 "primary_catalog": args.name, "margin_threshold": arcsec,
             }, expected_rows=margin_rows, storage_options=so,
-                pixels=[HealpixPixel(r["order"], r["pixel"]) for r in with_margin])
+                pixels=[HealpixPixel(r["order"], r["pixel"]) for r in with_margin],
+                empty_schema=common_schema(join(args.output, args.name), so))
         indexes = {}
         if args.indexes:
             indexes = build_indexes(
@@ -154,7 +156,7 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
                                progress=args.progress),
                 [HealpixPixel(r["order"], r["pixel"]) for r in kept], main.schema, plan, client)
         write_collection_properties(args.output, name=args.name, title=args.title,
-                                    margins=[mname] if with_margin else [],
+                                    margins=[mname] if margin is not None else [],
                                     indexes={c: i["path"] for c, i in indexes.items()},
                                     default_index=args.schema.key_column, storage_options=so)
         report = {
@@ -162,7 +164,8 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
             "lines_read": int(info.total_rows), "rows_written": rows, "rows_quarantined": 0,
             "partitions": len(kept), "empty_partitions_dropped": len(records) - len(kept),
             "bytes": sum(r["bytes"] for r in kept), "catalog": args.name,
-            "margin": mname if with_margin else None, "margin_rows": margin_rows, "margin_arcsec": arcsec,
+            "margin": mname if margin is not None else None, "margin_rows": margin_rows,
+            "margin_arcsec": arcsec,
             "indexes": indexes, "inputs": [], "seconds": round(time.time() - started, 3),
         }
         write_report(args.output, report, so)
