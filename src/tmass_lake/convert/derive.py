@@ -109,10 +109,10 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
     if args.column not in main.schema.names:
         raise BuildError(f"{args.schema.table} has no column {args.column!r} to derive {args.name} from")
     margin = hats.read_hats(source.default_margin_catalog_dir) if source.default_margin else None
-    margin_url = join(args.source, source.default_margin) if margin else None
-    arcsec = float(margin.catalog_info.margin_threshold) if margin else 0.0
+    margin_url = join(args.source, source.default_margin) if margin is not None else None
+    arcsec = float(margin.catalog_info.margin_threshold) if margin is not None else 0.0
     mname = margin_name(args.name, arcsec)
-    margin_out = join(args.output, mname) if margin else None
+    margin_out = join(args.output, mname) if margin is not None else None
     source_catalog = join(args.source, main.catalog_name)
     pixels = list(main.get_healpix_pixels())
     fingerprint = {"name": args.name, "source": args.source, "where": args.where,
