@@ -138,8 +138,9 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
         written = _guarded(f"writing {metadata[0]}", lambda: _write_empty_metadata(empty_schema, metadata),
                            metadata)
     else:
+        by_pixel = pixels is not None
         written = _guarded(f"writing {metadata[0]}",
-                           lambda: write_parquet_metadata(root, order_by_healpix=pixels is not None), metadata)
+                           lambda: write_parquet_metadata(root, order_by_healpix=by_pixel), metadata)
     if written != expected_rows:
         for p in metadata:
             p.unlink(missing_ok=True)
