@@ -151,7 +151,8 @@ def test_every_positional_table_has_a_margin_catalog_even_an_empty_one(local_cli
     top = lonlat_to_healpix(Longitude(ra, unit="deg"), Latitude(dec, unit="deg"), 0)
     keep = top == np.bincount(top).argmax()  # the rows of one order-0 pixel: one partition
     path = tmp_path / "one.gz"
-    path.write_bytes(gzip.compress("".join("|".join(r) + "\n" for r, k in zip(rows, keep, strict=True) if k).encode()))
+    text = "".join("|".join(r) + "\n" for r, k in zip(rows, keep, strict=True) if k)
+    path.write_bytes(gzip.compress(text.encode()))
     out = tmp_path / "one"
     report = build(local_client, "pt_src_6x2", [str(path)], out, pixel_threshold=10_000_000)
     assert report["partitions"] == 1 and report["margin_rows"] == 0
