@@ -93,4 +93,8 @@ def build_collection(args: TableArguments, plan: ResumePlan, client: Client) -> 
         "margin": margin, "margin_rows": margin_rows,
         "margin_bytes": sum(r["margin_bytes"] for r in records), "margin_arcsec": params.margin_arcsec,
         "pixel_threshold": threshold, "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
+        "spill": {"runs": sum(len(r.runs) for r in results),
+                  "bytes": sum(run.nbytes for r in results for run in r.runs),
+                  "reads": sum(len({s.run for s in p.slices}) + len({s.run for s in p.margin_slices})
+                               for p in partitions)},
     }
