@@ -11,14 +11,18 @@ import gzip
 import hashlib
 import json
 import os
+import socket
+import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import s3fs
 
 from tmass_lake.cluster import dask_client
 from tmass_lake.convert import (
@@ -116,6 +120,87 @@ def build_cli(inputs, output: str, *extra: str) -> list[str]:
     """The ``tmass-lake build`` command line for the tiny inputs with the shared thresholds."""
     return [str(BIN / "tmass-lake"), "build", "--table", TABLE, "--input", *map(str, inputs),
             "--output", output, "--pixel-threshold", str(PIXEL_THRESHOLD), "--quiet", *extra]
+
+
+# --- a loopback S3 endpoint, one per session ------------------------------------------------------
+
+BUCKET = "tmass-lake-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server in its own process on a free loopback port, stopped at the end."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def so(s3_endpoint) -> dict:
+    """Storage options for the endpoint (dummy credentials: nothing leaves the machine)."""
+    return {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+
+
+@pytest.fixture(scope="session")
+def s3(so, tiny_inputs) -> s3fs.S3FileSystem:
+    """The filesystem, with the bucket made and the tiny inputs uploaded under ``in/``."""
+    fs = s3fs.S3FileSystem(**so)
+    fs.mkdir(BUCKET)
+    for p in tiny_inputs:
+        fs.put_file(str(p), f"{BUCKET}/in/{TABLE}/{p.name}")
+    return fs
+
+
+def cli_options(so: dict) -> list[str]:
+    return [x for k, v in so.items() for x in ("--storage-option", f"{k}={v}")]
+
+
+def s3_environ(endpoint: str) -> dict[str, str]:
+    """The environment a process needs to reach the endpoint, as a cloud host gets it (no options)."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+# --- private mounts (tests run as root) -------------------------------------------------------------
+
+
+def private_mounts(tmp: Path) -> None:
+    """Skip the test, saying why, unless ``unshare --mount`` may mount a tmpfs here."""
+    probe = tmp / "unshare-probe"
+    probe.mkdir(exist_ok=True)
+    try:
+        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--",
+                               "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"needs 'unshare --mount' and a tmpfs mount (as root): {e}")
+    if proc.returncode != 0:
+        pytest.skip(f"needs 'unshare --mount' and a tmpfs mount (as root): {proc.stderr.strip()}")
 
 
 @pytest.fixture(scope="session")

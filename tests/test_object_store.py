@@ -7,18 +7,13 @@ from __future__ import annotations
 import errno
 import itertools
 import re
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 
 import lsdb
 import pyarrow as pa
 import pytest
-import s3fs
 from botocore.exceptions import EndpointConnectionError
-from conftest import CONE, TABLE, build_cli, lake_data, local_lake_data, make_args
+from conftest import BUCKET, CONE, TABLE, build_cli, cli_options, lake_data, local_lake_data, make_args
 from dask.distributed import Client, LocalCluster
 from fsspec.implementations.local import LocalFileSystem
 from hats.io.validation import is_valid_collection
@@ -29,61 +24,6 @@ from tmass_lake.convert import build_table
 from tmass_lake.errors import InputError
 from tmass_lake.readers import expand_inputs
 from tmass_lake.storage import StorageError, open_atomic, retrying, write_parquet
-
-BUCKET = "tmass-lake-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """moto's S3 server in its own process on a free loopback port, stopped at the end."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="session")
-def so(s3_endpoint) -> dict:
-    """Storage options for the endpoint (dummy credentials: nothing leaves the machine)."""
-    return {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
-
-
-@pytest.fixture(scope="session")
-def s3(so, tiny_inputs) -> s3fs.S3FileSystem:
-    """The filesystem, with the bucket made and the tiny inputs uploaded under ``in/``."""
-    fs = s3fs.S3FileSystem(**so)
-    fs.mkdir(BUCKET)
-    for p in tiny_inputs:
-        fs.put_file(str(p), f"{BUCKET}/in/{TABLE}/{p.name}")
-    return fs
-
-
-def cli_options(so: dict) -> list[str]:
-    return [x for k, v in so.items() for x in ("--storage-option", f"{k}={v}")]
 
 
 @pytest.fixture
