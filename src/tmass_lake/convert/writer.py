@@ -38,7 +38,7 @@ from upath import UPath
 
 from tmass_lake.convert.parameters import HISTOGRAM_ORDER
 from tmass_lake.schema import TableSchema
-from tmass_lake.storage import StorageError, filesystem, join, retrying, write_parquet
+from tmass_lake.storage import StorageError, filesystem, forget_listings, join, retrying, write_parquet
 
 T = TypeVar("T")
 HEALPIX_COLUMN = SPATIAL_INDEX_COLUMN
@@ -49,6 +49,13 @@ TABLE_PROPERTIES = "table.properties"
 
 def upath(url: str, storage_options: dict | None = None) -> UPath:
     return UPath(url, **(storage_options or {}))
+
+
+def written_by_workers(url: str, storage_options: dict | None = None) -> UPath:
+    """``url`` as a path whose listings are read afresh: the workers wrote below it."""
+    root = upath(url, storage_options)
+    forget_listings(root.fs, root.path)
+    return root
 
 
 def pixel_file(catalog_url: str, pixel: HealpixPixel) -> str:
@@ -120,7 +127,7 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
     non-empty order-10 pixels and their row counts) gives the point map and skymaps. Raises if
     ``_metadata`` does not count ``expected_rows`` rows.
     """
-    root = upath(url, storage_options)
+    root = written_by_workers(url, storage_options)
     extra: dict = {}
     if pixels is not None:
         info = PartitionInfo.from_healpix(pixels)
@@ -152,7 +159,7 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
 def finish_parquet_table(url: str, properties: dict, *, expected_rows: int,
                          storage_options: dict | None = None) -> None:
     """A plain Parquet table's ``_metadata``/``_common_metadata`` and, last, ``table.properties``."""
-    root = upath(url, storage_options)
+    root = written_by_workers(url, storage_options)
     metadata = [paths.get_parquet_metadata_pointer(root), paths.get_common_metadata_pointer(root)]
     written = _guarded(f"writing {metadata[0]}",
                        lambda: write_parquet_metadata(root, order_by_healpix=False), metadata)
