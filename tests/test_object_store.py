@@ -11,7 +11,9 @@ import subprocess
 
 import lsdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import s3fs
 from botocore.exceptions import EndpointConnectionError
 from conftest import BUCKET, CONE, TABLE, build_cli, cli_options, lake_data, local_lake_data, make_args
 from dask.distributed import Client, LocalCluster
@@ -21,9 +23,10 @@ from upath import UPath
 
 import tmass_lake.storage as storage
 from tmass_lake.convert import build_table
+from tmass_lake.convert.writer import finish_parquet_table
 from tmass_lake.errors import InputError
 from tmass_lake.readers import expand_inputs
-from tmass_lake.storage import StorageError, open_atomic, retrying, write_parquet
+from tmass_lake.storage import StorageError, filesystem, open_atomic, retrying, write_parquet
 
 
 @pytest.fixture
@@ -239,3 +242,18 @@ def test_output_to_missing_bucket_fails_naming_it_without_creating_it(s3, so, ti
     assert "Traceback" not in proc.stderr
     s3.invalidate_cache()
     assert not s3.exists("no-such-bucket-out")  # never created behind the user's back
+
+
+def test_metadata_scan_sees_what_workers_wrote_after_the_client_listed_the_output(s3, so):
+    """A new build lists its output (nothing but its lock may be there) before the workers write into
+    it; the client's filesystem must not answer the metadata scan from that stale listing (a Parquet
+    table, whose ``_metadata`` is the client's first write there, failed with FileNotFoundError)."""
+    out = f"s3://{BUCKET}/late/sixxf_link"
+    fs, root = filesystem(out, so)
+    fs.pipe_file(f"{root}/_build.lock", b"{}")
+    assert fs.ls(root) == [f"{root}/_build.lock"]  # what build_session does
+    worker = s3fs.S3FileSystem(**so, skip_instance_cache=True)  # another process, in effect
+    with worker.open(f"{root}/dataset/part-00000.parquet", "wb") as f:
+        pq.write_table(pa.table({"x": [1, 2, 3]}), f)
+    finish_parquet_table(out, {"name": "sixxf_link"}, expected_rows=3, storage_options=so)
+    assert worker.exists(f"{root}/dataset/_metadata") and worker.exists(f"{root}/table.properties")
