@@ -40,7 +40,7 @@ def threaded_client():
 def test_cli_build_from_s3_to_s3_equals_local_build_and_lsdb_queries_it(
         s3, so, reference_lake, tmp_path):
     out = f"s3://{BUCKET}/lake"
-    cmd = build_cli([f"s3://{BUCKET}/in/{TABLE}/*.gz"], out, "--workers", "2",
+    cmd = build_cli([f"s3://{BUCKET}/in/{TABLE}/*.gz"], out, "--workers", "2", "--index", "cntr",
                     "--tmp-dir", f"s3://{BUCKET}/tmp/spill-here", *cli_options(so))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -53,6 +53,8 @@ def test_cli_build_from_s3_to_s3_equals_local_build_and_lsdb_queries_it(
     data = lake_data(s3, f"{BUCKET}/lake")
     assert data == local_lake_data(reference_lake)
     assert any("_10arcsec/" in k for k in data)  # margins were written too
+    # the index stage spilled to s3:// too (it used to drop the protocol and look on local disk)
+    assert s3.glob(f"{BUCKET}/lake/{TABLE}_cntr_index/dataset/index/*.parquet")
 
     remote = lsdb.open_catalog(root)
     local = lsdb.open_catalog(reference_lake)
