@@ -3,7 +3,7 @@ the table schemas and pipeline files, and from an empty directory the installed 
 runs ``mock``, ``build 6x`` and ``info``.
 
 How the package is installed. The wheel goes into a fresh virtualenv with ``pip install --no-deps``.
-Its dependencies: a full install from the package index takes 70-90 s on this project's 2-core
+Its dependencies: a full install from the package index takes 65-90 s on this project's 2-core
 machine (measured 2026-11-27), so by default the fresh virtualenv borrows them from the test's
 own environment, through a ``.pth`` line naming that environment's ``site-packages``. A path
 named in a ``.pth`` file is only appended to ``sys.path``: the ``.pth`` files inside it are not
