@@ -15,7 +15,7 @@ from hats.pixel_math import HealpixPixel
 from tmass_lake.convert.map import MapResult, map_inputs
 from tmass_lake.convert.parameters import TableArguments
 from tmass_lake.convert.plan import effective_threshold, plan_partitions, sparse_histogram
-from tmass_lake.convert.reduce import reduce_partition
+from tmass_lake.convert.reduce import PARTITION_RECORD, reduce_partition
 from tmass_lake.convert.resume import ResumePlan
 from tmass_lake.convert.tasks import run_tasks
 from tmass_lake.convert.writer import (
@@ -55,7 +55,7 @@ def build_collection(args: TableArguments, plan: ResumePlan, client: Client) -> 
     catalog_url = join(args.output, args.table)
     margin = margin_name(args.table, params.margin_arcsec)
     margin_url = join(args.output, margin)
-    written = {(r["order"], r["pixel"]): r for r in plan.all("reduce").values()}
+    written = {(r["order"], r["pixel"]): r for r in plan.all("reduce", PARTITION_RECORD).values()}
     todo = [p for p in partitions if (p.pixel.order, p.pixel.pixel) not in written]
 
     def reduced(rec: dict) -> None:

@@ -23,7 +23,8 @@ from hats.pixel_math import HealpixPixel
 
 from tmass_lake.convert.index import IndexArguments, build_indexes
 from tmass_lake.convert.map import FINE_SHIFT
-from tmass_lake.convert.resume import ResumePlan
+from tmass_lake.convert.reduce import PARTITION_RECORD
+from tmass_lake.convert.resume import ResumePlan, record_of
 from tmass_lake.convert.table import build_session, write_report
 from tmass_lake.convert.tasks import run_tasks
 from tmass_lake.convert.writer import (
@@ -41,6 +42,13 @@ from tmass_lake.convert.writer import (
 from tmass_lake.errors import BuildError
 from tmass_lake.schema import TableSchema
 from tmass_lake.storage import filesystem, join, retrying
+
+_HISTOGRAM_RECORD = record_of(hist=list)
+
+
+def _derived_record(record: dict) -> dict:
+    """A derived partition's resume record: a written partition plus its histogram."""
+    return _HISTOGRAM_RECORD(PARTITION_RECORD(record))
 
 
 @dataclass(frozen=True)
@@ -174,7 +182,7 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
 
 def _derive_partitions(args: DeriveArguments, plan: ResumePlan, client: Client, pixels: list[HealpixPixel],
                        source_catalog: str, margin_url: str | None, margin_out: str | None) -> list[dict]:
-    done = {(r["order"], r["pixel"]): r for r in plan.all("derive").values()}
+    done = {(r["order"], r["pixel"]): r for r in plan.all("derive", _derived_record).values()}
 
     def record(rec: dict) -> None:
         plan.put("derive", f"{rec['order']}_{rec['pixel']}", rec)

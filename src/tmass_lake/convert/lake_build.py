@@ -135,9 +135,8 @@ class LakeBuild:
         self.args.echo(f"{head}: up to date, skipped")
         return True
 
-    def table(self, spec: TableSpec, head: str) -> None:
+    def table(self, spec: TableSpec, inputs: list[str], head: str) -> None:
         args = self.args
-        inputs = resolve_inputs(spec, args.input_roots, args.storage_options)
         if not inputs:
             self.no_input.append(spec.name)
             self.skipped[spec.name] = f"no input files match {spec.patterns()} under {list(args.input_roots)}"
@@ -214,13 +213,15 @@ def build_lake(args: LakeArguments, client: Client) -> dict:
     specs = [t for p in args.pipelines for t in p.tables if args.wanted(t.name)]
     derived = [d for p in args.pipelines for d in p.derived if args.wanted(d.name)]
     total = len(specs) + len(derived)
+    # every table's inputs first: a pattern or link leading out of its root stops the build before it writes
+    inputs = {spec.name: resolve_inputs(spec, args.input_roots, args.storage_options) for spec in specs}
     with BuildLock(args.output, args.storage_options, resume=args.resume):
         for p in args.pipelines:
             run.state.put("pipelines", p.name, {
                 "name": p.name, "description": p.description, "file": p.path, "sha256": p.sha256,
                 "tables": [t.name for t in p.tables], "derived": [d.name for d in p.derived]})
         for n, spec in enumerate(specs, start=1):
-            run.table(spec, f"[{n}/{total}] {spec.name}")
+            run.table(spec, inputs[spec.name], f"[{n}/{total}] {spec.name}")
         for n, spec in enumerate(derived, start=len(specs) + 1):
             run.derived(spec, f"[{n}/{total}] {spec.name}")
         if run.no_input:

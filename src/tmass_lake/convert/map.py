@@ -18,7 +18,7 @@ from dask.distributed import Client
 from hats.pixel_math.spatial_index import compute_spatial_index
 
 from tmass_lake.convert.parameters import HISTOGRAM_ORDER, TableArguments, run_bytes_for
-from tmass_lake.convert.resume import ResumePlan
+from tmass_lake.convert.resume import ResumePlan, record_of
 from tmass_lake.convert.spill import SpillRun, write_run
 from tmass_lake.convert.tasks import run_tasks
 from tmass_lake.convert.writer import HEALPIX_COLUMN
@@ -54,12 +54,19 @@ class MapResult:
 
     @classmethod
     def from_json(cls, d: dict) -> MapResult:
+        d = _MAP_RECORD(d)
+        if not isinstance(d.get("quarantine_path"), str | None):
+            raise ValueError(f"'quarantine_path' is {d['quarantine_path']!r}")
         return cls(**(d | {"runs": [SpillRun.from_json(r) for r in d["runs"]]}))
 
     def report(self) -> dict:
         """This input as the build report lists it."""
         return {"path": self.path, "bytes": self.bytes, "sha256": self.sha256, "lines": self.lines,
                 "rows": self.rows, "quarantined": self.quarantined, "quarantine": self.quarantine_path}
+
+
+_MAP_RECORD = record_of(index=int, path=str, lines=int, rows=int, quarantined=int, runs=list, bytes=int,
+                        sha256=str, identity=dict, written_bytes=int)
 
 
 def with_healpix(table: pa.Table, ra: str, dec: str) -> pa.Table:
@@ -146,8 +153,7 @@ def map_inputs(args: TableArguments, plan: ResumePlan, client: Client,
     done: dict[int, MapResult] = {}
     fs, spill = filesystem(args.path("spill"), args.storage_options)
     spilled = set(fs.glob(join(spill, "*.arrow")))
-    for rec in plan.all(stage).values():
-        res = MapResult.from_json(rec)
+    for res in plan.all(stage, MapResult.from_json).values():
         if any(filesystem(run.url, args.storage_options)[1] not in spilled for run in res.runs):
             log.warning("%s: spill runs missing, mapping it again", res.path)
             continue

@@ -9,8 +9,12 @@ import pyarrow as pa
 
 from tmass_lake.convert.parameters import TableArguments
 from tmass_lake.convert.plan import Partition, Slice
+from tmass_lake.convert.resume import record_of
 from tmass_lake.convert.spill import read_rows
 from tmass_lake.convert.writer import HEALPIX_COLUMN, pixel_file, write_partition
+
+PARTITION_RECORD = record_of(order=int, pixel=int, rows=int, bytes=int, margin_rows=int, margin_bytes=int)
+"""What a written partition's resume record holds (:func:`reduce_partition`'s result)."""
 
 
 def read_slices(args: TableArguments, slices: tuple[Slice, ...]) -> pa.Table | None:

@@ -38,7 +38,15 @@ from upath import UPath
 
 from tmass_lake.convert.parameters import HISTOGRAM_ORDER
 from tmass_lake.schema import TableSchema
-from tmass_lake.storage import StorageError, ensure_dir, filesystem, join, retrying, write_parquet
+from tmass_lake.storage import (
+    StorageError,
+    ensure_dir,
+    filesystem,
+    forget_listings,
+    join,
+    retrying,
+    write_parquet,
+)
 
 T = TypeVar("T")
 HEALPIX_COLUMN = SPATIAL_INDEX_COLUMN
@@ -49,6 +57,13 @@ TABLE_PROPERTIES = "table.properties"
 
 def upath(url: str, storage_options: dict | None = None) -> UPath:
     return UPath(url, **(storage_options or {}))
+
+
+def written_by_workers(url: str, storage_options: dict | None = None) -> UPath:
+    """``url`` as a path whose listings are read afresh: the workers wrote below it."""
+    root = upath(url, storage_options)
+    forget_listings(root.fs, root.path)
+    return root
 
 
 def pixel_file(catalog_url: str, pixel: HealpixPixel) -> str:
@@ -123,7 +138,7 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
     margin of a table whose partitions have no neighbours) is written from ``empty_schema``:
     hats and lsdb open it as an empty catalog.
     """
-    root = upath(url, storage_options)
+    root = written_by_workers(url, storage_options)
     fs, path = filesystem(url, storage_options)
     ensure_dir(fs, join(path, "dataset"))  # local disk: a catalog may have no data file to make it
     extra: dict = {}
@@ -176,7 +191,7 @@ def common_schema(url: str, storage_options: dict | None = None) -> pa.Schema:
 def finish_parquet_table(url: str, properties: dict, *, expected_rows: int,
                          storage_options: dict | None = None) -> None:
     """A plain Parquet table's ``_metadata``/``_common_metadata`` and, last, ``table.properties``."""
-    root = upath(url, storage_options)
+    root = written_by_workers(url, storage_options)
     metadata = [paths.get_parquet_metadata_pointer(root), paths.get_common_metadata_pointer(root)]
     written = _guarded(f"writing {metadata[0]}",
                        lambda: write_parquet_metadata(root, order_by_healpix=False), metadata)
