@@ -246,7 +246,8 @@ def test_a_plan_record_naming_files_outside_the_scratch_maps_again(pt_schema, ti
 # --- one build per output -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["local", pytest.param("s3", marks=pytest.mark.slow)])
+@pytest.mark.slow  # two builds run side by side (a process of its own and the CLI)
+@pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_second_build_into_a_taken_output_is_refused_at_once(where, s3, so, tiny_inputs, worker_env,
                                                                  tmp_path, scheduler):
     """The first build (slowed down, its own process) holds the output; a second one into the same
@@ -415,6 +416,7 @@ exit $status
 '''
 
 
+@pytest.mark.slow  # a build in a mount namespace of its own
 def test_a_full_disk_while_writing_metadata_is_one_line_and_leaves_no_metadata(tiny_inputs, tmp_path):
     """The output on a 64 MiB tmpfs (its own mount namespace); right before ``_metadata`` is written
     the disk is filled up to one page, so the write fails half-way with a real ENOSPC."""
