@@ -48,7 +48,8 @@ def cluster(ns: argparse.Namespace) -> Iterator[Client]:
 
 
 _PARAMETER_FLAGS = {  # flag -> (BuildParameters field, type, help)
-    "--format": ("input_format", str, "input format (default bulk)"),
+    "--format": ("input_format", str, "input format: bulk, ipac, votable, csv, parquet "
+                                          "(default auto: each file as it looks)"),
     "--pixel-threshold": ("pixel_threshold", int, "rows per partition at most (default 1,000,000)"),
     "--byte-threshold": ("byte_threshold", int, "in-memory bytes per partition at most (default 512 MiB)"),
     "--lowest-order": ("lowest_order", int, "coarsest HEALPix order of a partition (default 0)"),

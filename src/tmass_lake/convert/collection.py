@@ -1,18 +1,20 @@
 """A positional table into a HATS catalog and its margin: map, plan, reduce, finish.
 
-Each input file is parsed once (map) into sorted spill runs; the plan partitions the global
-histogram; each partition and its margin are assembled from the runs and written once
-(reduce); the rows are accounted for, then the metadata is written (finish).
+Each input file is parsed once (map) into sorted spill runs; the files' column layouts are made
+one schema (inputs with a header may differ); the plan partitions the global histogram; each
+partition and its margin are assembled from the runs and written once (reduce); the rows are
+accounted for, then the metadata is written (finish).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from dask.distributed import Client
 from hats.pixel_math import HealpixPixel
 
-from tmass_lake.convert.map import MapResult, map_inputs
+from tmass_lake.convert.map import MapResult, map_inputs, unified_schema
 from tmass_lake.convert.parameters import TableArguments
 from tmass_lake.convert.plan import effective_threshold, plan_partitions, sparse_histogram
 from tmass_lake.convert.reduce import PARTITION_RECORD, reduce_partition
@@ -46,6 +48,8 @@ def build_collection(args: TableArguments, plan: ResumePlan, client: Client) -> 
     clock = time.time()
     results = map_inputs(args, plan, client)
     stages["map"], clock = time.time() - clock, time.time()
+    schema, drift = unified_schema(args.schema, results)
+    args = replace(args, schema=schema)  # reduce brings every run to it
 
     params = args.params
     threshold = effective_threshold(params, results)
@@ -97,4 +101,5 @@ def build_collection(args: TableArguments, plan: ResumePlan, client: Client) -> 
                   "bytes": sum(run.nbytes for r in results for run in r.runs),
                   "reads": sum(len({s.run for s in p.slices}) + len({s.run for s in p.margin_slices})
                                for p in partitions)},
+        "columns": drift,
     }

@@ -193,6 +193,7 @@ class LakeBuild:
         except BuildError as e:
             raise LakeError(f"{spec.name}: {e}") from e
         report["title"] = spec.title
+        report["columns"] = source.get("columns")  # the source's columns, input-only ones included
         entry = table_entry(report, name=spec.name, family=spec.family, schema=schema,
                             parameters={"source": spec.source, "where": report["where"],
                                         "indexes": list(spec.indexes)},

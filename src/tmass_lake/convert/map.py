@@ -2,8 +2,10 @@
 
 Each run carries its sparse histogram at ``HISTOGRAM_ORDER``; the histogram doubles as the
 run's index, so a reducer reads just the batches holding one partition. The text is never
-parsed again. What the map learned about a file (:class:`MapResult`) is its resume record.
-:func:`map_inputs` runs any per-input task this way (Parquet tables convert each file instead).
+parsed again. What the map learned about a file (:class:`MapResult`) is its resume record,
+its column layout included (inputs with a header); :func:`unified_schema` makes every file's
+layout one schema before reduce. :func:`map_inputs` runs any per-input task this way (Parquet
+tables convert each file instead).
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from tmass_lake.convert.spill import SpillRun, write_run
 from tmass_lake.convert.tasks import run_tasks
 from tmass_lake.convert.writer import HEALPIX_COLUMN
 from tmass_lake.errors import BuildError
-from tmass_lake.readers import BadLine, FileDigest, ParsedBlock, quarantine_table, read_input
+from tmass_lake.readers import (
+    BadLine,
+    FileDigest,
+    FileLayout,
+    ParsedBlock,
+    quarantine_table,
+    read_input,
+    unify,
+)
+from tmass_lake.schema import TableSchema
 from tmass_lake.storage import filesystem, identity, join, write_parquet
 
 log = logging.getLogger(__name__)
@@ -45,12 +56,16 @@ class MapResult:
     sha256: str = ""
     identity: dict = field(default_factory=dict)
     written_bytes: int = 0  # Parquet tables: the size of the file this input became
+    layout: dict | None = None  # inputs with a header: how its columns met the schema (FileLayout JSON)
 
     def to_json(self) -> dict:
         return {"index": self.index, "path": self.path, "lines": self.lines, "rows": self.rows,
                 "quarantined": self.quarantined, "runs": [r.to_json() for r in self.runs],
                 "quarantine_path": self.quarantine_path, "bytes": self.bytes, "sha256": self.sha256,
-                "identity": self.identity, "written_bytes": self.written_bytes}
+                "identity": self.identity, "written_bytes": self.written_bytes, "layout": self.layout}
+
+    def file_layout(self) -> FileLayout | None:
+        return FileLayout.from_json(self.layout) if self.layout else None
 
     @classmethod
     def from_json(cls, d: dict) -> MapResult:
@@ -62,7 +77,8 @@ class MapResult:
     def report(self) -> dict:
         """This input as the build report lists it."""
         return {"path": self.path, "bytes": self.bytes, "sha256": self.sha256, "lines": self.lines,
-                "rows": self.rows, "quarantined": self.quarantined, "quarantine": self.quarantine_path}
+                "rows": self.rows, "quarantined": self.quarantined, "quarantine": self.quarantine_path,
+                "format": self.layout["format"] if self.layout else "bulk"}
 
 
 _MAP_RECORD = record_of(index=int, path=str, lines=int, rows=int, quarantined=int, runs=list, bytes=int,
@@ -124,6 +140,8 @@ def map_input(args: TableArguments, index: int) -> MapResult:
                             digest=digest):
         result.lines += block.n_lines
         bad.extend(block.bad)
+        if block.layout is not None and result.layout is None:
+            result.layout = block.layout.to_json()
         if block.table.num_rows:
             pending.append(block.table)
             pending_bytes += block.table.nbytes
@@ -139,6 +157,11 @@ def map_input(args: TableArguments, index: int) -> MapResult:
     result.quarantine_path = quarantine(args, index, bad)
     check_accounting(result)
     return result
+
+
+def unified_schema(schema: TableSchema, results: list[MapResult]) -> tuple[TableSchema, dict]:
+    """The one schema every input of a table is brought to before reduce, and its drift report."""
+    return unify(schema, [(r.path, r.file_layout()) for r in results])
 
 
 def map_inputs(args: TableArguments, plan: ResumePlan, client: Client,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from tmass_lake.errors import UserError
-from tmass_lake.readers import FORMATS
+from tmass_lake.readers import AUTO, FORMATS
 from tmass_lake.schema import TableSchema, check_table_name
 from tmass_lake.storage import join
 
@@ -31,7 +31,8 @@ DEFAULT_MEMORY_BYTES = 4 << 30
 class BuildParameters:
     """The knobs of a table build (positional tables use them all; Parquet tables the first)."""
 
-    input_format: str = "bulk"
+    input_format: str = AUTO
+    """A reader (``bulk``, ``ipac``, ``votable``, ``csv``, ``parquet``) or ``auto``: each file as it looks."""
     pixel_threshold: int = 1_000_000
     byte_threshold: int = 512 << 20
     lowest_order: int = 0
