@@ -154,7 +154,7 @@ def lake(mock_root, tmp_path_factory) -> Path:
                          "--pixel-threshold", str(PIXEL_THRESHOLD), "--workers", "2",
                          "--memory-limit", "2GiB", "--quiet")
     assert code == 0, text
-    assert "[1/38] pt_src_6x2: building collection from 7 file(s)" in text
+    assert "[1/39] pt_src_6x2: building collection from 7 file(s)" in text
     return out
 
 
@@ -181,9 +181,10 @@ def test_pipelines_cover_the_extended_mission():
     mission = {t for t in list_tables() if load_schema(t).product != "all-sky"}
     assert names == mission
     derived = {d.name: d for p in pipelines for d in p.derived}
-    assert set(derived) == {"pt_src_6x2_cat", "ext_src_6x2_cat"}
+    assert set(derived) == {"pt_src_6x2_cat", "ext_src_6x2_cat", "deepcal_src_clean"}
+    # their filters are IRSA's default constraints (cat=1, cc_flg = '0'), read from the schemas
     assert {(d.source, d.column, d.equals) for d in derived.values()} == {
-        ("pt_src_6x2", "cat", "1"), ("ext_src_6x2", "cat", "1")}
+        ("pt_src_6x2", "cat", "1"), ("ext_src_6x2", "cat", "1"), ("deepcal_src", "cc_flg", "0")}
     for p in pipelines:
         for t in p.tables:
             assert t.params.margin_arcsec == MARGIN
@@ -198,6 +199,7 @@ def test_pipelines_cover_the_extended_mission():
     ('[[table]]\nname = "pt_src_6x2"\nindexes = ["nope"]\n', "not in schema"),
     ('[[table]]\nname = "no_such_table"\n', "no schema"),
     ('[[derived]]\nname = "x"\nsource = "pt_src_6x2"\n', "where"),
+    ('[[derived]]\nname = "x"\nsource = "pt_src_c"\nwhere = "irsa_default"\n', "no IRSA default constraint"),
 ])
 def test_bad_pipeline_files_are_refused(tmp_path, body, message):
     f = tmp_path / "bad.toml"
@@ -394,7 +396,7 @@ def test_manifest_lists_everything_with_counts_and_provenance(lake, mock_root, m
     tables = manifest["tables"]
     assert set(tables) == set(TABLES) | {"pt_src_6x2_cat", "ext_src_6x2_cat"}
     mission = {t for t in list_tables() if load_schema(t).product != "all-sky"}
-    assert set(manifest["skipped"]) == mission - set(TABLES)
+    assert set(manifest["skipped"]) == mission - set(TABLES) | {"deepcal_src_clean"}
     assert set(manifest["pipelines"]) == {"6x", "associations", "calibration", "deepcal", "scans", "survey"}
     assert {"tmass-lake", "hats", "lsdb", "pyarrow", "dask"} <= set(manifest["tools"])
     for name in TABLES:
