@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -87,6 +88,25 @@ def synthetic_table(schema: TableSchema, n: int, seed: int, first_cntr: int = 1)
         arr = pa.array(values, mask=null)
         arrays.append(arr.cast(t) if not pa.types.is_date32(t) else arr.cast(pa.int32()).cast(t))
     return pa.Table.from_arrays(arrays, schema=pa.schema([c.field() for c in schema.columns]))
+
+
+def as_text(value, column) -> str:
+    """A typed value printed back the way IRSA's bulk text carries it (documented scale, zero padding)."""
+    if value is None:
+        return "\\N"
+    if column.scale is not None:
+        return f"{value:.{column.scale}f}"
+    if zero_pad := re.fullmatch(r"%?0(\d+)h?d", column.type):
+        return f"{value:0{zero_pad.group(1)}d}"
+    return str(value)
+
+
+def normalise(text: str, column) -> str:
+    """Bulk text as :func:`as_text` prints it: trailing blanks dropped, decimals padded to the scale."""
+    if text == "\\N" or column.scale is None:
+        return text.rstrip()
+    whole, _, frac = text.partition(".")
+    return f"{whole}.{frac.ljust(column.scale, '0')}"
 
 
 def bulk_lines(schema: TableSchema, n: int, seed: int, first_cntr: int = 1) -> list[bytes]:

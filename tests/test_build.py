@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.coordinates import Latitude, Longitude
 from cdshealpix.nested import lonlat_to_healpix
+from conftest import as_text, normalise
 from hats.io.validation import is_valid_catalog, is_valid_collection
 
 from tmass_lake.convert import build_table, resolve_parameters, table_arguments
@@ -43,23 +43,6 @@ def text_rows(paths: list[str]) -> list[list[str]]:
         with gzip.open(p, "rt") as f:
             rows.extend(line.rstrip("\n").split("|") for line in f)
     return rows
-
-
-def as_text(value, column) -> str:
-    if value is None:
-        return "\\N"
-    if column.scale is not None:
-        return f"{value:.{column.scale}f}"
-    if zero_pad := re.fullmatch(r"%?0(\d+)h?d", column.type):
-        return f"{value:0{zero_pad.group(1)}d}"
-    return str(value)
-
-
-def normalise(text: str, column) -> str:
-    if text == "\\N" or column.scale is None:
-        return text.rstrip()
-    whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.ljust(column.scale, '0')}"
 
 
 @pytest.mark.parametrize("table", TABLES)

@@ -82,8 +82,8 @@ def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, pa
         "rows": report["rows_written"], "lines_read": report["lines_read"],
         "rows_quarantined": report["rows_quarantined"], "partitions": report["partitions"],
         "bytes": report["bytes"], "seconds": report["seconds"], "lake_seconds": round(seconds, 3),
-        "inputs": [{k: i.get(k) for k in ("path", "bytes", "sha256", "lines", "rows", "quarantined")}
-                   for i in report["inputs"]],
+        "inputs": [{k: i.get(k) for k in ("path", "format", "bytes", "sha256", "lines", "rows",
+                                          "quarantined")} for i in report["inputs"]],
         "parameters": parameters, "fingerprint": fingerprint,
         "built": datetime.now(UTC).isoformat(timespec="seconds"), "built_with": tool_versions(),
         "status": "built",

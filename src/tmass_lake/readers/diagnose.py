@@ -30,7 +30,9 @@ _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf)", re.
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _INT_RANGES = {"int16": (-(2**15), 2**15 - 1), "int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 _JD = (2.4e6, 2.5e6)
-_MAG = (-10.0, 40.0)
+_MAG = (-5.0, 30.0)  # magnitudes (UCD phot.mag), typically 3..25
+GAP = 0.3
+"""What leaving a position or a documented column unmatched costs in :func:`align`."""
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Position:
     decimals: int = 0
     width: int = 0
     sample: str = ""
+    median: float = np.nan
 
     @property
     def arrow(self) -> str:
@@ -90,12 +93,15 @@ def profile(index: int, texts: list[str | None]) -> Position:
     p.width = max(len(t) for t in present)
     if all(_INT.fullmatch(t) for t in present):
         nums = [int(t) for t in present]
-        p.kind, p.low, p.high = "int", min(nums), max(nums)
+        p.kind, p.low, p.high, p.median = "int", min(nums), max(nums), float(np.median(nums))
     elif all(_FLOAT.fullmatch(t) for t in present):
         nums = np.array([float(t) for t in present])
         finite = nums[np.isfinite(nums)]
         p.kind = "float"
-        p.low, p.high = (float(finite.min()), float(finite.max())) if len(finite) else (np.nan, np.nan)
+        if len(finite):
+            p.low, p.high, p.median = float(finite.min()), float(finite.max()), float(np.median(finite))
+        else:
+            p.low, p.high = np.nan, np.nan
         p.decimals = max(len(t.split(".", 1)[1]) if "." in t and "e" not in t.lower() else 0 for t in present)
     elif all(_DATE.fullmatch(t) for t in present):
         p.kind, p.low, p.high = "date", min(present), max(present)
@@ -151,9 +157,13 @@ def fit(col: Column, p: Position, schema: TableSchema) -> tuple[float, str]:
         score += 2
     elif _within(p, *_JD) and p.kind == "float":
         return 0.0, f"values {p.described()} look like Julian dates, {col.name} is not one"
-    elif col.unit == "mag" and t.startswith("float"):
-        if not _within(p, *_MAG):
-            return 0.0, f"{col.name} is a magnitude, values {p.described()}"
+    elif (col.ucd or "").startswith("phot.mag") and t.startswith("float"):
+        if not (_within(p, *_MAG) and 3.0 <= p.median <= 25.0):
+            return 0.0, f"{col.name} is a magnitude, values {p.described()} (median {p.median:g})"
+        score += 0.5
+    elif (col.ucd or "").startswith("stat.error;phot.mag") and t.startswith("float"):
+        if not (_within(p, 0.0, np.inf) and p.median < 2.0):
+            return 0.0, f"{col.name} is a magnitude error, values {p.described()} (median {p.median:g})"
         score += 0.5
     return score, "lines up"
 
@@ -161,31 +171,32 @@ def fit(col: Column, p: Position, schema: TableSchema) -> tuple[float, str]:
 def align(positions: list[Position], schema: TableSchema) -> list[Column | None]:
     """The documented column at each position (``None``: none fits), keeping the schema's order.
 
-    A sequence alignment maximising the summed fit: positions and columns are matched in order,
-    any may be skipped, so an inserted, dropped or moved column costs only itself. Where the
-    values cannot tell columns apart, a column stays at its own position.
+    A sequence alignment maximising the summed fit less a cost per position or column left
+    unmatched: positions and columns are matched in order, so an inserted, dropped or moved
+    column costs only itself, and where the values cannot tell columns apart the layout that
+    leaves fewer of them unmatched (the schema's own order) wins.
     """
     cols = list(schema.columns)
     n, m = len(positions), len(cols)
-    score = np.zeros((n, m))
-    for i, p in enumerate(positions):
-        for j, c in enumerate(cols):
-            score[i, j] = fit(c, p, schema)[0]
-            if i == j and score[i, j] > 0:
-                score[i, j] += 0.01
+    score = np.array([[fit(c, p, schema)[0] for c in cols] for p in positions]).reshape(n, m)
+    score[np.eye(n, m, dtype=bool) & (score > 0)] += 0.01  # a tie goes to the column's own position
     best = np.zeros((n + 1, m + 1))
+    best[:, 0] = -GAP * np.arange(n + 1)
+    best[0, :] = -GAP * np.arange(m + 1)
     for i in range(1, n + 1):
         for j in range(1, m + 1):
-            diag = best[i - 1, j - 1] + score[i - 1, j - 1] if score[i - 1, j - 1] > 0 else -1.0
-            best[i, j] = max(best[i - 1, j], best[i, j - 1], diag)
+            s = score[i - 1, j - 1]
+            best[i, j] = max(best[i - 1, j] - GAP, best[i, j - 1] - GAP,
+                             best[i - 1, j - 1] + s if s > 0 else -np.inf)
     out: list[Column | None] = [None] * n
     i, j = n, m
     while i and j:
-        if score[i - 1, j - 1] > 0 and best[i, j] == best[i - 1, j - 1] + score[i - 1, j - 1]:
+        s = score[i - 1, j - 1]
+        if np.isclose(best[i, j], best[i - 1, j] - GAP):  # on a tie, unmatched positions go last
+            i -= 1
+        elif s > 0 and np.isclose(best[i, j], best[i - 1, j - 1] + s):
             out[i - 1] = cols[j - 1]
             i, j = i - 1, j - 1
-        elif best[i, j] == best[i - 1, j]:
-            i -= 1
         else:
             j -= 1
     return out

@@ -176,8 +176,9 @@ def _wider(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
 def unify(schema: TableSchema, layouts: Sequence[tuple[str, FileLayout | None]]) -> tuple[TableSchema, dict]:
     """One schema for every file of a table, and the table's drift report.
 
-    The schema: the documented columns, then every input-only column in the order first seen,
-    numbers widened where files differ (int and float: float64). An input-only column that is
+    The schema: the documented columns, then every input-only column in the order first seen
+    (described by the first file that describes it), numbers widened where files differ (int and
+    float: float64). An input-only column that is
     text in one file and numbers in another, or carries another unit, cannot be unified: an
     :class:`InputError` naming both files. ``layouts`` pairs each input with its layout
     (``None``: a bulk file, read by position).
@@ -211,10 +212,13 @@ def unify(schema: TableSchema, layouts: Sequence[tuple[str, FileLayout | None]])
                 raise InputError(path, f"column {c.name} is {said(c)} here but {said(have)} in "
                                        f"{seen_in[c.name]}: the files of {schema.table} cannot be unified")
             if wider != have.arrow_type:
-                extras[c.name] = replace(have, arrow=arrow_name(wider), type=arrow_name(wider))
+                have = replace(have, arrow=arrow_name(wider), type=arrow_name(wider))
+            extras[c.name] = replace(have, description=have.description or c.description,
+                                     ucd=have.ucd or c.ucd)
     drift = {
         "files": len(layouts), "positional": positional,
-        "matched": [n for n in schema.names if n in matched], "aliases": aliases,
+        "matched": [n for n in schema.names if n in matched],
+        "aliases": {n: aliases[n] for n in schema.names if n in aliases},
         "input_only": [{"name": c.name, "type": c.type, "arrow": c.arrow, "unit": c.unit, "ucd": c.ucd,
                         "description": c.description, "files": counts[c.name]} for c in extras.values()],
         "missing": [{"name": n, "files": missing[n]} for n in schema.names if n in missing],
