@@ -400,3 +400,27 @@ def test_inspect_proposes_a_schema_that_reads_a_reordered_extended_file(local_cl
     mags = [None if text[k][j] == "\\N" else float(np.float32(text[k][j])) for k in keys]
     assert built.column(f"col_{i + 1}").to_pylist() == mags
     assert sorted(built.column("col_63").to_pylist()) == sorted(n % 7 for n in range(len(lines)))
+
+
+def test_link_table_files_with_other_headers_become_one_dataset(local_client, tmp_path):
+    """A table without positions: each file is written as its input has it, then brought to the
+    table's one schema, so the dataset has one schema and a valid _metadata."""
+    schema = load_schema("sixxf_link")
+    paths = []
+    for n, extra in enumerate([None, "flag", None]):
+        keys = np.arange(n * 100, n * 100 + 100)
+        t = Table({"GCNTR": keys // 3, "cntr": keys})
+        if extra:
+            t[extra] = [f"f{k % 4}" for k in range(100)]
+        paths.append(tmp_path / "in" / f"link_{n}.csv")
+        paths[-1].parent.mkdir(exist_ok=True)
+        t.write(paths[-1], format="ascii.csv")
+    report = build(local_client, paths, tmp_path / "out", schema=schema)
+    assert report["rows_written"] == 300 and report["columns"]["input_only"][0]["name"] == "flag"
+    parts = sorted((tmp_path / "out" / "dataset").glob("part-*.parquet"))
+    assert len({pq.read_schema(p).to_string() for p in parts}) == 1
+    data = pq.read_table(tmp_path / "out" / "dataset")
+    assert data.column_names == ["gcntr", "cntr", "flag"]
+    assert sorted(data.column("cntr").to_pylist()) == list(range(300))
+    assert data.column("flag").null_count == 200
+    assert pq.read_metadata(tmp_path / "out" / "dataset" / "_metadata").num_rows == 300

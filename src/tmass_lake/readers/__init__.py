@@ -56,7 +56,7 @@ def read_input(path: str, schema: TableSchema, *, input_format: str = AUTO,
     return READERS[fmt](path, schema, block_bytes=block_bytes, storage_options=storage_options, digest=digest)
 
 
-__all__ = ["AUTO", "FORMATS", "BadLine", "Detected", "FileDigest", "FileLayout", "InputError", "ParsedBlock",
+__all__ = ["AUTO", "FORMATS", "BadLine", "Detected", "FileDigest", "FileLayout", "ParsedBlock",
            "conform", "detect_format", "expand_inputs", "inputs_under_root", "parse_votable",
            "quarantine_table", "read_bulk", "read_csv_table", "read_input", "read_ipac", "read_parquet",
            "read_votable", "unify"]

@@ -122,8 +122,9 @@ def _parse(data: bytes, path: str) -> TableElement:
     return _first_table(doc, path)
 
 
-def _text_cells(data: bytes) -> tuple[list[InputColumn], pa.Table]:
-    """The first TABLE's FIELDs and its TABLEDATA cells as text (to find unreadable cells' rows)."""
+def _text_cells(data: bytes) -> tuple[list[InputColumn], pa.Table, dict[int, str]]:
+    """The first TABLE's FIELDs and its TABLEDATA cells as text (to find unreadable cells' rows),
+    and the rows whose cell count is not the FIELD count."""
     columns: list[InputColumn] = []
     rows: list[list[str | None]] = []
     row: list[str | None] = []
@@ -132,7 +133,7 @@ def _text_cells(data: bytes) -> tuple[list[InputColumn], pa.Table]:
         tag = el.tag.rsplit("}", 1)[-1]
         if event == "start":
             if tag == "TABLE":
-                if in_table or columns:
+                if in_table:
                     break
                 in_table = True
             elif tag == "TR":
@@ -151,8 +152,11 @@ def _text_cells(data: bytes) -> tuple[list[InputColumn], pa.Table]:
         elif tag == "TABLE":
             break
     names = [c.name for c in columns]
-    cols = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    return columns, pa.table({n: pa.array(list(v), pa.string()) for n, v in zip(names, cols, strict=True)})
+    bad = {i: f"{len(r)} cells where the table has {len(names)} FIELDs: {' | '.join(map(str, r))}"
+           for i, r in enumerate(rows) if len(r) != len(names)}
+    cells = [r if len(r) == len(names) else [None] * len(names) for r in rows]
+    table = pa.table({n: pa.array([r[k] for r in cells], pa.string()) for k, n in enumerate(names)})
+    return columns, table, bad
 
 
 def _row_text(table: pa.Table) -> Callable[[int], str]:
@@ -168,6 +172,7 @@ def parse_votable(source: bytes | Table | TableElement, schema: TableSchema | No
     Columns match the schema by name or alias; rows whose values break the schema are in the
     block's quarantine with their row number; ``block.layout`` says what matched (the drift).
     """
+    bad: dict[int, str] = {}
     if isinstance(source, Table):
         columns, table = _from_astropy(source)
     elif isinstance(source, TableElement):
@@ -176,10 +181,12 @@ def parse_votable(source: bytes | Table | TableElement, schema: TableSchema | No
         try:
             columns, table = _from_element(_parse(source, path))
         except _BadValue:
-            columns, table = _text_cells(source)  # TABLEDATA: find the rows, keep the rest
+            columns, table, bad = _text_cells(source)  # TABLEDATA: find the rows, keep the rest
     layout = match_columns(path, "votable", columns, schema)
     n = table.num_rows
-    return typed_block(path, 1, n, table, np.arange(n), {}, layout, schema, _row_text(table))
+    keep = np.array([i not in bad for i in range(n)], bool)
+    return typed_block(path, 1, n, table.filter(pa.array(keep)), np.flatnonzero(keep), bad, layout, schema,
+                       _row_text(table))
 
 
 def read_votable(
