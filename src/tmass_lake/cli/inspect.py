@@ -42,7 +42,7 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
     schema = load_schema(ns.table) if ns.table else None
     bulk: list[str] = []
     for path in expand_inputs(ns.files, so):
-        found = detect_format(path, so)
+        found = detect_format(path, so, schema)
         if found.format == "bulk":
             bulk.append(path)
         elif found.format:

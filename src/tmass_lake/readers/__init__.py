@@ -45,7 +45,7 @@ def read_input(path: str, schema: TableSchema, *, input_format: str = AUTO,
     """
     if input_format not in FORMATS:
         raise ValueError(f"unknown input format {input_format!r} (known: {', '.join(FORMATS)})")
-    found = detect_format(path, storage_options)
+    found = detect_format(path, storage_options, schema)
     if found.format is None:
         raise InputError(path, f"looks like {found.description}: not an input tmass-lake reads "
                                f"({', '.join(READERS)})")

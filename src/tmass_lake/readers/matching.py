@@ -142,6 +142,11 @@ def conform(table: pa.Table, target: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=target)
 
 
+def row_text(table: pa.Table) -> Callable[[int], str]:
+    """Row ``i`` of a table as the quarantine's text (inputs without lines: VOTable, Parquet)."""
+    return lambda i: " | ".join(f"{n}={table.column(n)[i].as_py()}" for n in table.column_names)
+
+
 def typed_block(path: str, first_line: int, n_lines: int, table: pa.Table, rows_at: np.ndarray,
                 bad: dict[int, str], layout: FileLayout, schema: TableSchema | None,
                 text: Callable[[int], str]) -> ParsedBlock:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from tmass_lake.errors import InputError
 from tmass_lake.readers.blocks import DEFAULT_BLOCK_BYTES, FileDigest, ParsedBlock, open_raw
-from tmass_lake.readers.matching import InputColumn, match_columns, typed_block
+from tmass_lake.readers.matching import InputColumn, match_columns, row_text, typed_block
 from tmass_lake.schema import TableSchema, arrow_name
 
 DERIVED_COLUMNS = ("_healpix_29", "__index_level_0__")
@@ -49,10 +49,6 @@ def _input_columns(path: str, schema: pa.Schema) -> list[InputColumn]:
     return out
 
 
-def _row_text(table: pa.Table):
-    return lambda i: " | ".join(f"{n}={table.column(n)[i].as_py()}" for n in table.column_names)
-
-
 def read_parquet(
     path: str,
     schema: TableSchema | None = None,
@@ -82,7 +78,7 @@ def read_parquet(
                                      columns=names):
             table = pa.Table.from_batches([batch])
             n = table.num_rows
-            yield typed_block(path, line, n, table, np.arange(n), {}, layout, schema, _row_text(table))
+            yield typed_block(path, line, n, table, np.arange(n), {}, layout, schema, row_text(table))
             line += n
         if line == 1:
             empty = pa.schema([pa.field(c.name, c.type) for c in columns]).empty_table()

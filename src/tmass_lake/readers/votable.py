@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +33,7 @@ from tmass_lake.readers.blocks import (
     iter_line_blocks,
     open_input,
 )
-from tmass_lake.readers.matching import InputColumn, match_columns, typed_block
+from tmass_lake.readers.matching import InputColumn, match_columns, row_text, typed_block
 from tmass_lake.schema import TableSchema
 
 VOTABLE_TYPES = {
@@ -159,12 +159,6 @@ def _text_cells(data: bytes) -> tuple[list[InputColumn], pa.Table, dict[int, str
     return columns, table, bad
 
 
-def _row_text(table: pa.Table) -> Callable[[int], str]:
-    def text(i: int) -> str:
-        return " | ".join(f"{n}={table.column(n)[i].as_py()}" for n in table.column_names)
-    return text
-
-
 def parse_votable(source: bytes | Table | TableElement, schema: TableSchema | None, *,
                   path: str = "<votable>") -> ParsedBlock:
     """A VOTable (its bytes, or a table astropy already holds) on ``schema`` as one :class:`ParsedBlock`.
@@ -186,7 +180,7 @@ def parse_votable(source: bytes | Table | TableElement, schema: TableSchema | No
     n = table.num_rows
     keep = np.array([i not in bad for i in range(n)], bool)
     return typed_block(path, 1, n, table.filter(pa.array(keep)), np.flatnonzero(keep), bad, layout, schema,
-                       _row_text(table))
+                       row_text(table))
 
 
 def read_votable(
