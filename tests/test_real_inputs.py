@@ -1,6 +1,10 @@
 """Real inputs: IPAC, VOTable (TABLEDATA, BINARY2), headed CSV and Parquet written from mock rows
 with astropy, matched to the schema by name and alias, unified across files with other headers,
-built exactly, their drift reported; bad bytes, compression, detection and ``inspect``."""
+built exactly, their drift reported; bad bytes, compression, detection and ``inspect``.
+
+The end-to-end tests use the mock Extended Mission's rows (slow); the reader-level ones and the
+small builds use synthetic rows.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.io.votable import from_table, writeto
 from astropy.table import MaskedColumn, Table
-from conftest import as_text, normalise
+from conftest import as_text, bulk_lines, normalise
 
 from tmass_lake.cli import main
 from tmass_lake.convert import LakeArguments, build_lake, build_table, resolve_parameters, table_arguments
@@ -27,6 +31,7 @@ from tmass_lake.convert.pipelines import load_pipeline
 from tmass_lake.errors import InputError
 from tmass_lake.mock import generate
 from tmass_lake.readers import detect_format, parse_votable, read_bulk, read_input
+from tmass_lake.readers.bulk import parse_block
 from tmass_lake.schema import load_schema
 
 TABLE = "pt_src_6x2"
@@ -38,6 +43,13 @@ def mock(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mock")
     generate(str(root), scale=0.02, seed=11, tables=[TABLE], progress=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def rows() -> tuple[pa.Table, list[bytes]]:
+    """Synthetic rows (a valid value in every column) as the bulk reader types them, and their lines."""
+    lines = bulk_lines(SCHEMA, 400, seed=3)
+    return parse_block("synthetic", b"".join(lines), 1, SCHEMA).table, lines
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +150,7 @@ def build(client, inputs, out: Path, schema=SCHEMA, **params) -> dict:
     return build_table(args, client)
 
 
+@pytest.mark.slow
 def test_headed_inputs_build_exactly_with_their_drift_reported(local_client, source, tmp_path, capsys):
     table, text, _ = source
     ranges = write_headed_inputs(table, tmp_path / "inputs" / "real")
@@ -196,8 +209,8 @@ def test_headed_inputs_build_exactly_with_their_drift_reported(local_client, sou
     assert all(not c.problems for c in verify_lake(str(lake))), [c.problems for c in verify_lake(str(lake))]
 
 
-def test_missing_non_null_column_is_an_error_naming_file_and_column(local_client, source, tmp_path):
-    table, _, _ = source
+def test_missing_non_null_column_is_an_error_naming_file_and_column(local_client, rows, tmp_path):
+    table, _ = rows
     part = astropy_table(table.slice(0, 50))
     part.remove_column("cntr")
     path = tmp_path / "no_key.tbl"
@@ -206,8 +219,8 @@ def test_missing_non_null_column_is_an_error_naming_file_and_column(local_client
         build(local_client, [path], tmp_path / "out")
 
 
-def test_files_that_cannot_be_unified_are_named(local_client, source, tmp_path):
-    table, _, _ = source
+def test_files_that_cannot_be_unified_are_named(local_client, rows, tmp_path):
+    table, _ = rows
     paths = []
     for n, value in enumerate([np.arange(40) * 0.5, [f"x{k}" for k in range(40)]]):
         part = astropy_table(table.slice(n * 40, 40))
@@ -218,8 +231,8 @@ def test_files_that_cannot_be_unified_are_named(local_client, source, tmp_path):
         build(local_client, paths, tmp_path / "out")
 
 
-def test_parquet_and_astropy_tables_read_through_the_same_matching(source, tmp_path):
-    table, text, _ = source
+def test_parquet_and_astropy_tables_read_through_the_same_matching(rows, tmp_path):
+    table, _ = rows
     part = table.slice(0, 30).rename_columns(["xdate" if n == "date" else n for n in table.column_names])
     pq.write_table(part, tmp_path / "export.parquet")
     blocks = list(read_input(str(tmp_path / "export.parquet"), SCHEMA))
@@ -240,8 +253,8 @@ def test_parquet_and_astropy_tables_read_through_the_same_matching(source, tmp_p
     assert again.table.equals(block.table) and again.bad == []
 
 
-def test_votable_cell_that_does_not_parse_quarantines_its_row(source, tmp_path):
-    table, _, _ = source
+def test_votable_cell_that_does_not_parse_quarantines_its_row(rows, tmp_path):
+    table, _ = rows
     path = tmp_path / "tap.xml"
     write_votable(astropy_table(table.slice(0, 20)), path, "tabledata")
     xml = path.read_text()
@@ -254,8 +267,8 @@ def test_votable_cell_that_does_not_parse_quarantines_its_row(source, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["bulk", "csv", "ipac"])
-def test_a_latin1_byte_is_quarantined_with_its_line(source, tmp_path, fmt):
-    table, _, lines = source
+def test_a_latin1_byte_is_quarantined_with_its_line(rows, tmp_path, fmt):
+    table, lines = rows
     part = table.slice(0, 30)
     if fmt == "bulk":
         data = b"".join(lines[:30])
@@ -278,8 +291,8 @@ def test_a_latin1_byte_is_quarantined_with_its_line(source, tmp_path, fmt):
     assert sum(b.table.num_rows for b in blocks) == 29
 
 
-def test_latin1_line_quarantined_in_a_build(local_client, source, tmp_path):
-    _, _, lines = source
+def test_latin1_line_quarantined_in_a_build(local_client, rows, tmp_path):
+    _, lines = rows
     dirty = list(lines[:200])
     dirty[41] = dirty[41].replace(b"|A", b"|\xe9", 1) if b"|A" in dirty[41] else b"caf\xe9|" + dirty[41]
     path = tmp_path / "in" / "latin1.gz"
@@ -292,8 +305,8 @@ def test_latin1_line_quarantined_in_a_build(local_client, source, tmp_path):
 
 
 @pytest.mark.parametrize("codec", ["bz2", "xz"])
-def test_bzip2_and_xz_inputs_build(local_client, source, tmp_path, codec):
-    table, _, lines = source
+def test_bzip2_and_xz_inputs_build(local_client, rows, tmp_path, codec):
+    table, lines = rows
     compress = bz2.compress if codec == "bz2" else lzma.compress
     path = tmp_path / "in" / f"{TABLE}_aaa.{codec}"
     path.parent.mkdir()
@@ -314,8 +327,8 @@ def complete_lines(data: bytes) -> int:
     return out.count(b"\n")
 
 
-def test_truncated_gzip_names_the_last_whole_line(source, tmp_path):
-    _, _, lines = source
+def test_truncated_gzip_names_the_last_whole_line(rows, tmp_path):
+    _, lines = rows
     whole = gzip.compress(b"".join(lines * 20), compresslevel=1)
     path = tmp_path / "truncated.gz"
     path.write_bytes(whole[: len(whole) * 2 // 3])
@@ -326,8 +339,8 @@ def test_truncated_gzip_names_the_last_whole_line(source, tmp_path):
         list(read_input(str(path), SCHEMA, block_bytes=1 << 16))
 
 
-def test_string_longer_than_its_documented_width_is_quarantined(source, tmp_path):
-    _, _, lines = source
+def test_string_longer_than_its_documented_width_is_quarantined(rows, tmp_path):
+    _, lines = rows
     fields = lines[3].decode().rstrip("\n").split("|")
     fields[SCHEMA.names.index("ph_qual")] = "AAAA"  # documented 3 characters
     path = tmp_path / "wide.psv"
@@ -338,8 +351,8 @@ def test_string_longer_than_its_documented_width_is_quarantined(source, tmp_path
         (4, "column ph_qual: 'AAAA' is longer than its documented width (3, type %3s)")]
 
 
-def test_formats_are_detected_and_a_wrong_one_is_named(source, tmp_path):
-    table, _, lines = source
+def test_formats_are_detected_and_a_wrong_one_is_named(rows, tmp_path):
+    table, lines = rows
     part = astropy_table(table.slice(0, 5))
     part.write(tmp_path / "t.tbl", format="ascii.ipac")
     part.write(tmp_path / "t.csv", format="ascii.csv")
@@ -360,6 +373,7 @@ def test_formats_are_detected_and_a_wrong_one_is_named(source, tmp_path):
         list(read_input(str(tmp_path / "other.xml"), SCHEMA))
 
 
+@pytest.mark.slow
 def test_inspect_proposes_a_schema_that_reads_a_reordered_extended_file(local_client, source, tmp_path,
                                                                         capsys):
     table, text, lines = source
