@@ -47,13 +47,15 @@ def convert_file(args: TableArguments, index: int) -> MapResult:
 
     def put() -> int:
         res.lines = res.rows = 0
+        res.queries.clear()
         bad.clear()
         digest = FileDigest()
         with open_atomic(fs, out) as f, pq.ParquetWriter(f, target, **kwargs) as writer:
             for block in read_input(path, args.schema, input_format=args.params.input_format,
                                     block_bytes=args.params.block_bytes,
-                                    storage_options=args.storage_options, digest=digest):
+                                    storage_options=args.storage_options, digest=digest, tap=args.tap):
                 res.lines += block.n_lines
+                res.queries.extend(block.queries)
                 bad.extend(block.bad)
                 if block.table.num_rows:
                     writer.write_table(block.table.cast(target), row_group_size=ROW_GROUP_ROWS)

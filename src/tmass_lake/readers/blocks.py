@@ -44,13 +44,15 @@ def quarantine_table(bad: list[BadLine]) -> pa.Table:
 
 @dataclass
 class ParsedBlock:
-    """One block of a file: its typed good rows and its quarantined lines."""
+    """One block of an input (file or TAP chunk): its typed good rows and its quarantined lines."""
 
     path: str
     first_line: int
     n_lines: int
     table: pa.Table
     bad: list[BadLine] = field(default_factory=list)
+    queries: list[dict] = field(default_factory=list)
+    """Service inputs (TAP): the queries this block's rows came from."""
 
 
 class FileDigest:
