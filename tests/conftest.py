@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tap_server import tap_service  # noqa: F401 - the DaCHS fixture, shared by the TAP tests
 
 from tmass_lake.cli import main
 from tmass_lake.cluster import dask_client

@@ -11,6 +11,7 @@ machine's DaCHS configuration changes. One test session at a time holds the reso
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -19,11 +20,15 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from tmass_lake.schema import TableSchema
+import pytest
+
+from tmass_lake.mock import generate
+from tmass_lake.schema import TableSchema, load_schema
 
 DACHS = shutil.which("dachs")
 INPUTS = Path("/var/gavo/inputs")
@@ -146,11 +151,8 @@ class DachsServer:
     def __init__(self, workdir: Path, port: int | None = None):
         self.workdir = workdir
         self.port = port or free_port()
-        self.settings = workdir / "gavo.rc"
-        self.settings.write_text(
-            "[web]\nbindAddress: 127.0.0.1\n"
-            f"serverPort: {self.port}\nserverURL: http://127.0.0.1:{self.port}\n"
-            f"[async]\nhardMAXREC: {HARD_MAXREC}\n")
+        # Where the server's query runners (spawned as user gavo) can read it: not under pytest's 0700 tmp.
+        self.settings = INPUTS / f"{RESOURCE}.rc"
         self.env = dict(os.environ, GAVOSETTINGS=str(self.settings))
         self.log = workdir / "dachs.log"
         self.process: subprocess.Popen | None = None
@@ -165,6 +167,11 @@ class DachsServer:
         INPUTS.mkdir(parents=True, exist_ok=True)
         self._lock = open(INPUTS / f"{RESOURCE}.lock", "w")  # noqa: SIM115 - held for the session
         fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self.settings.write_text(
+            "[web]\nbindAddress: 127.0.0.1\n"
+            f"serverPort: {self.port}\nserverURL: http://127.0.0.1:{self.port}\n"
+            f"[async]\nhardMAXREC: {HARD_MAXREC}\n")
+        self.settings.chmod(0o644)
 
     def dachs(self, *args: str, cwd: Path | None = None) -> str:
         done = subprocess.run([DACHS, *args], cwd=cwd, env=self.env, capture_output=True, text=True)
@@ -234,6 +241,52 @@ class DachsServer:
 
     def close(self) -> None:
         self.stop()
+        self.settings.unlink(missing_ok=True)
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+# -- the session's service -----------------------------------------------------------------------
+TABLES = ("pt_src_c", "cf_info", "cf_link")
+MOCK_SCALE = 0.4  # pt_src_c and cf_link ~126k rows each: a 12k-row harvest is 11 chunks
+
+
+@dataclass
+class TapService:
+    """The running test service, the mock it serves (IRSA bulk files under ``mock``) and its tables."""
+
+    server: DachsServer
+    mock: Path
+    tables: dict[str, ServedTable]
+
+    @property
+    def url(self) -> str:
+        """The service as a tmass-lake input (``tap+http://127.0.0.1:PORT/tap``)."""
+        return "tap+" + self.server.url
+
+
+@pytest.fixture(scope="session")
+def tap_service(tmp_path_factory) -> Iterator[TapService]:
+    """DaCHS serving the mock calibration tables on loopback, loaded once per session, stopped after."""
+    reason = dachs_missing_reason()
+    if reason:
+        print(f"\nskipping the TAP tests: {reason}")
+        pytest.skip(reason)
+    base = tmp_path_factory.mktemp("tap")
+    generate(str(base / "mock"), scale=MOCK_SCALE, seed=3, tables=list(TABLES), reference=False, progress=False)
+    tables = {name: served_table(load_schema(name), sorted((base / "mock" / "irsa" / name).glob("*.gz")))
+              for name in TABLES}
+    server = DachsServer(base)
+    server.lock()
+    try:
+        root = write_resource(list(tables.values()))
+        server.import_resource(root, list(tables.values()))
+        server.start()
+        yield TapService(server, base / "mock", tables)
+    finally:
+        server.stop()
+        with contextlib.suppress(RuntimeError):
+            server.dachs("drop", "q", cwd=INPUTS / RESOURCE)
+        shutil.rmtree(INPUTS / RESOURCE, ignore_errors=True)
+        server.close()

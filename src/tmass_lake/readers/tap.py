@@ -168,7 +168,7 @@ def chunk_identity(url: str, columns: list[str]) -> dict:
 
 @dataclass
 class Answer:
-    """One query's VOTable: its bytes, rows, the service's QUERY_STATUS and the timing."""
+    """One query's VOTable: its bytes, rows, the service's QUERY_STATUS and when it ran (on the wire)."""
 
     query: str
     data: bytes
@@ -239,10 +239,11 @@ class TapClient:
         fmt = self.output_format()
 
         def run() -> Answer:
-            with self._limited():
+            with self._limited():  # held for the query only: parsing does not load the service
                 started = time.time()
                 data = self._sync(query, maxrec, fmt) if sync else self._async(query, maxrec, fmt)
-            return _answer(query, data, started, "sync" if sync else "async")
+                seconds = time.time() - started
+            return _answer(query, data, started, seconds, "sync" if sync else "async")
         return self._retrying(run, f"query {query!r}")
 
     def _sync(self, query: str, maxrec: int, fmt: str) -> bytes:
@@ -343,7 +344,7 @@ def _plain(value: object) -> object:
     return value
 
 
-def _answer(query: str, data: bytes, started: float, mode: str) -> Answer:
+def _answer(query: str, data: bytes, started: float, seconds: float, mode: str) -> Answer:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", VOWarning)
@@ -360,7 +361,7 @@ def _answer(query: str, data: bytes, started: float, mode: str) -> Answer:
     if not tables:
         raise TruncatedAnswer("VOTable holds no table")
     table = tables[0]
-    return Answer(query, data, table, len(table.array), status, len(data), started, time.time() - started, mode)
+    return Answer(query, data, table, len(table.array), status, len(data), started, seconds, mode)
 
 
 # -- VOTable to typed Arrow -----------------------------------------------------------------------

@@ -1,0 +1,277 @@
+"""Building from a TAP service, against a real one: GAVO DaCHS on loopback serving the mock tables.
+
+The service (``tap_server.tap_service``) holds the mock calibration tables loaded from the same
+IRSA bulk files a file build reads, so a harvest must give the file build's lake, row for row
+and value for value, with the service's units and descriptions.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+from conftest import BIN, wait_for
+from pyvo.dal.exceptions import DALQueryError, DALServiceError
+from tap_server import HARD_MAXREC, SERVED_DESCRIPTION, TapService
+
+from tmass_lake.errors import InputError
+from tmass_lake.readers.tap import (
+    AsyncJobError,
+    Chunk,
+    TapClient,
+    TapOptions,
+    identifier,
+    is_transient,
+    plan_chunks,
+    read_chunk,
+    service_url,
+)
+from tmass_lake.schema import load_schema
+from tmass_lake.schema_pull import merge_schema, service_arrow
+
+CHUNK_ROWS = 12_000  # pt_src_c and cf_link (~126k rows) harvest in 11 chunks
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(BIN / "tmass-lake"), *args], capture_output=True, text=True)
+    if check and done.returncode:
+        raise AssertionError(f"tmass-lake {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def plain(table: pa.Table) -> pa.Table:
+    """The table's values only: schema and field metadata dropped."""
+    return table.cast(pa.schema([f.remove_metadata() for f in table.schema])).replace_schema_metadata(None)
+
+
+def table_rows(path: Path, key: str) -> dict[str, pa.Table]:
+    """A built table's rows: per HATS data file (collections), or the whole dataset sorted by key."""
+    files = sorted(path.rglob("Npix=*.parquet"))
+    if files:
+        return {str(f.relative_to(path)): plain(pq.read_table(f)) for f in files}
+    table = plain(pq.read_table(sorted((path / "dataset").glob("part-*.parquet"))))
+    return {"dataset": table.sort_by([(key, "ascending")])}
+
+
+def assert_same_rows(harvested: Path, built: Path, key: str) -> None:
+    a, b = table_rows(harvested, key), table_rows(built, key)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        assert a[name].num_rows == b[name].num_rows, name
+        for column in a[name].column_names:
+            assert a[name].column(column).equals(b[name].column(column)), (name, column)
+
+
+def served_metadata(service: TapService, table: str, data_file: Path) -> None:
+    """Every column of a harvested data file carries the service's unit, UCD and description."""
+    declared = {c["name"]: c for c in service.tables[table].columns}
+    fields = [f for f in pq.read_schema(data_file) if f.name in declared]
+    assert len(fields) == len(load_schema(table).columns)
+    for field in fields:
+        meta = {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
+        served = declared[field.name]
+        assert meta["description"] == served["description"]
+        assert meta["description"].endswith(SERVED_DESCRIPTION)
+        assert meta.get("unit") == served["unit"]
+        assert meta.get("ucd") == served["ucd"]
+        assert "TAP_SCHEMA.columns of http://127.0.0.1" in json.loads(meta["origin"])["description"]
+
+
+# -- without the service ------------------------------------------------------------------------
+
+def test_chunk_is_a_string_and_a_query():
+    c = Chunk("https://irsa.ipac.caltech.edu/TAP", "pt_src_c", "cntr", 10, 20, 7, "cc_flg = '000'")
+    assert Chunk.from_url(c.url()) == c
+    assert service_url(c.url()) == "https://irsa.ipac.caltech.edu/TAP"
+    assert c.query(["ra", "date", "cntr"]) == ('SELECT ra, "date", cntr FROM pt_src_c WHERE cntr >= 10 AND '
+                                               "cntr < 20 AND (cc_flg = '000') ORDER BY cntr")
+    assert [(p.lo, p.hi) for p in c.split(3)] == [(10, 13), (13, 16), (16, 20)]
+    assert identifier("dec") == '"dec"' and identifier("j_m") == "j_m"
+    with pytest.raises(InputError, match="not a TAP chunk"):
+        Chunk.from_url("tap+https://irsa.ipac.caltech.edu/TAP?table=x")
+
+
+def test_transient_failures_are_told_apart():
+    assert is_transient(requests.ConnectionError("refused"))
+    assert is_transient(AsyncJobError("job ended ERROR"))
+    assert is_transient(DALServiceError("bad gateway", 502))
+    assert not is_transient(DALServiceError("not found", 404))
+    assert not is_transient(DALQueryError("syntax error"))
+
+
+def test_merge_keeps_our_kinds_and_takes_the_services_words():
+    ours = load_schema("cf_link")
+    records = [{"column_name": "cntr", "datatype": "long", "unit": "", "ucd": "meta.id", "description": "key",
+                "principal": 1, "indexed": 1},
+               {"column_name": "gcntr", "datatype": "int", "description": "group", "principal": 0, "indexed": 0},
+               {"column_name": "extra", "datatype": "char", "arraysize": "*", "description": "new"}]
+    m = merge_schema(records, ours, table="cf_link", service="https://x/TAP", date="2026-11-27")
+    assert m.schema.names == ["cntr", "gcntr", "extra"]
+    assert [c.arrow for c in m.schema.columns] == ["int64", "int64", "string"]  # ours int64 kept over int
+    assert m.schema.column("cntr").indexed and m.schema.column("cntr").description == "key"
+    assert m.schema.column("gcntr").origin["arrow"] == ours.column("gcntr").source
+    assert m.schema.column("extra").origin["description"] == "TAP_SCHEMA.columns of https://x/TAP, 2026-11-27"
+    facts = {(d.column, d.fact) for d in m.drift}
+    assert {("extra", "column"), ("gcntr", "arrow"), ("*", "order")} <= facts
+    assert service_arrow({"column_name": "t", "datatype": "adql:TIMESTAMP"}) == "string"
+
+
+# -- against DaCHS --------------------------------------------------------------------------------
+
+def test_schema_pull_equals_the_declared_columns(tap_service, tmp_path):
+    out, report = tmp_path / "schemas" / "pt_src_c.yaml", tmp_path / "drift.json"
+    done = cli("schema", "pull", "--tap", tap_service.url, "--table", "pt_src_c", "--output", str(out),
+               "--report", str(report))
+    assert "only on the service: x, y, z" in done.stdout
+    pulled = load_schema(str(out))
+    declared = tap_service.tables["pt_src_c"].columns
+    ours = load_schema("pt_src_c")
+    assert pulled.names == [c["name"] for c in declared]
+    sql_arrow = {"double precision": "float64"}
+    for col, served in zip(pulled.columns, declared, strict=True):
+        expected_arrow = ours.column(col.name).arrow if col.name in ours.names else sql_arrow[served["type"]]
+        assert (col.arrow, col.unit, col.ucd, col.description) == (
+            expected_arrow, served["unit"], served["ucd"], served["description"]), col.name
+        assert col.principal == served["principal"] and col.indexed == (col.name == "cntr"), col.name
+        assert col.origin["description"].startswith(f"TAP_SCHEMA.columns of {tap_service.server.url}")
+    assert pulled.layout_status == "documented" and pulled.key_column == "cntr"
+    drift = json.loads(report.read_text())["drift"]
+    assert {d["column"] for d in drift if d["fact"] == "column"} == {"x", "y", "z"}
+    assert sum(d["fact"] == "description" for d in drift) == len(ours.columns)
+
+
+def test_plan_counts_every_row_once(tap_service):
+    schema = load_schema("pt_src_c")
+    plan = plan_chunks(tap_service.url, schema, "cntr", chunk_rows=CHUNK_ROWS)
+    client = TapClient(tap_service.url)
+    total = client.rows("SELECT COUNT(*) AS n FROM tmass_lake_test.pt_src_c")[0]["n"]
+    assert plan.rows == total >= 100_000 and len(plan.chunks) >= 8
+    assert sum(c.rows for c in plan.chunks) == total and max(c.rows for c in plan.chunks) <= CHUNK_ROWS
+    assert all(a.hi == b.lo for a, b in zip(plan.chunks, plan.chunks[1:], strict=False))
+    assert client.count(plan.chunks[3]) == plan.chunks[3].rows
+    assert [c["column_name"] for c in plan.columns][:3] == ["ra", "dec", "err_maj"]
+
+
+def test_short_chunk_fails_naming_chunk_and_query(tap_service):
+    schema = load_schema("cf_link")
+    chunk = plan_chunks(tap_service.url, schema, "cntr", chunk_rows=CHUNK_ROWS).chunks[0]
+    wrong = replace(chunk, rows=chunk.rows + 5)  # the service will send 5 rows fewer than "counted"
+    with pytest.raises(InputError) as e:
+        list(read_chunk(wrong.url(), schema, options=TapOptions(retries=1, backoff=0)))
+    assert wrong.url() in str(e.value) and f"returned {chunk.rows} rows where COUNT(*) gave {wrong.rows}" in str(
+        e.value) and "SELECT gcntr, cntr FROM tmass_lake_test.cf_link WHERE cntr >= " in str(e.value)
+
+
+def test_overflow_is_split_never_short(tap_service, tmp_path):
+    """A chunk larger than the service's hard MAXREC comes back cut (OVERFLOW): it is split, counted and
+    queried again, and the table built equals the file build; async (UWS) jobs for the large queries."""
+    out = tmp_path / "cf_link"
+    cli("build", "--table", "cf_link", "--input", tap_service.url, "--output", str(out), "--quiet",
+        "--tap-chunk-rows", "100000", "--tap-sync-rows", "50000", "--workers", "2")
+    report = json.loads((out / "build_report.json").read_text())
+    queries = [q for i in report["inputs"] for q in i["queries"]]
+    cut = [q for q in queries if q["status"] == "OVERFLOW"]
+    assert cut and all(q["received"] == HARD_MAXREC < q["expected"] for q in cut)
+    assert {q["mode"] for q in queries} == {"sync", "async"}
+    assert report["rows_written"] == report["tap"]["rows"] == sum(
+        q["received"] for q in queries if q["status"] == "OK")
+    files = tmp_path / "files"
+    cli("build", "--table", "cf_link", "--input", str(tap_service.mock / "irsa" / "cf_link"), "--output",
+        str(files), "--quiet", "--workers", "1")
+    assert_same_rows(out, files, "cntr")
+
+
+@pytest.mark.slow
+def test_harvest_equals_the_file_build(tap_service, tmp_path):
+    """The calibration pipeline from the service equals the same pipeline from the bulk files."""
+    common = ("--quiet", "--workers", "2", "--memory-limit", "2GiB")
+    cli("build", "calibration", "--input", tap_service.url, "--output", str(tmp_path / "tap"),
+        "--tap-chunk-rows", str(CHUNK_ROWS), *common)
+    cli("build", "calibration", "--input", str(tap_service.mock), "--output", str(tmp_path / "files"), *common)
+    manifest = json.loads((tmp_path / "tap" / "manifest.json").read_text())
+    assert sorted(manifest["tables"]) == sorted(tap_service.tables)
+    for name, served in tap_service.tables.items():
+        assert_same_rows(tmp_path / "tap" / name, tmp_path / "files" / name, served.key)
+        entry = manifest["tables"][name]
+        tap = entry["tap"]
+        assert tap["service"] == tap_service.server.url and tap["table"] == served.qualified
+        assert [c["column_name"] for c in tap["tap_schema"]] == [c["name"] for c in served.columns]
+        assert entry["rows"] == tap["rows"] == sum(q["received"] for q in tap["queries"])
+        assert all(q["received"] == q["expected"] and q["query"].startswith("SELECT") for q in tap["queries"])
+        data = next(p for p in (tmp_path / "tap" / name).rglob("*.parquet")
+                    if p.name.startswith(("Npix=", "part-")))
+        served_metadata(tap_service, name, data)
+    assert len(manifest["tables"]["pt_src_c"]["tap"]["queries"]) >= 8
+
+
+def _build(service: TapService, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "tmass-lake"), "build", "--table", "cf_link", "--input", service.url, "--output", str(out),
+         "--quiet", "--workers", "2", "--tap-chunk-rows", "4000", "--tap-concurrency", "1", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _done_chunks(out: Path) -> list[dict]:
+    plan = out / "_build" / "plan" / "convert"
+    return [json.loads(p.read_text()) for p in sorted(plan.glob("*.json"))] if plan.is_dir() else []
+
+
+@pytest.mark.slow
+def test_service_restarted_mid_harvest(tap_service, tmp_path):
+    """A short outage is ridden out by the retries; a long one fails the build naming the query, and
+    ``--resume`` after the restart queries only the unfinished chunks and ends identical."""
+    files = tmp_path / "files"
+    cli("build", "--table", "cf_link", "--input", str(tap_service.mock / "irsa" / "cf_link"), "--output",
+        str(files), "--quiet", "--workers", "1")
+    server = tap_service.server
+
+    ridden = tmp_path / "ridden"
+    build = _build(tap_service, ridden, "--tap-retries", "8", "--tap-backoff", "0.5")
+    wait_for(lambda: len(_done_chunks(ridden)) >= 3, timeout=120, what="three harvested chunks")
+    server.stop()
+    time.sleep(2)
+    server.start()
+    _, err = build.communicate(timeout=300)
+    assert build.returncode == 0, err
+    assert_same_rows(ridden, files, "cntr")
+
+    out = tmp_path / "resumed"
+    build = _build(tap_service, out, "--tap-retries", "1", "--tap-backoff", "0.2")
+    wait_for(lambda: len(_done_chunks(out)) >= 3, timeout=120, what="three harvested chunks")
+    server.stop()
+    _, err = build.communicate(timeout=300)
+    try:
+        assert build.returncode == 2, err
+        assert "tmass-lake: error:" in err and server.url in err and "(after 2 attempts)" in err
+        before = {r["path"]: r["queries"] for r in _done_chunks(out)}
+        assert 3 <= len(before) < 32
+    finally:
+        server.start()
+    restarted = time.time()
+    cli("build", "--table", "cf_link", "--input", tap_service.url, "--output", str(out), "--quiet",
+        "--workers", "2", "--tap-chunk-rows", "4000", "--tap-concurrency", "1", "--resume")
+    report = json.loads((out / "build_report.json").read_text())
+    queried = {i["path"]: i["queries"] for i in report["inputs"]}
+    for path, queries in before.items():  # finished chunks were not queried again
+        assert queried[path] == queries and all(q["started"] < restarted for q in queries)
+    assert all(q["started"] > restarted for p, qs in queried.items() if p not in before for q in qs)
+    assert report["rows_written"] == report["tap"]["rows"]
+    assert_same_rows(out, files, "cntr")
+
+
+def test_queries_in_flight_are_bounded(tap_service, tmp_path):
+    """With --tap-concurrency 1 and two workers, no two queries ever overlap on the service."""
+    out = tmp_path / "cf_link"
+    cli("build", "--table", "cf_link", "--input", tap_service.url, "--output", str(out), "--quiet",
+        "--workers", "2", "--tap-chunk-rows", "8000", "--tap-concurrency", "1")
+    report = json.loads((out / "build_report.json").read_text())
+    spans = sorted((q["started"], q["started"] + q["seconds"]) for i in report["inputs"] for q in i["queries"])
+    assert len(spans) >= 8
+    assert all(a_end <= b_start + 0.05 for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))
