@@ -17,11 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
-from conftest import BIN, wait_for
+from conftest import BIN, build_mock_lake, wait_for
 from pyvo.dal.exceptions import DALQueryError, DALServiceError
 from tap_server import HARD_MAXREC, SERVED_DESCRIPTION, TapService
 
+from tmass_lake.convert import build_table, resolve_parameters, table_arguments
 from tmass_lake.errors import InputError
+from tmass_lake.mock.scoring import MockLake
 from tmass_lake.readers.tap import (
     AsyncJobError,
     Chunk,
@@ -84,6 +86,21 @@ def served_metadata(service: TapService, table: str, data_file: Path) -> None:
         assert "TAP_SCHEMA.columns of http://127.0.0.1" in json.loads(meta["origin"])["description"]
 
 
+@pytest.fixture(scope="session")
+def file_lake(tap_service, local_client) -> Path:
+    """The calibration pipeline built from the bulk files the service was loaded from: the reference."""
+    env = MockLake(root=tap_service.mock.parent)
+    build_mock_lake(env, local_client, families=("calibration",))
+    return env.lake
+
+
+def harvest(service: TapService, table: str, out: Path, client, **params) -> dict:
+    """Build ``table`` from the service into ``out`` (in process, on the session's cluster)."""
+    args = table_arguments(load_schema(table), [service.url], str(out), params=resolve_parameters(params),
+                           progress=False)
+    return build_table(args, client)
+
+
 # -- without the service ------------------------------------------------------------------------
 
 def test_chunk_is_a_string_and_a_query():
@@ -102,6 +119,7 @@ def test_transient_failures_are_told_apart():
     assert is_transient(requests.ConnectionError("refused"))
     assert is_transient(AsyncJobError("job ended ERROR"))
     assert is_transient(DALServiceError("bad gateway", 502))
+    assert is_transient(DALServiceError("Unable to access the capabilities endpoint"))
     assert not is_transient(DALServiceError("not found", 404))
     assert not is_transient(DALQueryError("syntax error"))
 
@@ -169,36 +187,29 @@ def test_short_chunk_fails_naming_chunk_and_query(tap_service):
         e.value) and "SELECT gcntr, cntr FROM tmass_lake_test.cf_link WHERE cntr >= " in str(e.value)
 
 
-def test_overflow_is_split_never_short(tap_service, tmp_path):
+def test_overflow_is_split_never_short(tap_service, file_lake, local_client, tmp_path):
     """A chunk larger than the service's hard MAXREC comes back cut (OVERFLOW): it is split, counted and
     queried again, and the table built equals the file build; async (UWS) jobs for the large queries."""
     out = tmp_path / "cf_link"
-    cli("build", "--table", "cf_link", "--input", tap_service.url, "--output", str(out), "--quiet",
-        "--tap-chunk-rows", "100000", "--tap-sync-rows", "50000", "--workers", "2")
-    report = json.loads((out / "build_report.json").read_text())
+    report = harvest(tap_service, "cf_link", out, local_client, tap_chunk_rows=100_000, tap_sync_rows=50_000)
     queries = [q for i in report["inputs"] for q in i["queries"]]
     cut = [q for q in queries if q["status"] == "OVERFLOW"]
     assert cut and all(q["received"] == HARD_MAXREC < q["expected"] for q in cut)
     assert {q["mode"] for q in queries} == {"sync", "async"}
     assert report["rows_written"] == report["tap"]["rows"] == sum(
         q["received"] for q in queries if q["status"] == "OK")
-    files = tmp_path / "files"
-    cli("build", "--table", "cf_link", "--input", str(tap_service.mock / "irsa" / "cf_link"), "--output",
-        str(files), "--quiet", "--workers", "1")
-    assert_same_rows(out, files, "cntr")
+    assert_same_rows(out, file_lake / "cf_link", "cntr")
 
 
 @pytest.mark.slow
-def test_harvest_equals_the_file_build(tap_service, tmp_path):
-    """The calibration pipeline from the service equals the same pipeline from the bulk files."""
-    common = ("--quiet", "--workers", "2", "--memory-limit", "2GiB")
+def test_harvest_equals_the_file_build(tap_service, file_lake, tmp_path):
+    """The calibration pipeline from the service (the README's command) equals it from the bulk files."""
     cli("build", "calibration", "--input", tap_service.url, "--output", str(tmp_path / "tap"),
-        "--tap-chunk-rows", str(CHUNK_ROWS), *common)
-    cli("build", "calibration", "--input", str(tap_service.mock), "--output", str(tmp_path / "files"), *common)
+        "--tap-chunk-rows", str(CHUNK_ROWS), "--quiet", "--workers", "2", "--memory-limit", "2GiB")
     manifest = json.loads((tmp_path / "tap" / "manifest.json").read_text())
     assert sorted(manifest["tables"]) == sorted(tap_service.tables)
     for name, served in tap_service.tables.items():
-        assert_same_rows(tmp_path / "tap" / name, tmp_path / "files" / name, served.key)
+        assert_same_rows(tmp_path / "tap" / name, file_lake / name, served.key)
         entry = manifest["tables"][name]
         tap = entry["tap"]
         assert tap["service"] == tap_service.server.url and tap["table"] == served.qualified
@@ -224,12 +235,10 @@ def _done_chunks(out: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_service_restarted_mid_harvest(tap_service, tmp_path):
+def test_service_restarted_mid_harvest(tap_service, file_lake, tmp_path):
     """A short outage is ridden out by the retries; a long one fails the build naming the query, and
     ``--resume`` after the restart queries only the unfinished chunks and ends identical."""
-    files = tmp_path / "files"
-    cli("build", "--table", "cf_link", "--input", str(tap_service.mock / "irsa" / "cf_link"), "--output",
-        str(files), "--quiet", "--workers", "1")
+    files = file_lake / "cf_link"
     server = tap_service.server
 
     ridden = tmp_path / "ridden"
@@ -266,12 +275,10 @@ def test_service_restarted_mid_harvest(tap_service, tmp_path):
     assert_same_rows(out, files, "cntr")
 
 
-def test_queries_in_flight_are_bounded(tap_service, tmp_path):
-    """With --tap-concurrency 1 and two workers, no two queries ever overlap on the service."""
-    out = tmp_path / "cf_link"
-    cli("build", "--table", "cf_link", "--input", tap_service.url, "--output", str(out), "--quiet",
-        "--workers", "2", "--tap-chunk-rows", "8000", "--tap-concurrency", "1")
-    report = json.loads((out / "build_report.json").read_text())
+def test_queries_in_flight_are_bounded(tap_service, local_client, tmp_path):
+    """With tap_concurrency 1 and two workers, no two queries ever overlap on the service."""
+    report = harvest(tap_service, "cf_link", tmp_path / "cf_link", local_client, tap_chunk_rows=8000,
+                     tap_concurrency=1)
     spans = sorted((q["started"], q["started"] + q["seconds"]) for i in report["inputs"] for q in i["queries"])
     assert len(spans) >= 8
     assert all(a_end <= b_start + 0.05 for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))

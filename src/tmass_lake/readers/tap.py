@@ -51,7 +51,6 @@ from tmass_lake.schema import TableSchema
 log = logging.getLogger(__name__)
 
 SCHEME = "tap+"
-BINARY2 = "application/x-votable+xml;serialization=BINARY2"
 VOTABLE = "application/x-votable+xml"
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 # ADQL reserved words (SQL-92 and ADQL's own) that IRSA/2MASS column names use or could use: such a
@@ -123,12 +122,16 @@ class Chunk:
     hi: int
     rows: int
     where: str | None = None
+    format: str = VOTABLE
+    """The response format asked for (BINARY2 VOTable when the service offers it)."""
 
     def url(self) -> str:
         """The chunk as an input string (``tap+SERVICE?table=...&key=...&lo=...&hi=...&rows=...``)."""
         q = {"table": self.table, "key": self.key, "lo": self.lo, "hi": self.hi, "rows": self.rows}
         if self.where:
             q["where"] = self.where
+        if self.format != VOTABLE:
+            q["format"] = self.format
         return f"{SCHEME}{self.service}?{urlencode(q)}"
 
     @classmethod
@@ -136,7 +139,7 @@ class Chunk:
         q = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
         try:
             return cls(service_url(url), q["table"], q["key"], int(q["lo"]), int(q["hi"]), int(q["rows"]),
-                       q.get("where") or None)
+                       q.get("where") or None, q.get("format") or VOTABLE)
         except (KeyError, ValueError) as e:
             raise InputError(url, "not a TAP chunk (needs table, key, lo, hi and rows)") from e
 
@@ -234,9 +237,8 @@ class TapClient:
     def count(self, chunk: Chunk) -> int:
         return int(self.rows(chunk.count_query())[0]["n"])
 
-    def fetch(self, query: str, maxrec: int, sync: bool) -> Answer:
-        """Run ``query`` (sync or async) and parse its VOTable; retried on transient failures."""
-        fmt = self.output_format()
+    def fetch(self, query: str, maxrec: int, sync: bool, fmt: str = VOTABLE) -> Answer:
+        """Run ``query`` (sync or async) for a ``fmt`` VOTable and parse it; retried on transient failures."""
 
         def run() -> Answer:
             with self._limited():  # held for the query only: parsing does not load the service
@@ -316,7 +318,7 @@ def is_transient(e: BaseException) -> bool:
     if isinstance(e, DALQueryError):
         return False
     if isinstance(e, DALServiceError):
-        if e.code in RETRY_STATUS:
+        if e.code in RETRY_STATUS or not e.code:  # no HTTP status: the service could not be reached
             return True
         return e.cause is not None and is_transient(e.cause)
     if isinstance(e, requests.HTTPError):
@@ -447,7 +449,7 @@ def plan_chunks(url: str, schema: TableSchema, key: str, *, chunk_rows: int, whe
                        "for the service's layout")
     if key.lower() not in served:
         raise TapError(f"{client.url}: {table} has no key column {key}")
-    start = Chunk(client.url, table, key, 0, 0, 0, where)
+    start = Chunk(client.url, table, key, 0, 0, 0, where, client.output_format())
     k = identifier(key)
     cond = f" WHERE {where}" if where else ""
     head = client.rows(f"SELECT COUNT(*) AS n, MIN({k}) AS lo, MAX({k}) AS hi FROM {table}{cond}")[0]
@@ -505,7 +507,7 @@ def read_chunk(url: str, schema: TableSchema, *, options: TapOptions | None = No
             continue
         query = part.query(schema.names)
         for attempt in range(opts.retries + 1):
-            answer = client.fetch(query, maxrec=part.rows + 1, sync=part.rows <= opts.sync_rows)
+            answer = client.fetch(query, maxrec=part.rows + 1, sync=part.rows <= opts.sync_rows, fmt=part.format)
             queries.append({"query": query, "expected": part.rows, "received": answer.rows,
                                    "status": answer.status, "mode": answer.mode, "bytes": answer.bytes,
                                    "started": answer.started, "seconds": round(answer.seconds, 3)})
