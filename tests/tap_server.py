@@ -148,9 +148,10 @@ def free_port() -> int:
 class DachsServer:
     """DaCHS on ``127.0.0.1:port`` with its own settings file; started and stopped by the tests."""
 
-    def __init__(self, workdir: Path, port: int | None = None):
+    def __init__(self, workdir: Path, port: int | None = None, hard_maxrec: int = HARD_MAXREC):
         self.workdir = workdir
         self.port = port or free_port()
+        self.hard_maxrec = hard_maxrec
         # Where the server's query runners (spawned as user gavo) can read it: not under pytest's 0700 tmp.
         self.settings = INPUTS / f"{RESOURCE}.rc"
         self.env = dict(os.environ, GAVOSETTINGS=str(self.settings))
@@ -170,16 +171,18 @@ class DachsServer:
         self.settings.write_text(
             "[web]\nbindAddress: 127.0.0.1\n"
             f"serverPort: {self.port}\nserverURL: http://127.0.0.1:{self.port}\n"
-            f"[async]\nhardMAXREC: {HARD_MAXREC}\n")
+            f"[async]\nhardMAXREC: {self.hard_maxrec}\n")
         self.settings.chmod(0o644)
 
     def dachs(self, *args: str, cwd: Path | None = None) -> str:
         done = subprocess.run([DACHS, *args], cwd=cwd, env=self.env, capture_output=True, text=True)
         if done.returncode:
-            raise RuntimeError(f"dachs {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+            raise RuntimeError(f"dachs {' '.join(args)} failed ({done.returncode}):\n"
+                               f"{done.stdout}{done.stderr}")
         return done.stdout
 
-    def import_resource(self, root: Path, tables: list[ServedTable], ra: str = "ra", dec: str = "dec") -> None:
+    def import_resource(self, root: Path, tables: list[ServedTable], ra: str = "ra",
+                        dec: str = "dec") -> None:
         """``dachs imp`` the RD (tables, ``TAP_SCHEMA``, indexes), then the rows with PostgreSQL's COPY.
 
         IRSA's bulk format (``|``-separated, ``\\N`` null) is COPY's text format, so the rows go
@@ -274,7 +277,8 @@ def tap_service(tmp_path_factory) -> Iterator[TapService]:
         print(f"\nskipping the TAP tests: {reason}")
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("tap")
-    generate(str(base / "mock"), scale=MOCK_SCALE, seed=3, tables=list(TABLES), reference=False, progress=False)
+    generate(str(base / "mock"), scale=MOCK_SCALE, seed=3, tables=list(TABLES), reference=False,
+             progress=False)
     tables = {name: served_table(load_schema(name), sorted((base / "mock" / "irsa" / name).glob("*.gz")))
               for name in TABLES}
     server = DachsServer(base)

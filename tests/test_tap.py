@@ -128,7 +128,8 @@ def test_merge_keeps_our_kinds_and_takes_the_services_words():
     ours = load_schema("cf_link")
     records = [{"column_name": "cntr", "datatype": "long", "unit": "", "ucd": "meta.id", "description": "key",
                 "principal": 1, "indexed": 1},
-               {"column_name": "gcntr", "datatype": "int", "description": "group", "principal": 0, "indexed": 0},
+               {"column_name": "gcntr", "datatype": "int", "description": "group", "principal": 0,
+                "indexed": 0},
                {"column_name": "extra", "datatype": "char", "arraysize": "*", "description": "new"}]
     m = merge_schema(records, ours, table="cf_link", service="https://x/TAP", date="2026-11-27")
     assert m.schema.names == ["cntr", "gcntr", "extra"]
@@ -183,8 +184,10 @@ def test_short_chunk_fails_naming_chunk_and_query(tap_service):
     wrong = replace(chunk, rows=chunk.rows + 5)  # the service will send 5 rows fewer than "counted"
     with pytest.raises(InputError) as e:
         list(read_chunk(wrong.url(), schema, options=TapOptions(retries=1, backoff=0)))
-    assert wrong.url() in str(e.value) and f"returned {chunk.rows} rows where COUNT(*) gave {wrong.rows}" in str(
-        e.value) and "SELECT gcntr, cntr FROM tmass_lake_test.cf_link WHERE cntr >= " in str(e.value)
+    message = str(e.value)
+    assert wrong.url() in message
+    assert f"returned {chunk.rows} rows where COUNT(*) gave {wrong.rows}" in message
+    assert "SELECT gcntr, cntr FROM tmass_lake_test.cf_link WHERE cntr >= " in message
 
 
 def test_overflow_is_split_never_short(tap_service, file_lake, local_client, tmp_path):
@@ -279,6 +282,7 @@ def test_queries_in_flight_are_bounded(tap_service, local_client, tmp_path):
     """With tap_concurrency 1 and two workers, no two queries ever overlap on the service."""
     report = harvest(tap_service, "cf_link", tmp_path / "cf_link", local_client, tap_chunk_rows=8000,
                      tap_concurrency=1)
-    spans = sorted((q["started"], q["started"] + q["seconds"]) for i in report["inputs"] for q in i["queries"])
+    queries = [q for i in report["inputs"] for q in i["queries"]]
+    spans = sorted((q["started"], q["started"] + q["seconds"]) for q in queries)
     assert len(spans) >= 8
     assert all(a_end <= b_start + 0.05 for (_, a_end), (b_start, _) in zip(spans, spans[1:], strict=False))

@@ -47,7 +47,8 @@ def service_arrow(record: dict) -> str:
     if arrow is None:
         raise ValueError(f"column {record.get('column_name')}: unknown datatype {record.get('datatype')!r}")
     if arraysize and arrow not in ("string",) and arraysize != "1":
-        raise ValueError(f"column {record.get('column_name')}: arrays ({datatype}[{arraysize}]) are not supported")
+        raise ValueError(f"column {record.get('column_name')}: arrays ({datatype}[{arraysize}]) "
+                         "are not supported")
     return arrow
 
 
@@ -116,7 +117,8 @@ def merge_schema(records: list[dict], ours: TableSchema | None, *, table: str, s
     for name in names:
         rec, col = served.get(name), mine.get(name)
         if rec is None:
-            columns.append(dataclasses.replace(col, origin={"column": "ours", **{f: col.source for f in FACTS}}))
+            origin = {"column": "ours", **{f: col.source for f in FACTS}}
+            columns.append(dataclasses.replace(col, origin=origin))
             continue
         columns.append(_merge_column(rec, col, told, drift))
     if ours:
@@ -194,9 +196,9 @@ def _table(ours: TableSchema | None, table: str, columns: tuple[Column, ...], to
 
 def schema_document(schema: TableSchema) -> dict:
     """A schema as the YAML document ``schemas/<table>.yaml`` holds."""
-    doc = {k: getattr(schema, k) for k in ("table", "title", "product", "kind", "layout_status", "layout_note",
-                                            "rows", "rows_source", "key_column", "ra_column", "dec_column",
-                                            "epoch_column")}
+    doc = {k: getattr(schema, k) for k in ("table", "title", "product", "kind", "layout_status",
+                                            "layout_note", "rows", "rows_source", "key_column", "ra_column",
+                                            "dec_column", "epoch_column")}
     doc["sources"] = list(schema.sources)
     doc["links"] = dict(schema.links) or None
     doc["columns"] = [{k: v for k, v in dataclasses.asdict(c).items() if v is not None or k in (
@@ -211,5 +213,6 @@ def write_schema(schema: TableSchema, path: str | Path) -> Path:
     head = (f"# {schema.table}: {schema.title}\n# layout: {schema.layout_status}. {schema.layout_note}\n"
             "# Per column: origin = where each fact came from (a service's TAP_SCHEMA and the date, or our\n"
             "# documented source).\n")
-    path.write_text(head + yaml.safe_dump(schema_document(schema), sort_keys=False, width=110, allow_unicode=True))
+    body = yaml.safe_dump(schema_document(schema), sort_keys=False, width=110, allow_unicode=True)
+    path.write_text(head + body)
     return path

@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = ssub.add_parser("pull", help="a table's columns from a TAP service's TAP_SCHEMA, merged with ours",
                         description="Read TAP_SCHEMA.columns of a table (order, types, units, UCDs, "
                                     "descriptions, principal/indexed flags), merge it with our schema (each "
-                                    "column says where each fact came from) and print the drift between them.")
+                                    "column says where each fact came from) and print the drift between "
+                                    "them.")
     p.add_argument("--tap", required=True, metavar="URL", help="the service (tap+https://HOST/PATH)")
     p.add_argument("--table", required=True, help="IRSA table name (or our schema YAML to compare with)")
     p.add_argument("--output", metavar="YAML", help="write the merged schema here (e.g. schemas/NAME.yaml)")

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 STAGE = "harvest"
 
 
-def harvest_inputs(args: TableArguments, plan: ResumePlan, client: Client) -> tuple[TableArguments, dict | None]:
+def harvest_inputs(args: TableArguments, plan: ResumePlan,
+                   client: Client) -> tuple[TableArguments, dict | None]:
     """``args`` with a TAP input replaced by its chunks and the service's column metadata.
 
     Returns the arguments and the report's ``tap`` section (``None`` for file inputs).
@@ -35,7 +36,8 @@ def harvest_inputs(args: TableArguments, plan: ResumePlan, client: Client) -> tu
     if not taps:
         return args, None
     if len(args.inputs) != 1:
-        raise BuildError(f"{args.table}: a TAP service is the table's only input (got {len(args.inputs)} inputs)")
+        raise BuildError(f"{args.table}: a TAP service is the table's only input "
+                         f"(got {len(args.inputs)} inputs)")
     params = args.params
     key = params.tap_key or args.schema.key_column
     if not key:
@@ -50,7 +52,8 @@ def harvest_inputs(args: TableArguments, plan: ResumePlan, client: Client) -> tu
     if not harvest.chunks:
         raise BuildError(f"{args.table}: {harvest.service} has no rows in {harvest.table}"
                          + (f" where {harvest.where}" if harvest.where else ""))
-    log.info("%s: %d rows from %s in %d chunk(s)", args.table, harvest.rows, harvest.service, len(harvest.chunks))
+    log.info("%s: %d rows from %s in %d chunk(s)", args.table, harvest.rows, harvest.service,
+             len(harvest.chunks))
     schema = merge_schema(harvest.columns, args.schema, table=args.table, service=harvest.service,
                           date=harvest.planned[:10], layout="ours").schema
     limiter = Semaphore(max_leases=params.tap_concurrency, name=f"tmass-lake-tap-{harvest.service}")

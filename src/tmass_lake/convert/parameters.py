@@ -89,8 +89,8 @@ class BuildParameters:
 
 PARAMETER_NAMES = tuple(f.name for f in fields(BuildParameters))
 _KINDS: dict[str, type] = {name: int for name in PARAMETER_NAMES} | {
-    "input_format": str, "margin_arcsec": float, "allow_duplicate_content": bool, "where": str, "tap_key": str,
-    "tap_backoff": float, "tap_timeout": float}
+    "input_format": str, "margin_arcsec": float, "allow_duplicate_content": bool, "where": str,
+    "tap_key": str, "tap_backoff": float, "tap_timeout": float}
 
 
 def resolve_parameters(*layers: Mapping[str, Any], where: str = "build parameters") -> BuildParameters:

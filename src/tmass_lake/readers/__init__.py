@@ -42,5 +42,5 @@ def read_input(path: str, schema: TableSchema, *, input_format: str = "bulk",
                                  digest=digest)
 
 
-__all__ = ["FORMATS", "BadLine", "FileDigest", "ParsedBlock", "TapOptions", "expand_inputs", "inputs_under_root",
-           "is_tap", "quarantine_table", "read_bulk", "read_input", "read_ipac"]
+__all__ = ["FORMATS", "BadLine", "FileDigest", "ParsedBlock", "TapOptions", "expand_inputs",
+           "inputs_under_root", "is_tap", "quarantine_table", "read_bulk", "read_input", "read_ipac"]

@@ -204,7 +204,8 @@ class TapClient:
                 if not is_transient(e):
                     raise TapError(f"{self.url}: {what}: {_reason(e)}") from e
                 if attempt == opts.retries:
-                    raise TapError(f"{self.url}: {what}: {_reason(e)} (after {opts.retries + 1} attempts)") from e
+                    raise TapError(f"{self.url}: {what}: {_reason(e)} "
+                                   f"(after {opts.retries + 1} attempts)") from e
                 delay = min(60.0, opts.backoff * 2**attempt)
                 log.warning("%s: %s: %s; retrying in %.1f s", self.url, what, _reason(e), delay)
                 time.sleep(delay)
@@ -323,8 +324,9 @@ def is_transient(e: BaseException) -> bool:
         return e.cause is not None and is_transient(e.cause)
     if isinstance(e, requests.HTTPError):
         return e.response is not None and e.response.status_code in RETRY_STATUS
-    return isinstance(e, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError
-                      | ConnectionError | TimeoutError | AsyncJobError | TruncatedAnswer)
+    return isinstance(e, requests.ConnectionError | requests.Timeout
+                      | requests.exceptions.ChunkedEncodingError | ConnectionError | TimeoutError
+                      | AsyncJobError | TruncatedAnswer)
 
 
 class TruncatedAnswer(ValueError):
@@ -444,7 +446,8 @@ def plan_chunks(url: str, schema: TableSchema, key: str, *, chunk_rows: int, whe
     served = {c["column_name"].strip('"').lower() for c in columns}
     missing = [c for c in schema.names if c.lower() not in served]
     if missing:
-        raise TapError(f"{client.url}: {table} has no column(s) {', '.join(missing)} of schema {schema.table}; "
+        raise TapError(f"{client.url}: {table} has no column(s) {', '.join(missing)} of schema "
+                       f"{schema.table}; "
                        f"run `tmass-lake schema pull --tap {SCHEME}{client.url} --table {schema.table}` "
                        "for the service's layout")
     if key.lower() not in served:
@@ -507,7 +510,8 @@ def read_chunk(url: str, schema: TableSchema, *, options: TapOptions | None = No
             continue
         query = part.query(schema.names)
         for attempt in range(opts.retries + 1):
-            answer = client.fetch(query, maxrec=part.rows + 1, sync=part.rows <= opts.sync_rows, fmt=part.format)
+            answer = client.fetch(query, maxrec=part.rows + 1, sync=part.rows <= opts.sync_rows,
+                                  fmt=part.format)
             queries.append({"query": query, "expected": part.rows, "received": answer.rows,
                                    "status": answer.status, "mode": answer.mode, "bytes": answer.bytes,
                                    "started": answer.started, "seconds": round(answer.seconds, 3)})
