@@ -7,7 +7,8 @@ needs the Debian package gavodachs2-server and a running PostgreSQL), then times
 machine (1) one async pyvo query of every row (``SELECT`` of the schema's columns, BINARY2
 VOTable, parsed to an astropy table: what a user does by hand), (2) tmass-lake's harvest of the
 same rows: chunks on the key, one Dask task per chunk, at most ``--concurrency`` queries in
-flight, parsed into spill runs, and (3) the whole build from the service (harvest, partitioning, HATS files). Prints rows/s.
+flight, parsed into spill runs, and (3) the whole build from the service (harvest, partitioning,
+HATS files). Prints rows/s.
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ from tmass_lake.readers.tap import (
     read_chunk,
     service_url,
 )
+from tmass_lake.readers.tap_schema import merge_schema, service_arrow
 from tmass_lake.schema import load_schema
-from tmass_lake.schema_pull import merge_schema, service_arrow
 
 CHUNK_ROWS = 12_000  # pt_src_c and cf_link (~126k rows) harvest in 11 chunks
 
@@ -142,8 +142,9 @@ def test_merge_keeps_our_kinds_and_takes_the_services_words():
     assert service_arrow({"column_name": "t", "datatype": "adql:TIMESTAMP"}) == "string"
 
 
-# -- against DaCHS --------------------------------------------------------------------------------
+# -- against DaCHS (slow: the service is loaded once per session, ~25 s) ---------------------------
 
+@pytest.mark.slow
 def test_schema_pull_equals_the_declared_columns(tap_service, tmp_path):
     out, report = tmp_path / "schemas" / "pt_src_c.yaml", tmp_path / "drift.json"
     done = cli("schema", "pull", "--tap", tap_service.url, "--table", "pt_src_c", "--output", str(out),
@@ -166,6 +167,7 @@ def test_schema_pull_equals_the_declared_columns(tap_service, tmp_path):
     assert sum(d["fact"] == "description" for d in drift) == len(ours.columns)
 
 
+@pytest.mark.slow
 def test_plan_counts_every_row_once(tap_service):
     schema = load_schema("pt_src_c")
     plan = plan_chunks(tap_service.url, schema, "cntr", chunk_rows=CHUNK_ROWS)
@@ -178,6 +180,7 @@ def test_plan_counts_every_row_once(tap_service):
     assert [c["column_name"] for c in plan.columns][:3] == ["ra", "dec", "err_maj"]
 
 
+@pytest.mark.slow
 def test_short_chunk_fails_naming_chunk_and_query(tap_service):
     schema = load_schema("cf_link")
     chunk = plan_chunks(tap_service.url, schema, "cntr", chunk_rows=CHUNK_ROWS).chunks[0]
@@ -190,6 +193,7 @@ def test_short_chunk_fails_naming_chunk_and_query(tap_service):
     assert "SELECT gcntr, cntr FROM tmass_lake_test.cf_link WHERE cntr >= " in message
 
 
+@pytest.mark.slow
 def test_overflow_is_split_never_short(tap_service, file_lake, local_client, tmp_path):
     """A chunk larger than the service's hard MAXREC comes back cut (OVERFLOW): it is split, counted and
     queried again, and the table built equals the file build; async (UWS) jobs for the large queries."""
@@ -278,6 +282,7 @@ def test_service_restarted_mid_harvest(tap_service, file_lake, tmp_path):
     assert_same_rows(out, files, "cntr")
 
 
+@pytest.mark.slow
 def test_queries_in_flight_are_bounded(tap_service, local_client, tmp_path):
     """With tap_concurrency 1 and two workers, no two queries ever overlap on the service."""
     report = harvest(tap_service, "cf_link", tmp_path / "cf_link", local_client, tap_chunk_rows=8000,

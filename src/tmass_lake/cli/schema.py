@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tmass_lake.errors import UnknownTableError, UserError
 from tmass_lake.readers.tap import TapClient, is_tap, service_url
+from tmass_lake.readers.tap_schema import merge_schema, write_schema
 from tmass_lake.schema import load_schema
-from tmass_lake.schema_pull import merge_schema, write_schema
 
 
 def cmd_pull(ns: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from tmass_lake.convert.parameters import TableArguments, tap_options
 from tmass_lake.convert.resume import ResumePlan
 from tmass_lake.errors import BuildError
 from tmass_lake.readers.tap import HarvestPlan, is_tap, plan_chunks
-from tmass_lake.schema_pull import merge_schema
+from tmass_lake.readers.tap_schema import merge_schema
 
 log = logging.getLogger(__name__)
 STAGE = "harvest"
@@ -56,7 +56,9 @@ def harvest_inputs(args: TableArguments, plan: ResumePlan,
              len(harvest.chunks))
     schema = merge_schema(harvest.columns, args.schema, table=args.table, service=harvest.service,
                           date=harvest.planned[:10], layout="ours").schema
-    limiter = Semaphore(max_leases=params.tap_concurrency, name=f"tmass-lake-tap-{harvest.service}")
+    # One semaphore per service and limit on the cluster (Dask refuses one name with two limits).
+    limiter = Semaphore(max_leases=params.tap_concurrency,
+                        name=f"tmass-lake-tap-{harvest.service}-{params.tap_concurrency}")
     args = dataclasses.replace(args, inputs=tuple(c.url() for c in harvest.chunks), schema=schema,
                                tap=tap_options(params, limiter))
     return args, tap_report(harvest)
