@@ -178,6 +178,10 @@ def test_plan_counts_every_row_once(tap_service):
     assert all(a.hi == b.lo for a, b in zip(plan.chunks, plan.chunks[1:], strict=False))
     assert client.count(plan.chunks[3]) == plan.chunks[3].rows
     assert [c["column_name"] for c in plan.columns][:3] == ["ra", "dec", "err_maj"]
+    east = plan_chunks(tap_service.url, schema, "cntr", chunk_rows=CHUNK_ROWS, where="ra > 180")
+    counted = client.rows("SELECT COUNT(*) AS n FROM tmass_lake_test.pt_src_c WHERE ra > 180")[0]["n"]
+    assert 0 < east.rows == counted == sum(c.rows for c in east.chunks) < total
+    assert all(c.where == "ra > 180" and "AND (ra > 180)" in c.query(["cntr"]) for c in east.chunks)
 
 
 @pytest.mark.slow

@@ -57,7 +57,7 @@ def harvest_inputs(args: TableArguments, plan: ResumePlan,
     schema = merge_schema(harvest.columns, args.schema, table=args.table, service=harvest.service,
                           date=harvest.planned[:10], layout="ours").schema
     # One semaphore per service and limit on the cluster (Dask refuses one name with two limits).
-    limiter = Semaphore(max_leases=params.tap_concurrency,
+    limiter = Semaphore(max_leases=params.tap_concurrency, scheduler_rpc=client.scheduler, loop=client.loop,
                         name=f"tmass-lake-tap-{harvest.service}-{params.tap_concurrency}")
     args = dataclasses.replace(args, inputs=tuple(c.url() for c in harvest.chunks), schema=schema,
                                tap=tap_options(params, limiter))

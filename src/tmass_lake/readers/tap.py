@@ -232,7 +232,7 @@ class TapClient:
             with self._limited(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", VOWarning)
                 table = self.service.run_sync(query).to_table()
-            return [{k: _plain(r[k]) for k in table.colnames} for r in table]
+            return [{k.lower(): _plain(r[k]) for k in table.colnames} for r in table]
         return self._retrying(run, f"query {query!r}")
 
     def count(self, chunk: Chunk) -> int:
