@@ -227,13 +227,12 @@ class TapClient:
         return self._format
 
     def rows(self, query: str) -> list[dict]:
-        """A small query's rows as dicts (metadata, counts)."""
-        def run() -> list[dict]:
-            with self._limited(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", VOWarning)
-                table = self.service.run_sync(query).to_table()
-            return [{k.lower(): _plain(r[k]) for k in table.colnames} for r in table]
-        return self._retrying(run, f"query {query!r}")
+        """A small query's rows as dicts (metadata, counts), keys in lower case."""
+        answer = self.fetch(query, maxrec=1_000_000, sync=True)
+        if answer.status == "OVERFLOW":
+            raise TapError(f"{self.url}: query {query!r} returned more than {answer.rows} rows")
+        table = answer.table.to_table()
+        return [{k.lower(): _plain(r[k]) for k in table.colnames} for r in table]
 
     def count(self, chunk: Chunk) -> int:
         return int(self.rows(chunk.count_query())[0]["n"])
@@ -260,8 +259,14 @@ class TapClient:
         job = self.service.submit_job(query, maxrec=maxrec, RESPONSEFORMAT=fmt)
         try:
             job.run()
-            job.wait(timeout=self.options.timeout)
-            if job.phase != "COMPLETED":  # a restarted service ends its running jobs in ERROR too
+            deadline, pause = time.monotonic() + self.options.timeout, 0.2
+            while (phase := job.phase) not in ("COMPLETED", "ERROR", "ABORTED"):
+                if time.monotonic() > deadline:  # e.g. a job its restarted service forgot to end
+                    raise AsyncJobError(f"async job {job.url} still {phase} after "
+                                        f"{self.options.timeout:.0f} s")
+                time.sleep(pause)
+                pause = min(5.0, pause * 1.5)
+            if phase != "COMPLETED":  # a restarted service ends its running jobs in ERROR too
                 try:
                     job.raise_if_error()
                 except DALQueryError as e:
