@@ -7,6 +7,7 @@ and value for value, with the service's units and descriptions.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import time
@@ -17,6 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
+from astropy.io.votable import from_table
+from astropy.io.votable import parse as parse_votable
+from astropy.table import MaskedColumn, Table
 from conftest import BIN, build_mock_lake, wait_for
 from pyvo.dal.exceptions import DALQueryError, DALServiceError
 from tap_server import HARD_MAXREC, SERVED_DESCRIPTION, TapService
@@ -25,10 +29,12 @@ from tmass_lake.convert import build_table, resolve_parameters, table_arguments
 from tmass_lake.errors import InputError
 from tmass_lake.mock.scoring import MockLake
 from tmass_lake.readers.tap import (
+    Answer,
     AsyncJobError,
     Chunk,
     TapClient,
     TapOptions,
+    answer_block,
     identifier,
     is_transient,
     plan_chunks,
@@ -122,6 +128,28 @@ def test_transient_failures_are_told_apart():
     assert is_transient(DALServiceError("Unable to access the capabilities endpoint"))
     assert not is_transient(DALServiceError("not found", 404))
     assert not is_transient(DALQueryError("syntax error"))
+
+
+def test_an_answer_becomes_a_typed_block_with_bad_rows_quarantined():
+    """VOTable columns matched by name (any order, extra ones ignored), typed by the schema, strings
+    trimmed, dates parsed; a row breaking a constraint goes to the quarantine with its chunk and row."""
+    schema = load_schema("cf_info")
+    values = {c.name: [1.5, 2.5, 3.5] if c.arrow.startswith("float") else [1, 2, 3] for c in schema.columns}
+    values["dec"] = [10.0, 95.0, -20.0]  # row 2: outside [-90, 90]
+    table = Table({"extra": ["a ", "b", "c"], **{n: values[n] for n in reversed(schema.names)}})
+    table["sig_ra"] = MaskedColumn([0.5, 0.5, 0.5], mask=[False, False, True], dtype="f4")  # nullable
+    data = io.BytesIO()
+    from_table(table).to_xml(data, tabledata_format="binary2")
+    vot = parse_votable(io.BytesIO(data.getvalue()))
+    chunk = Chunk("http://127.0.0.1:1/tap", "s.cf_info", "gcntr", 1, 4, 3)
+    answer = Answer("q", data.getvalue(), vot.get_first_table(), 3, "OK", len(data.getvalue()), 0.0, 0.1,
+                    "sync")
+    block = answer_block(chunk.url(), 1, answer, schema)
+    assert block.n_lines == 3 and block.table.num_rows == 2
+    assert block.table.schema == schema.arrow_schema()
+    assert block.table.column("gcntr").to_pylist() == [1, 3]
+    assert block.table.column("sig_ra").to_pylist() == [0.5, None]
+    assert [(b.file, b.line) for b in block.bad] == [(chunk.url(), 2)] and "dec" in block.bad[0].reason
 
 
 def test_merge_keeps_our_kinds_and_takes_the_services_words():

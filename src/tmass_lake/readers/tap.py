@@ -544,14 +544,14 @@ def read_chunk(url: str, schema: TableSchema, *, options: TapOptions | None = No
             continue
         if digest is not None:
             digest.update(answer.data)
-        block = _block(url, line, answer, schema)
+        block = answer_block(url, line, answer, schema)
         block.queries, queries = queries, []
         answer.data = b""
         line += block.n_lines
         yield block
 
 
-def _block(url: str, first_line: int, answer: Answer, schema: TableSchema) -> ParsedBlock:
+def answer_block(url: str, first_line: int, answer: Answer, schema: TableSchema) -> ParsedBlock:
     """One answer as a typed block; rows breaking the schema's constraints quarantined."""
     target = schema.arrow_schema()
     table = rtrim_strings(votable_to_arrow(answer.table, schema, url))
