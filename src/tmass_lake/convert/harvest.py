@@ -34,8 +34,6 @@ def harvest_inputs(args: TableArguments, plan: ResumePlan,
     """
     taps = [u for u in args.inputs if is_tap(u)]
     if not taps:
-        if args.params.where:
-            raise BuildError(f"{args.table}: --where selects rows on a TAP service, but the inputs are files")
         return args, None
     if len(args.inputs) != 1:
         raise BuildError(f"{args.table}: a TAP service is the table's only input "

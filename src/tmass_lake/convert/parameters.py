@@ -19,7 +19,7 @@ from typing import Any
 
 from tmass_lake.errors import UserError
 from tmass_lake.readers import FORMATS
-from tmass_lake.readers.tap import TapOptions
+from tmass_lake.readers.tap import TapOptions, is_tap
 from tmass_lake.schema import TableSchema, check_table_name
 from tmass_lake.storage import join
 
@@ -162,6 +162,8 @@ class TableArguments:
         if len(set(self.inputs)) != len(self.inputs):
             dup = sorted({p for p in self.inputs if self.inputs.count(p) > 1})
             raise UserError(f"{self.table}: input files listed more than once: {', '.join(dup)}")
+        if self.params.where and not any(is_tap(u) for u in self.inputs):
+            raise UserError(f"{self.table}: --where selects rows on a TAP service, but the inputs are files")
         missing = [c for c in self.indexes if c not in self.schema.names]
         if missing:
             raise UserError(f"{self.table}: index column(s) {', '.join(missing)} not in its schema")
