@@ -202,10 +202,12 @@ class DachsServer:
                 self.sql(f"UPDATE {t.qualified} SET {sets}")
             self.sql(f"ANALYZE {t.qualified}")
 
-    def sql(self, statement: str, stdin=None) -> str:  # noqa: ANN001 - a pipe or None
+    def sql(self, statement: str, stdin=None, tuples: bool = False) -> str:  # noqa: ANN001 - a pipe or None
         """Run one statement in DaCHS's database as the local PostgreSQL superuser."""
+        flags = ["-t", "-A"] if tuples else []
         done = subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                               "-d", "gavo", "-c", statement], stdin=stdin, capture_output=True, text=True)
+                               *flags, "-d", "gavo", "-c", statement], stdin=stdin, capture_output=True,
+                              text=True)
         if done.returncode:
             raise RuntimeError(f"psql {statement[:80]!r} failed:\n{done.stderr}")
         return done.stdout
@@ -267,6 +269,10 @@ class TapService:
     def url(self) -> str:
         """The service as a tmass-lake input (``tap+http://127.0.0.1:PORT/tap``)."""
         return "tap+" + self.server.url
+
+    def rows(self, table: str) -> int:
+        """How many rows the service holds in ``table`` (asked in SQL, not through TAP)."""
+        return int(self.server.sql(f"SELECT COUNT(*) FROM {self.tables[table].qualified}", tuples=True))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import io
 import json
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from tmass_lake.readers.tap import (
     AsyncJobError,
     Chunk,
     TapClient,
+    TapError,
     TapOptions,
     answer_block,
     identifier,
@@ -100,10 +102,10 @@ def file_lake(tap_service, local_client) -> Path:
     return env.lake
 
 
-def harvest(service: TapService, table: str, out: Path, client, **params) -> dict:
+def harvest(service: TapService, table: str, out: Path, client, resume: bool = False, **params) -> dict:
     """Build ``table`` from the service into ``out`` (in process, on the session's cluster)."""
     args = table_arguments(load_schema(table), [service.url], str(out), params=resolve_parameters(params),
-                           progress=False)
+                           resume=resume, progress=False)
     return build_table(args, client)
 
 
@@ -261,57 +263,50 @@ def test_harvest_equals_the_file_build(tap_service, file_lake, tmp_path):
     assert len(manifest["tables"]["pt_src_c"]["tap"]["queries"]) >= 8
 
 
-def _build(service: TapService, out: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "tmass-lake"), "build", "--table", "cf_link", "--input", service.url, "--output", str(out),
-         "--quiet", "--workers", "2", "--tap-chunk-rows", "4000", "--tap-concurrency", "1", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def _done_chunks(out: Path) -> list[dict]:
     plan = out / "_build" / "plan" / "convert"
     return [json.loads(p.read_text()) for p in sorted(plan.glob("*.json"))] if plan.is_dir() else []
 
 
 @pytest.mark.slow
-def test_service_restarted_mid_harvest(tap_service, file_lake, tmp_path):
+def test_service_restarted_mid_harvest(tap_service, file_lake, local_client, tmp_path):
     """A short outage is ridden out by the retries; a long one fails the build naming the query, and
-    ``--resume`` after the restart queries only the unfinished chunks and ends identical."""
-    files = file_lake / "cf_link"
+    a resumed build after the restart queries only the unfinished chunks and ends identical."""
     server = tap_service.server
-
-    ridden = tmp_path / "ridden"
-    build = _build(tap_service, ridden, "--tap-retries", "8", "--tap-backoff", "0.5")
-    wait_for(lambda: len(_done_chunks(ridden)) >= 3, timeout=120, what="three harvested chunks")
-    server.stop()
-    time.sleep(2)
-    server.start()
-    _, err = build.communicate(timeout=300)
-    assert build.returncode == 0, err
-    assert_same_rows(ridden, files, "cntr")
-
-    out = tmp_path / "resumed"
-    build = _build(tap_service, out, "--tap-retries", "1", "--tap-backoff", "0.2")
-    wait_for(lambda: len(_done_chunks(out)) >= 3, timeout=120, what="three harvested chunks")
-    server.stop()
-    _, err = build.communicate(timeout=300)
-    try:
-        assert build.returncode == 2, err
-        assert "tmass-lake: error:" in err and server.url in err and "(after 2 attempts)" in err
-        before = {r["path"]: r["queries"] for r in _done_chunks(out)}
-        assert 3 <= len(before) < 32
-    finally:
+    slow = {"tap_chunk_rows": 4000, "tap_concurrency": 1}  # 32 chunks, one query at a time
+    with ThreadPoolExecutor(1) as pool:
+        ridden = tmp_path / "ridden"
+        build = pool.submit(harvest, tap_service, "cf_link", ridden, local_client, tap_retries=8,
+                            tap_backoff=0.5, **slow)
+        wait_for(lambda: len(_done_chunks(ridden)) >= 3, timeout=120, what="three harvested chunks")
+        server.stop()
+        time.sleep(2)
         server.start()
+        assert build.result(timeout=300)["rows_written"] == tap_service.rows("cf_link")
+        assert_same_rows(ridden, file_lake / "cf_link", "cntr")
+
+        out = tmp_path / "resumed"
+        build = pool.submit(harvest, tap_service, "cf_link", out, local_client, tap_retries=1,
+                            tap_backoff=0.2, **slow)
+        wait_for(lambda: len(_done_chunks(out)) >= 3, timeout=120, what="three harvested chunks")
+        server.stop()
+        try:
+            with pytest.raises(TapError, match=r"\(after 2 attempts\)") as e:
+                build.result(timeout=300)
+            assert server.url in str(e.value) and "query 'SELECT gcntr, cntr FROM" in str(e.value)
+            wait_for(lambda: not any(local_client.processing().values()), timeout=120, what="idle workers")
+            before = {r["path"]: r["queries"] for r in _done_chunks(out)}
+            assert 3 <= len(before) < 32
+        finally:
+            server.start()
     restarted = time.time()
-    cli("build", "--table", "cf_link", "--input", tap_service.url, "--output", str(out), "--quiet",
-        "--workers", "2", "--tap-chunk-rows", "4000", "--tap-concurrency", "1", "--resume")
-    report = json.loads((out / "build_report.json").read_text())
+    report = harvest(tap_service, "cf_link", out, local_client, resume=True, **slow)
     queried = {i["path"]: i["queries"] for i in report["inputs"]}
     for path, queries in before.items():  # finished chunks were not queried again
         assert queried[path] == queries and all(q["started"] < restarted for q in queries)
     assert all(q["started"] > restarted for p, qs in queried.items() if p not in before for q in qs)
     assert report["rows_written"] == report["tap"]["rows"]
-    assert_same_rows(out, files, "cntr")
+    assert_same_rows(out, file_lake / "cf_link", "cntr")
 
 
 @pytest.mark.slow
