@@ -88,7 +88,8 @@ def read_report(output: str, storage_options: dict) -> dict | None:
 
 
 def build_table(args: TableArguments, client: Client, *, index_rows_per_file: int = 5_000_000) -> dict:
-    """Convert one table (and index it); returns the build report, also ``build_report.json``."""
+    """Convert one table (a TAP input harvested first; indexed); returns the build report, also
+    ``build_report.json``."""
     started = time.time()
     if args.params.run_bytes is None:
         args = args.with_params(run_bytes=run_bytes_for(worker_memory(client)))
