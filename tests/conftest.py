@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 from dask.distributed import Client
+from tap_server import tap_service  # noqa: F401 - the DaCHS fixture, shared by the TAP tests
 
 from tmass_lake.cli import main
 from tmass_lake.cluster import dask_client

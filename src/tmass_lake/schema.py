@@ -81,6 +81,11 @@ class Column:
     provenance: str
     source: str
     aliases: tuple[str, ...] = ()
+    principal: bool | None = None
+    """A service's TAP_SCHEMA flags (``None``: not known)."""
+    indexed: bool | None = None
+    origin: dict[str, str] | None = None
+    """Where each fact came from (``{"unit": "TAP_SCHEMA.columns of URL, DATE", ...}``), when merged."""
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -109,6 +114,8 @@ class Column:
             meta["unit"] = self.unit
         if self.ucd:
             meta["ucd"] = self.ucd
+        if self.origin:
+            meta["origin"] = json.dumps(self.origin, sort_keys=True)
         return pa.field(self.name, self.arrow_type, nullable=self.nullable, metadata=meta)
 
 

@@ -9,6 +9,8 @@ Layout of the lake::
     LAKE/_lake/            completion records: one per built table and per pipeline
     LAKE/_build/           scratch while a build runs (or under --tmp-dir)
 
+An input root may be a TAP service (``tap+https://irsa.ipac.caltech.edu/TAP``): each table it
+serves is harvested from it (:mod:`~tmass_lake.convert.harvest`), the others are skipped.
 Building into an existing lake adds what is missing: a table already built from the same inputs
 (same size and mtime/ETag) and parameters is up to date and skipped; one whose inputs or
 parameters changed is an error naming what changed, until ``--rebuild TABLE`` rebuilds it.
@@ -33,7 +35,8 @@ from tmass_lake.convert.resume import Records
 from tmass_lake.convert.scratch import remove_inside
 from tmass_lake.convert.table import build_table
 from tmass_lake.errors import BuildError
-from tmass_lake.readers import inputs_under_root
+from tmass_lake.readers import inputs_under_root, is_tap
+from tmass_lake.readers.tap import served_table
 from tmass_lake.schema import load_schema
 from tmass_lake.storage import filesystem, identity, join
 
@@ -79,15 +82,23 @@ class LakeArguments:
 
 
 def resolve_inputs(spec: TableSpec, roots: tuple[str, ...], storage_options: dict) -> list[str]:
-    """Input files of a table: each pattern under each root, inside that root."""
-    found = [f for root in roots for pattern in spec.patterns()
-             for f in inputs_under_root(root, pattern, storage_options)]
+    """Input files of a table: each pattern under each root, inside that root; a TAP root serving
+    the table is its input (the harvest splits it into chunks)."""
+    found = []
+    for root in roots:
+        if is_tap(root):
+            found += [root] if served_table(root, spec.name) else []
+            continue
+        found += [f for pattern in spec.patterns() for f in inputs_under_root(root, pattern, storage_options)]
     return list(dict.fromkeys(found))
 
 
 def input_identities(inputs: list[str], storage_options: dict) -> list[dict]:
     out = []
     for url in inputs:
+        if is_tap(url):  # a service has no size or mtime; its rows are checked chunk by chunk
+            out.append({"path": url})
+            continue
         fs, path = filesystem(url, storage_options)
         out.append({"path": url, **identity(fs, path)})
     return out
@@ -147,7 +158,8 @@ class LakeBuild:
             return
         schema = spec.load_schema()
         kind = "collection" if schema.positional else "parquet"
-        args.echo(f"{head}: building {kind} from {len(inputs)} file(s)")
+        source = inputs[0] if is_tap(inputs[0]) else f"{len(inputs)} file(s)"
+        args.echo(f"{head}: building {kind} from {source}")
         started = time.time()
         table_args = table_arguments(
             schema, inputs, join(args.output, spec.name), params=spec.params, tmp_dir=args.scratch,

@@ -93,6 +93,9 @@ def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, pa
     else:
         keys = ("catalog", "margin", "margin_rows", "margin_arcsec", "indexes")
         entry |= {key: report[key] for key in keys}
+    if report.get("tap"):  # harvested from a TAP service: its queries and TAP_SCHEMA snapshot
+        queries = [q for i in report["inputs"] for q in i.get("queries", [])]
+        entry["tap"] = report["tap"] | {"queries": queries}
     if derived_from:
         entry["derived_from"] = derived_from
     return entry

@@ -1,4 +1,4 @@
-"""Map stage: parse each input file once into spill runs sorted by ``_healpix_29``.
+"""Map stage: parse each input (a file, or a TAP chunk) once into spill runs sorted by ``_healpix_29``.
 
 Each run carries its sparse histogram at ``HISTOGRAM_ORDER``; the histogram doubles as the
 run's index, so a reducer reads just the batches holding one partition. The text is never
@@ -30,10 +30,12 @@ from tmass_lake.readers import (
     FileDigest,
     FileLayout,
     ParsedBlock,
+    is_tap,
     quarantine_table,
     read_input,
     unify,
 )
+from tmass_lake.readers.tap import chunk_identity
 from tmass_lake.schema import TableSchema
 from tmass_lake.storage import filesystem, identity, join, write_parquet
 
@@ -57,12 +59,14 @@ class MapResult:
     identity: dict = field(default_factory=dict)
     written_bytes: int = 0  # Parquet tables: the size of the file this input became
     layout: dict | None = None  # inputs with a header: how its columns met the schema (FileLayout JSON)
+    queries: list[dict] = field(default_factory=list)  # TAP chunks: every query run, with its counts
 
     def to_json(self) -> dict:
         return {"index": self.index, "path": self.path, "lines": self.lines, "rows": self.rows,
                 "quarantined": self.quarantined, "runs": [r.to_json() for r in self.runs],
                 "quarantine_path": self.quarantine_path, "bytes": self.bytes, "sha256": self.sha256,
-                "identity": self.identity, "written_bytes": self.written_bytes, "layout": self.layout}
+                "identity": self.identity, "written_bytes": self.written_bytes, "layout": self.layout,
+                "queries": self.queries}
 
     def file_layout(self) -> FileLayout | None:
         return FileLayout.from_json(self.layout) if self.layout else None
@@ -76,9 +80,10 @@ class MapResult:
 
     def report(self) -> dict:
         """This input as the build report lists it."""
-        return {"path": self.path, "bytes": self.bytes, "sha256": self.sha256, "lines": self.lines,
-                "rows": self.rows, "quarantined": self.quarantined, "quarantine": self.quarantine_path,
-                "format": self.layout["format"] if self.layout else "bulk"}
+        out = {"path": self.path, "bytes": self.bytes, "sha256": self.sha256, "lines": self.lines,
+               "rows": self.rows, "quarantined": self.quarantined, "quarantine": self.quarantine_path,
+               "format": self.layout["format"] if self.layout else "bulk"}
+        return out | ({"queries": self.queries} if self.queries else {})
 
 
 _MAP_RECORD = record_of(index=int, path=str, lines=int, rows=int, quarantined=int, runs=list, bytes=int,
@@ -113,7 +118,9 @@ def quarantine(args: TableArguments, index: int, bad: list[BadLine]) -> str | No
 
 
 def input_identity(args: TableArguments, index: int) -> dict:
-    """Size and mtime/ETag of an input, to tell on resume whether it changed."""
+    """Size and mtime/ETag of an input file, or a TAP chunk's query and count: what a resume compares."""
+    if is_tap(args.inputs[index]):
+        return chunk_identity(args.inputs[index], args.schema.names)
     fs, path = filesystem(args.inputs[index], args.storage_options)
     return identity(fs, path)
 
@@ -137,8 +144,9 @@ def map_input(args: TableArguments, index: int) -> MapResult:
     digest = FileDigest()
     for block in read_input(path, args.schema, input_format=args.params.input_format,
                             block_bytes=args.params.block_bytes, storage_options=args.storage_options,
-                            digest=digest):
+                            digest=digest, tap=args.tap):
         result.lines += block.n_lines
+        result.queries.extend(block.queries)
         bad.extend(block.bad)
         if block.layout is not None and result.layout is None:
             result.layout = block.layout.to_json()

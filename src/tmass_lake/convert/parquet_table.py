@@ -66,18 +66,20 @@ def convert_file(args: TableArguments, index: int) -> MapResult:
     def put() -> int:
         res.lines = res.rows = 0
         res.layout = None
+        res.queries.clear()
         bad.clear()
         digest = FileDigest()
         with open_atomic(fs, out) as f:
             writer = None
             for block in read_input(path, args.schema, input_format=args.params.input_format,
                                     block_bytes=args.params.block_bytes,
-                                    storage_options=args.storage_options, digest=digest):
+                                    storage_options=args.storage_options, digest=digest, tap=args.tap):
                 if writer is None:
                     target = block.table.schema
                     writer = pq.ParquetWriter(f, target, **_writer_kwargs(target, args))
                     res.layout = block.layout.to_json() if block.layout else None
                 res.lines += block.n_lines
+                res.queries.extend(block.queries)
                 bad.extend(block.bad)
                 if block.table.num_rows:
                     writer.write_table(block.table.cast(target), row_group_size=ROW_GROUP_ROWS)

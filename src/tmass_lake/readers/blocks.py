@@ -56,10 +56,10 @@ def quarantine_table(bad: list[BadLine]) -> pa.Table:
 
 @dataclass
 class ParsedBlock:
-    """One block of a file: its typed good rows and its quarantined lines.
+    """One block of an input (a file or a TAP chunk): its typed good rows and its quarantined lines.
 
-    ``layout`` (inputs with a header: IPAC, VOTable, headed CSV, Parquet) says how the file's
-    columns matched the table schema; ``None`` for bulk files, read by position.
+    ``layout`` (inputs with a header: IPAC, VOTable, headed CSV, Parquet, TAP) says how the
+    input's columns matched the table schema; ``None`` for bulk files, read by position.
     """
 
     path: str
@@ -68,6 +68,8 @@ class ParsedBlock:
     table: pa.Table
     bad: list[BadLine] = field(default_factory=list)
     layout: FileLayout | None = None
+    queries: list[dict] = field(default_factory=list)
+    """Service inputs (TAP): the queries this block's rows came from."""
 
 
 class FileDigest:

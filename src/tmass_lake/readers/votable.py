@@ -160,11 +160,12 @@ def _text_cells(data: bytes) -> tuple[list[InputColumn], pa.Table, dict[int, str
 
 
 def parse_votable(source: bytes | Table | TableElement, schema: TableSchema | None, *,
-                  path: str = "<votable>") -> ParsedBlock:
+                  path: str = "<votable>", first_line: int = 1) -> ParsedBlock:
     """A VOTable (its bytes, or a table astropy already holds) on ``schema`` as one :class:`ParsedBlock`.
 
     Columns match the schema by name or alias; rows whose values break the schema are in the
-    block's quarantine with their row number; ``block.layout`` says what matched (the drift).
+    block's quarantine with their row number (counted from ``first_line``: a TAP chunk's answers
+    continue each other); ``block.layout`` says what matched (the drift).
     """
     bad: dict[int, str] = {}
     if isinstance(source, Table):
@@ -179,8 +180,8 @@ def parse_votable(source: bytes | Table | TableElement, schema: TableSchema | No
     layout = match_columns(path, "votable", columns, schema)
     n = table.num_rows
     keep = np.array([i not in bad for i in range(n)], bool)
-    return typed_block(path, 1, n, table.filter(pa.array(keep)), np.flatnonzero(keep), bad, layout, schema,
-                       row_text(table))
+    return typed_block(path, first_line, n, table.filter(pa.array(keep)), np.flatnonzero(keep), bad, layout,
+                       schema, row_text(table))
 
 
 def read_votable(
