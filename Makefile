@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-output
 
-.PHONY: install dev demo test lint bench clean
+.PHONY: install dev demo test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: install
 test: dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q
+
+# The inner loop: everything but the end-to-end tests marked slow (under 90 s on 2 cores).
+test-fast: dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -q -m "not slow"
 
 bench: dev
 	$(BIN)/python benchmarks/bench_build.py --rows 2000000

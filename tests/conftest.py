@@ -7,19 +7,32 @@ at a few orders with margins, and a cone search there finds rows.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import io
 import json
 import os
+import re
+import signal
+import socket
+import subprocess
 import sys
 import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import s3fs
+from dask.distributed import Client
+from tap_server import tap_service  # noqa: F401 - the DaCHS fixture, shared by the TAP tests
 
+from tmass_lake.cli import main
 from tmass_lake.cluster import dask_client
 from tmass_lake.convert import (
     LakeArguments,
@@ -78,6 +91,25 @@ def synthetic_table(schema: TableSchema, n: int, seed: int, first_cntr: int = 1)
     return pa.Table.from_arrays(arrays, schema=pa.schema([c.field() for c in schema.columns]))
 
 
+def as_text(value, column) -> str:
+    """A typed value printed back the way IRSA's bulk text carries it (documented scale, zero padding)."""
+    if value is None:
+        return "\\N"
+    if column.scale is not None:
+        return f"{value:.{column.scale}f}"
+    if zero_pad := re.fullmatch(r"%?0(\d+)h?d", column.type):
+        return f"{value:0{zero_pad.group(1)}d}"
+    return str(value)
+
+
+def normalise(text: str, column) -> str:
+    """Bulk text as :func:`as_text` prints it: trailing blanks dropped, decimals padded to the scale."""
+    if text == "\\N" or column.scale is None:
+        return text.rstrip()
+    whole, _, frac = text.partition(".")
+    return f"{whole}.{frac.ljust(column.scale, '0')}"
+
+
 def bulk_lines(schema: TableSchema, n: int, seed: int, first_cntr: int = 1) -> list[bytes]:
     """IRSA bulk lines (each ending in ``\\n``) of a synthetic table."""
     text = format_table(synthetic_table(schema, n, seed, first_cntr), schema)
@@ -112,10 +144,182 @@ def make_args(schema: TableSchema, inputs, output: str, *, tmp_dir: str | None =
                            progress=False)
 
 
+@dataclass
+class CliResult:
+    """What an in-process ``tmass-lake`` call printed and returned."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def text(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_cli(*argv: str) -> CliResult:
+    """``tmass-lake ARGV`` in this process (argument errors and short builds need no new process)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own usage errors
+            code = int(e.code or 0)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
 def build_cli(inputs, output: str, *extra: str) -> list[str]:
     """The ``tmass-lake build`` command line for the tiny inputs with the shared thresholds."""
     return [str(BIN / "tmass-lake"), "build", "--table", TABLE, "--input", *map(str, inputs),
             "--output", output, "--pixel-threshold", str(PIXEL_THRESHOLD), "--quiet", *extra]
+
+
+# --- a cluster of dask command-line processes -------------------------------------------------------
+
+ISOLATE = """set -e
+mount -t tmpfs -o size=512m tmpfs "$TMPDIR"
+mount -t tmpfs -o size=512m tmpfs "$HOME/.cache"
+exec "$@"
+"""
+
+
+class ExternalCluster:
+    """A scheduler and workers started as ``dask`` command-line processes on 127.0.0.1.
+
+    ``private``: each worker runs in its own mount namespace with a private tmpfs over its
+    ``$TMPDIR`` and ``$HOME/.cache``, so no worker sees another's (or the client's) local files,
+    as on hosts that share no disk.
+    """
+
+    def __init__(self, tmp: Path, env: dict | None = None, private: bool = False):
+        self.tmp, self.env, self.private = tmp, env or dict(os.environ), private
+        self.scheduler_file = tmp / "scheduler.json"
+        self.procs: list[subprocess.Popen] = []
+        self.workers: list[subprocess.Popen] = []
+
+    def _start(self, *args: str, log: str, private: bool = False) -> subprocess.Popen:
+        wrap = (["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", ISOLATE, "sh"]
+                if private else [])
+        with open(self.tmp / log, "wb") as out:
+            # its own session: the worker's nanny and worker process die together on killpg
+            proc = subprocess.Popen([*wrap, str(BIN / "dask"), *args], stdout=out, stderr=subprocess.STDOUT,
+                                    env=self.env, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def start(self, n_workers: int = 2) -> ExternalCluster:
+        self._start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                    "--scheduler-file", str(self.scheduler_file), log="scheduler.log")
+        wait_for(lambda: self.scheduler_file.exists() and self.scheduler_file.stat().st_size, 60,
+                 "the scheduler file")
+        for i in range(n_workers):
+            self.workers.append(self._start(
+                "worker", "--scheduler-file", str(self.scheduler_file), "--nworkers", "1", "--nthreads", "1",
+                "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "1GiB", "--name", f"w{i}",
+                log=f"worker{i}.log", private=self.private))
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(n_workers, timeout=60)
+        return self
+
+    @property
+    def address(self) -> str:
+        return json.loads(self.scheduler_file.read_text())["address"]
+
+    def kill_worker(self, i: int) -> None:
+        os.killpg(self.workers[i].pid, signal.SIGKILL)
+        self.workers[i].wait(10)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+# --- a loopback S3 endpoint, one per session ------------------------------------------------------
+
+BUCKET = "tmass-lake-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server in its own process on a free loopback port, stopped at the end."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def so(s3_endpoint) -> dict:
+    """Storage options for the endpoint (dummy credentials: nothing leaves the machine)."""
+    return {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+
+
+@pytest.fixture(scope="session")
+def s3(so, tiny_inputs) -> s3fs.S3FileSystem:
+    """The filesystem, with the bucket made and the tiny inputs uploaded under ``in/``."""
+    fs = s3fs.S3FileSystem(**so)
+    fs.mkdir(BUCKET)
+    for p in tiny_inputs:
+        fs.put_file(str(p), f"{BUCKET}/in/{TABLE}/{p.name}")
+    return fs
+
+
+def cli_options(so: dict) -> list[str]:
+    return [x for k, v in so.items() for x in ("--storage-option", f"{k}={v}")]
+
+
+def s3_environ(endpoint: str) -> dict[str, str]:
+    """The environment a process needs to reach the endpoint, as a cloud host gets it (no options)."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+# --- private mounts (tests run as root) -------------------------------------------------------------
+
+
+def private_mounts(tmp: Path) -> None:
+    """Skip the test, saying why, unless ``unshare --mount`` may mount a tmpfs here."""
+    probe = tmp / "unshare-probe"
+    probe.mkdir(exist_ok=True)
+    try:
+        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--",
+                               "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(probe)],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"needs 'unshare --mount' and a tmpfs mount (as root): {e}")
+    if proc.returncode != 0:
+        pytest.skip(f"needs 'unshare --mount' and a tmpfs mount (as root): {proc.stderr.strip()}")
 
 
 @pytest.fixture(scope="session")
@@ -133,15 +337,16 @@ def reference_lake(tmp_path_factory, pt_schema, tiny_inputs, local_client) -> Pa
     return out
 
 
-def lake_data(fs, root: str) -> dict[str, str]:
-    """Every data Parquet file of a lake (main and margin): relative path -> hash of its rows.
+def lake_data(fs, root: str, pattern: str = "*/dataset/**/Npix=*.parquet") -> dict[str, str]:
+    """Every data Parquet file of a collection (main and margin; ``pattern`` under ``root``):
+    relative path -> hash of its rows.
 
     Files are read back and hashed as Arrow IPC (schema metadata dropped), so write-time
     metadata cannot make equal content look different.
     """
     root = root.rstrip("/")
     out = {}
-    for path in sorted(fs.glob(f"{root}/*/dataset/**/Npix=*.parquet")):
+    for path in sorted(fs.glob(f"{root}/{pattern}")):
         with fs.open(path, "rb") as f:
             table = pq.read_table(f)
         table = table.replace_schema_metadata(None)
@@ -152,14 +357,15 @@ def lake_data(fs, root: str) -> dict[str, str]:
     return out
 
 
-def local_lake_data(root: Path) -> dict[str, str]:
+def local_lake_data(root: Path, pattern: str = "*/dataset/**/Npix=*.parquet") -> dict[str, str]:
     from fsspec.implementations.local import LocalFileSystem
 
-    return lake_data(LocalFileSystem(), str(root))
+    return lake_data(LocalFileSystem(), str(root), pattern)
 
 
 PRELOAD = '''"""Dask worker preload for the tests: count (and maybe slow) the map and reduce tasks."""
 import functools
+import json
 import os
 import time
 
@@ -172,6 +378,7 @@ def _instrument(module, name, stage):
     if getattr(fn, "_tmass_lake_test", False):  # the preload may be executed more than once
         return
     delay = float(os.environ.get(f"TMASS_LAKE_TEST_{stage.upper()}_DELAY", "0"))
+    delays = os.environ.get("TMASS_LAKE_TEST_DELAYS")  # a JSON file {stage: seconds}, read at each call
     log = os.environ.get("TMASS_LAKE_TEST_CALLS")
 
     @functools.wraps(fn)
@@ -179,7 +386,11 @@ def _instrument(module, name, stage):
         if log:
             with open(log, "a") as f:
                 f.write(stage + "\\n")
-        time.sleep(delay)
+        if delays and os.path.exists(delays):
+            with open(delays) as f:
+                time.sleep(float(json.load(f).get(stage, delay)))
+        else:
+            time.sleep(delay)
         return fn(*args, **kwargs)
 
     wrapper._tmass_lake_test = True
@@ -194,15 +405,19 @@ _instrument(_reduce, "reduce_partition", "reduce")
 @pytest.fixture(scope="session")
 def worker_env(tmp_path_factory):
     """``worker_env(calls=..., map_delay=..., reduce_delay=...)``: an environment whose Dask workers
-    (local cluster or ``dask worker``) log each map/reduce task to ``calls`` and sleep first."""
+    (local cluster or ``dask worker``) log each map/reduce task to ``calls`` and sleep first
+    (``delays``: a JSON file ``{"map": s, "reduce": s}`` read at each call, to change it mid-run)."""
     preload = tmp_path_factory.mktemp("preload") / "tmass_lake_test_preload.py"
     preload.write_text(PRELOAD)
 
-    def env(calls: Path | None = None, map_delay: float = 0.0, reduce_delay: float = 0.0) -> dict:
+    def env(calls: Path | None = None, map_delay: float = 0.0, reduce_delay: float = 0.0,
+            delays: Path | None = None) -> dict:
         out = dict(os.environ, DASK_DISTRIBUTED__WORKER__PRELOAD=json.dumps([str(preload)]),
                    TMASS_LAKE_TEST_MAP_DELAY=str(map_delay), TMASS_LAKE_TEST_REDUCE_DELAY=str(reduce_delay))
         if calls is not None:
             out["TMASS_LAKE_TEST_CALLS"] = str(calls)
+        if delays is not None:
+            out["TMASS_LAKE_TEST_DELAYS"] = str(delays)
         return out
 
     return env
@@ -212,6 +427,20 @@ def task_calls(calls: Path) -> dict[str, int]:
     """How many map and reduce tasks the instrumented workers ran."""
     lines = calls.read_text().split() if calls.exists() else []
     return {stage: lines.count(stage) for stage in ("map", "reduce")}
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a process started in its own session, and every process it started."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    proc.wait(30)
+    psutil.wait_procs(family, timeout=30)
 
 
 def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):

@@ -6,13 +6,12 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import build_cli, bulk_lines, make_args, write_gz
+from conftest import build_cli, bulk_lines, make_args, run_cli, write_gz
 from hats.io.validation import is_valid_collection
 
 from tmass_lake.convert import build_table
@@ -97,12 +96,12 @@ def test_truncated_gzip_names_the_file(pt_schema, local_client, tmp_path, lines)
     assert "truncated" in str(err) and str(path) in str(err)
 
 
-def test_truncated_gzip_through_the_cli_exits_2(tmp_path, lines):
+def test_truncated_gzip_through_the_cli_exits_2(tmp_path, lines, local_client):
     whole = gzip.compress(b"".join(lines))
     path = tmp_path / "truncated.gz"
     path.write_bytes(whole[:-20])
-    proc = subprocess.run(build_cli([path], str(tmp_path / "lake"), "--workers", "1"),
-                          capture_output=True, text=True, timeout=120)
+    address = local_client.scheduler.address
+    proc = run_cli(*build_cli([path], str(tmp_path / "lake"), "--scheduler", address)[1:])
     assert proc.returncode == 2, proc.stderr
     assert f"{path}" in proc.stderr and "truncated" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -148,8 +147,7 @@ def test_pattern_or_directory_matching_nothing_names_it(tmp_path):
     with pytest.raises(InputError, match="empty-dir: directory holds no files"):
         expand_inputs([str(tmp_path / "empty-dir")])
     pattern = tmp_path / "nowhere" / "*.gz"
-    proc = subprocess.run(build_cli([pattern], str(tmp_path / "lake")), capture_output=True, text=True,
-                          timeout=120)
+    proc = run_cli(*build_cli([pattern], str(tmp_path / "lake"))[1:])
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == f"tmass-lake: error: {pattern}: no file matches this pattern\n"
 
@@ -171,8 +169,7 @@ def test_unreadable_file_names_the_path(pt_schema, local_client, tmp_path, lines
 
 def test_duplicated_input_is_refused(pt_schema, tmp_path, lines):
     path = write_gz(tmp_path / "in" / "a.gz", b"".join(lines))
-    proc = subprocess.run(build_cli([path, path], str(tmp_path / "lake")), capture_output=True, text=True,
-                          timeout=120)
+    proc = run_cli(*build_cli([path, path], str(tmp_path / "lake"))[1:])
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == f"tmass-lake: error: pt_src_6x2: input files listed more than once: {path}\n"
     assert not (tmp_path / "lake").exists()

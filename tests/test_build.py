@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import gzip
-import re
 import shutil
 from pathlib import Path
 
+import lsdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from astropy.coordinates import Latitude, Longitude
+from cdshealpix.nested import lonlat_to_healpix
+from conftest import as_text, normalise
 from hats.io.validation import is_valid_catalog, is_valid_collection
 
 from tmass_lake.convert import build_table, resolve_parameters, table_arguments
@@ -24,7 +27,7 @@ TABLES = ["pt_src_6x2", "ext_src_6x2", "pt_src_c"]
 @pytest.fixture(scope="module")
 def mock_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mock")
-    generate(str(root), scale=0.02, seed=7, tables=TABLES, progress=False)
+    generate(str(root), scale=0.02, seed=7, tables=TABLES, progress=False, reference=False)
     return root
 
 
@@ -42,26 +45,8 @@ def text_rows(paths: list[str]) -> list[list[str]]:
     return rows
 
 
-def as_text(value, column) -> str:
-    if value is None:
-        return "\\N"
-    if column.scale is not None:
-        return f"{value:.{column.scale}f}"
-    if zero_pad := re.fullmatch(r"%?0(\d+)h?d", column.type):
-        return f"{value:0{zero_pad.group(1)}d}"
-    return str(value)
-
-
-def normalise(text: str, column) -> str:
-    if text == "\\N" or column.scale is None:
-        return text.rstrip()
-    whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.ljust(column.scale, '0')}"
-
-
 @pytest.mark.parametrize("table", TABLES)
 def test_build_is_valid_hats_and_equals_the_text(local_client, mock_root, tmp_path, table):
-    import lsdb
     from hats_import.verification.arguments import VerificationArguments
     from hats_import.verification.run_verification import run as verify
 
@@ -138,3 +123,25 @@ def test_existing_output_is_not_overwritten(local_client, mock_root, tmp_path):
     with pytest.raises(BuildError, match="is not empty"):
         build(local_client, "pt_src_6x2", inputs, tmp_path / "x")
     shutil.rmtree(tmp_path / "x")
+
+
+def test_every_positional_table_has_a_margin_catalog_even_an_empty_one(local_client, mock_root, tmp_path):
+    """A table in one partition has no rows near another partition: its margin catalog is empty,
+    but it exists, is valid HATS and lsdb loads it (``catalog.margin`` is never None)."""
+    schema = load_schema("pt_src_6x2")
+    rows = text_rows(expand_inputs([str(mock_root / "irsa" / "pt_src_6x2")]))
+    ra, dec = (np.array([float(r[schema.names.index(c)]) for r in rows]) for c in ("ra", "dec"))
+    top = lonlat_to_healpix(Longitude(ra, unit="deg"), Latitude(dec, unit="deg"), 0)
+    keep = top == np.bincount(top).argmax()  # the rows of one order-0 pixel: one partition
+    path = tmp_path / "one.gz"
+    text = "".join("|".join(r) + "\n" for r, k in zip(rows, keep, strict=True) if k)
+    path.write_bytes(gzip.compress(text.encode()))
+    out = tmp_path / "one"
+    report = build(local_client, "pt_src_6x2", [str(path)], out, pixel_threshold=10_000_000)
+    assert report["partitions"] == 1 and report["margin_rows"] == 0
+    assert report["margin"] == "pt_src_6x2_10arcsec"
+    assert is_valid_collection(str(out), strict=True)
+    cat = lsdb.open_catalog(str(out))
+    assert cat.margin is not None and len(cat.margin.get_healpix_pixels()) == 0
+    assert len(cat.margin.compute()) == 0
+    assert len(cat.cone_search(*cat.compute()[["ra", "dec"]].iloc[0], radius_arcsec=5).compute()) >= 1

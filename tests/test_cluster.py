@@ -6,68 +6,17 @@ from __future__ import annotations
 
 import json
 import mmap
-import os
-import signal
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN, build_cli, local_lake_data, make_args, task_calls, wait_for
+from conftest import ExternalCluster, build_cli, local_lake_data, make_args, task_calls, wait_for
 from dask.distributed import Client
 from hats.io.validation import is_valid_collection
 
 from tmass_lake.convert.map import map_input
 
-
-class ExternalCluster:
-    """A scheduler and workers started as ``dask`` command-line processes on 127.0.0.1."""
-
-    def __init__(self, tmp: Path, env: dict | None = None):
-        self.tmp, self.env = tmp, env or dict(os.environ)
-        self.scheduler_file = tmp / "scheduler.json"
-        self.procs: list[subprocess.Popen] = []
-        self.workers: list[subprocess.Popen] = []
-
-    def _start(self, *args: str, log: str) -> subprocess.Popen:
-        with open(self.tmp / log, "wb") as out:
-            # its own session: the worker's nanny and worker process die together on killpg
-            proc = subprocess.Popen([str(BIN / "dask"), *args], stdout=out, stderr=subprocess.STDOUT,
-                                    env=self.env, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def start(self, n_workers: int = 2) -> ExternalCluster:
-        self._start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                    "--scheduler-file", str(self.scheduler_file), log="scheduler.log")
-        wait_for(lambda: self.scheduler_file.exists() and self.scheduler_file.stat().st_size, 60,
-                 "the scheduler file")
-        for i in range(n_workers):
-            self.workers.append(self._start(
-                "worker", "--scheduler-file", str(self.scheduler_file), "--nworkers", "1", "--nthreads", "1",
-                "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "1GiB", "--name", f"w{i}",
-                log=f"worker{i}.log"))
-        with Client(self.address, timeout=30) as client:
-            client.wait_for_workers(n_workers, timeout=60)
-        return self
-
-    @property
-    def address(self) -> str:
-        return json.loads(self.scheduler_file.read_text())["address"]
-
-    def kill_worker(self, i: int) -> None:
-        os.killpg(self.workers[i].pid, signal.SIGKILL)
-        self.workers[i].wait(10)
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+pytestmark = pytest.mark.slow  # builds a lake (or a cluster) of its own
 
 
 @pytest.fixture

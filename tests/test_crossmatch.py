@@ -27,6 +27,7 @@ from tmass_lake.lake import (
 from tmass_lake.mock.scoring import score_crossmatch
 
 cm = importlib.import_module("tmass_lake.lake.crossmatch")
+pytestmark = pytest.mark.slow  # the shared mock lake
 RADIUS = 1.5  # arcsec: ~3 sigma of the faintest 6x detections' astrometry
 COLUMNS = ["cntr", "jdate"]
 

@@ -12,6 +12,8 @@ import pytest
 import tmass_lake
 from tmass_lake.lake import Lake, open_lake
 
+pytestmark = pytest.mark.slow  # the shared mock lake
+
 
 def test_open_lake_lists_tables(lake, env):
     assert isinstance(tmass_lake.open_lake(str(env.lake)), Lake)

@@ -21,6 +21,7 @@ from tmass_lake.lake import Thresholds, light_curve_stats, open_lake
 from tmass_lake.lake.lightcurves import product_tables
 from tmass_lake.mock.scoring import light_curve_truth, score_light_curves
 
+pytestmark = pytest.mark.slow  # the shared mock lake
 BIN = Path(sys.executable).parent
 
 

@@ -7,18 +7,25 @@ from __future__ import annotations
 import errno
 import itertools
 import re
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 
 import lsdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import s3fs
 from botocore.exceptions import EndpointConnectionError
-from conftest import CONE, TABLE, build_cli, lake_data, local_lake_data, make_args
+from conftest import (
+    BUCKET,
+    CONE,
+    TABLE,
+    build_cli,
+    cli_options,
+    lake_data,
+    local_lake_data,
+    make_args,
+    run_cli,
+)
 from dask.distributed import Client, LocalCluster
 from fsspec.implementations.local import LocalFileSystem
 from hats.io.validation import is_valid_collection
@@ -26,64 +33,10 @@ from upath import UPath
 
 import tmass_lake.storage as storage
 from tmass_lake.convert import build_table
+from tmass_lake.convert.writer import finish_parquet_table
 from tmass_lake.errors import InputError
 from tmass_lake.readers import expand_inputs
-from tmass_lake.storage import StorageError, open_atomic, retrying, write_parquet
-
-BUCKET = "tmass-lake-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    """moto's S3 server in its own process on a free loopback port, stopped at the end."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="session")
-def so(s3_endpoint) -> dict:
-    """Storage options for the endpoint (dummy credentials: nothing leaves the machine)."""
-    return {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
-
-
-@pytest.fixture(scope="session")
-def s3(so, tiny_inputs) -> s3fs.S3FileSystem:
-    """The filesystem, with the bucket made and the tiny inputs uploaded under ``in/``."""
-    fs = s3fs.S3FileSystem(**so)
-    fs.mkdir(BUCKET)
-    for p in tiny_inputs:
-        fs.put_file(str(p), f"{BUCKET}/in/{TABLE}/{p.name}")
-    return fs
-
-
-def cli_options(so: dict) -> list[str]:
-    return [x for k, v in so.items() for x in ("--storage-option", f"{k}={v}")]
+from tmass_lake.storage import StorageError, filesystem, open_atomic, retrying, write_parquet
 
 
 @pytest.fixture
@@ -94,10 +47,11 @@ def threaded_client():
         yield client
 
 
+@pytest.mark.slow
 def test_cli_build_from_s3_to_s3_equals_local_build_and_lsdb_queries_it(
         s3, so, reference_lake, tmp_path):
     out = f"s3://{BUCKET}/lake"
-    cmd = build_cli([f"s3://{BUCKET}/in/{TABLE}/*.gz"], out, "--workers", "2",
+    cmd = build_cli([f"s3://{BUCKET}/in/{TABLE}/*.gz"], out, "--workers", "2", "--index", "cntr",
                     "--tmp-dir", f"s3://{BUCKET}/tmp/spill-here", *cli_options(so))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -110,6 +64,8 @@ def test_cli_build_from_s3_to_s3_equals_local_build_and_lsdb_queries_it(
     data = lake_data(s3, f"{BUCKET}/lake")
     assert data == local_lake_data(reference_lake)
     assert any("_10arcsec/" in k for k in data)  # margins were written too
+    # the index stage spilled to s3:// too (it used to drop the protocol and look on local disk)
+    assert s3.glob(f"{BUCKET}/lake/{TABLE}_cntr_index/dataset/index/*.parquet")
 
     remote = lsdb.open_catalog(root)
     local = lsdb.open_catalog(reference_lake)
@@ -121,6 +77,7 @@ def test_cli_build_from_s3_to_s3_equals_local_build_and_lsdb_queries_it(
     assert got.reset_index(drop=True).equals(want.reset_index(drop=True))
 
 
+@pytest.mark.slow
 def test_failed_reduce_leaves_no_valid_collection_and_resume_completes(
         s3, so, pt_schema, reference_lake, threaded_client, monkeypatch):
     out = f"s3://{BUCKET}/failing"
@@ -252,6 +209,7 @@ def test_parquet_write_to_flaky_s3_is_retried(s3, sleeps):
     assert len(sleeps) == 1
 
 
+@pytest.mark.slow
 def test_build_over_a_flaky_store_completes_identically(pt_schema, tiny_inputs, reference_lake, tmp_path,
                                                          threaded_client, sleeps, monkeypatch):
     """Every spill run, plan record, partition and quarantine file fails once on first open."""
@@ -288,14 +246,28 @@ def test_missing_key_and_missing_bucket_inputs_name_the_path(s3, so, pt_schema, 
             expand_inputs([url], so)
 
 
-def test_output_to_missing_bucket_fails_naming_it_without_creating_it(s3, so, tiny_inputs):
+def test_output_to_missing_bucket_fails_naming_it_without_creating_it(s3, so, tiny_inputs, local_client):
     out = "s3://no-such-bucket-out/lake"
-    proc = subprocess.run(build_cli(tiny_inputs[:1], out, "--workers", "1", "--tmp-dir", f"{out}/_build",
-                                    *cli_options(so)),
-                          capture_output=True, text=True, timeout=120)
+    proc = run_cli(*build_cli(tiny_inputs[:1], out, "--scheduler", local_client.scheduler.address,
+                              "--tmp-dir", f"{out}/_build", *cli_options(so))[1:])
     assert proc.returncode == 2, proc.stderr
     assert "tmass-lake: error: creating s3://no-such-bucket-out/lake/_build.lock" in proc.stderr
     assert "bucket does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
     s3.invalidate_cache()
     assert not s3.exists("no-such-bucket-out")  # never created behind the user's back
+
+
+def test_metadata_scan_sees_what_workers_wrote_after_the_client_listed_the_output(s3, so):
+    """A new build lists its output (nothing but its lock may be there) before the workers write into
+    it; the client's filesystem must not answer the metadata scan from that stale listing (a Parquet
+    table, whose ``_metadata`` is the client's first write there, failed with FileNotFoundError)."""
+    out = f"s3://{BUCKET}/late/sixxf_link"
+    fs, root = filesystem(out, so)
+    fs.pipe_file(f"{root}/_build.lock", b"{}")
+    assert fs.ls(root) == [f"{root}/_build.lock"]  # what build_session does
+    worker = s3fs.S3FileSystem(**so, skip_instance_cache=True)  # another process, in effect
+    with worker.open(f"{root}/dataset/part-00000.parquet", "wb") as f:
+        pq.write_table(pa.table({"x": [1, 2, 3]}), f)
+    finish_parquet_table(out, {"name": "sixxf_link"}, expected_rows=3, storage_options=so)
+    assert worker.exists(f"{root}/dataset/_metadata") and worker.exists(f"{root}/table.properties")

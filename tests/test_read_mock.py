@@ -10,7 +10,7 @@ from tmass_lake.schema import list_tables, load_schema
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("mock_all")
-    return root, generate(str(root), scale=0.01, seed=3, progress=False)
+    return root, generate(str(root), scale=0.01, seed=3, progress=False, reference=False)
 
 
 def test_every_extended_mission_table_is_mocked(manifest):

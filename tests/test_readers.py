@@ -8,7 +8,7 @@ import pytest
 from astropy.table import Table
 
 from tmass_lake.errors import InputError
-from tmass_lake.readers import read_bulk, read_ipac
+from tmass_lake.readers import read_bulk, read_input, read_ipac
 from tmass_lake.schema import load_schema
 
 DATA = Path(__file__).parent / "data"
@@ -53,40 +53,72 @@ def test_real_psc_line_every_value_equals_the_text(tmp_path, compress):
     assert table.schema.field("ra").metadata[b"unit"] == b"deg"
 
 
-def test_gator_ipac_table_maps_onto_the_schema(tmp_path):
-    """The Gator fp_psc row, written as an IPAC table (Gator's format) with astropy, reads exactly."""
+def gator_ipac(tmp_path) -> tuple[Path, list[str], list[str]]:
+    """The Gator fp_psc row as Gator writes it (``xdate``, its computed columns), plus the
+    ``dist``/``angle`` columns of a cone search, as an IPAC table written with astropy."""
     rows = (DATA / "astroquery_Box_fp_psc_row.tsv").read_text().splitlines()
-    names, values = rows[0].split("\t"), rows[1].split("\t")
-    schema = load_schema("fp_psc")
-    known = {c.name: c for c in schema.columns}
+    names, values = rows[0].split("\t") + ["dist", "angle"], rows[1].split("\t") + ["0.412", "87.3"]
+    known = load_schema("fp_psc").lookup()
     cols = {}
     for n, v in zip(names, values, strict=True):
-        n = "date" if n == "xdate" else n
         c = known.get(n)
-        if c is not None and c.arrow.startswith(("float", "int")) and v != "":
-            cols[n] = [float(v) if c.arrow.startswith("float") else int(v)]
+        if n in ("dist", "angle") or (c is not None and c.arrow.startswith(("float", "int")) and v != ""):
+            cols[n] = [int(v) if c is not None and c.arrow.startswith("int") else float(v)]
         else:
             cols[n] = [v]
     t = Table(cols)
+    t["dist"].unit, t["angle"].unit = "arcsec", "deg"
     path = tmp_path / "gator.tbl"
     t.meta["keywords"] = {"fixlen": {"value": "T"}, "RowsRetrieved": {"value": 1}}
     t.write(path, format="ascii.ipac")
-    blocks = list(read_ipac(str(path), schema))
+    return path, names, values
+
+
+def test_gator_subset_without_non_null_columns_is_refused(tmp_path):
+    """A query's column subset lacks pts_key and others fp_psc documents as never null."""
+    path, _, _ = gator_ipac(tmp_path)
+    with pytest.raises(InputError, match=r"gator.tbl: has no column prox, pxcntr, pts_key, .*never null"):
+        list(read_ipac(str(path), load_schema("fp_psc")))
+
+
+def test_gator_ipac_table_maps_onto_the_schema(tmp_path):
+    """The Gator fp_psc row reads exactly: ``xdate`` is the documented ``date``, Gator's own columns
+    are kept with their IPAC types and units, documented columns it lacks are null."""
+    path, names, values = gator_ipac(tmp_path)
+    import yaml
+
+    doc = yaml.safe_load(Path(load_schema("fp_psc").path).read_text())
+    for c in doc["columns"]:  # a user's schema for such queries: what they may leave out is nullable
+        c["nullable"] = c["nullable"] or c["name"] not in names
+    (tmp_path / "fp_psc.yaml").write_text(yaml.safe_dump(doc))
+    schema = load_schema(str(tmp_path / "fp_psc.yaml"))
+    known = schema.lookup()
+    blocks = list(read_input(str(path), schema))
     table = pa.concat_tables([b.table for b in blocks])
     assert [b for blk in blocks for b in blk.bad] == []
     assert table.num_rows == 1
+    assert table.column_names[:len(schema.columns)] == schema.names
     for n, v in zip(names, values, strict=True):
-        n = "date" if n == "xdate" else n
-        got = table.column(n)[0].as_py()
-        if n in known and known[n].scale is not None and v:
-            assert f"{got:.{known[n].scale}f}" == pad_to_scale(v, known[n]), n
+        c = known.get(n)
+        got = table.column(c.name if c else n)[0].as_py()
+        if c is not None and c.scale is not None and v:
+            assert f"{got:.{c.scale}f}" == pad_to_scale(v, c), n
         elif v == "":
-            assert got in (None, ""), n
+            assert got is None, n
         else:
             assert str(got) == v, n
+    assert table.schema.field("date").type == pa.date32()  # Gator's xdate, typed as documented
+    assert "xdate" not in table.column_names
     assert table.schema.field("ra").type == pa.float64()
     assert table.schema.field("ra").metadata[b"ucd"].startswith(b"pos.eq.ra")
     assert table.schema.field("clon").type == pa.string()  # Gator's computed column kept
+    assert table.schema.field("dist").metadata[b"unit"] == b"arcsec"
+    assert table.schema.field("angle").metadata[b"unit"] == b"deg"
+    assert table.schema.field("dist").metadata[b"provenance"] == b"input header"
+    assert table.column("pts_key").null_count == 1  # documented, not in the query: null
+    layout = blocks[0].layout
+    assert layout.matched["date"] == "xdate" and "pts_key" in layout.missing
+    assert [c.name for c in layout.extra] == ["clon", "clat", "j_h", "h_k", "j_k", "id", "dist", "angle"]
 
 
 def _psc_with(field: str, value: str) -> str:

@@ -3,16 +3,13 @@ with ``--resume`` redoes no finished step and ends identical to an uninterrupted
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
 
-import psutil
 import pytest
-from conftest import build_cli, local_lake_data, make_args, task_calls, wait_for
+from conftest import build_cli, kill_tree, local_lake_data, make_args, task_calls, wait_for
 from hats.io.validation import is_valid_collection
 
 from tmass_lake.convert import build_table
@@ -21,20 +18,6 @@ from tmass_lake.convert.resume import ResumePlan
 from tmass_lake.convert.scratch import Scratch
 from tmass_lake.convert.table import fingerprint
 from tmass_lake.errors import BuildError
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL a process started in its own session, and every process it started."""
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    os.killpg(proc.pid, signal.SIGKILL)
-    for child in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-    proc.wait(30)
-    psutil.wait_procs(family, timeout=30)
 
 
 def partition_files(out: Path) -> dict[tuple[int, int], list[Path]]:
@@ -51,6 +34,7 @@ def markers(out: Path, stage: str) -> list[Path]:
     return sorted((out / "_build" / "plan" / stage).glob("*.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["map", "reduce"])
 def test_killed_build_resumes_without_redoing_finished_work(stage, pt_schema, tiny_inputs, reference_lake,
                                                             worker_env, local_client, tmp_path):

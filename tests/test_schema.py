@@ -1,5 +1,6 @@
 """Every table schema loads, is honest about its provenance, and round-trips documented precision."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def test_schema_loads_with_metadata(table):
     schema = s.arrow_schema()
     assert schema.metadata[b"table"].decode() == table
     assert json.loads(schema.metadata[b"sources"])
-    assert s.layout_status in {"documented", "partial", "inferred"}
+    assert s.layout_status in {"documented", "partial", "inferred", "incomplete"}
     for c, f in zip(s.columns, schema, strict=True):
         assert c.provenance in {"documented", "inferred"}, c
         assert c.source and c.description, c
@@ -76,3 +77,55 @@ def test_user_schema_file_can_replace_a_layout(tmp_path):
     path = tmp_path / "pt_src_6x2.yaml"
     path.write_text(yaml.safe_dump(doc))
     assert load_schema(str(path)).names == ["ra", "dec", "err_maj", "err_min", "err_ang"]
+
+
+IRSA_CSV = Path(__file__).parent / "data" / "irsa_gator_catalogs.csv"
+IRSA = {r["catname"]: r for r in csv.DictReader(IRSA_CSV.open())}
+
+
+@pytest.mark.parametrize("table", sorted(IRSA_TABLES))
+def test_schema_carries_irsas_table_facts(table):
+    s = load_schema(table)
+    r = IRSA.get(table)
+    if r is None:  # the association lists are not Gator catalogs
+        assert s.irsa_key is None and "not in IRSA" in s.rows_source
+        return
+    assert s.rows == int(r["rows"]) and "irsa_gator_catalogs.csv" in s.rows_source
+    assert s.irsa_key == r["key"] and s.irsa_columns == int(r["cols"])
+    assert s.default_constraint == (r["where1"] or None)
+    link = r["ddlink"] or None
+    if link and link.startswith("/"):
+        link = "https://irsa.ipac.caltech.edu" + link
+    assert s.documentation == link
+    if s.layout_status == "incomplete":
+        assert len(s.columns) < s.irsa_columns
+        said = f"IRSA's database has {s.irsa_columns} columns where this layout has {len(s.columns)}"
+        assert said in s.layout_note
+    elif len(s.columns) > s.irsa_columns:
+        assert f"more than the {s.irsa_columns} of IRSA's database" in s.layout_note
+
+
+@pytest.mark.parametrize("table,cols", [("cf_info", 56), ("wsdb_link", 3), ("deepcal_src", 20),
+                                        ("pscan_dat", 405)])
+def test_layouts_irsa_shows_incomplete_say_so(table, cols):
+    s = load_schema(table)
+    assert s.layout_status == "incomplete" and s.irsa_columns == cols
+
+
+def test_irsa_default_constraints_are_filters():
+    assert load_schema("pt_src_6x2").default_filter() == ("cat", "1")
+    assert load_schema("ext_src_6x2").default_filter() == ("cat", "1")
+    assert load_schema("deepcal_src").default_filter() == ("cc_flg", "0")
+    assert load_schema("pt_src_c").default_filter() is None
+
+
+def test_aliases_and_widths():
+    s = load_schema("fp_psc")
+    assert s.column("date").aliases == ("xdate",) and s.lookup()["xdate"].name == "date"
+    assert s.lookup()["decl"].name == "dec" and s.lookup()["DEC".lower()].name == "dec"
+    assert s.column("ph_qual").width == 3 and s.column("designation").width == 17
+    assert s.column("ra").width is None
+    for table in IRSA_TABLES:
+        for c in load_schema(table).columns:
+            if c.name in ("date", "dec"):
+                assert c.aliases, (table, c.name)

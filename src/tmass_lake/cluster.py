@@ -39,11 +39,21 @@ def dask_client(
             yield client
         return
     n = workers or os.cpu_count() or 1
-    # No dashboard; the scheduler's bare HTTP routes go to a free loopback port, not 8787 (which
-    # another cluster may hold: a warning on every build).
-    with LocalCluster(n_workers=n, threads_per_worker=1, memory_limit=memory_limit,
-                      dashboard_address=None, processes=True,
-                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                      silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
-        client.register_plugin(QuietTaskErrors())
-        yield client
+    # A worker slow to exit at shutdown (a busy machine) is killed by its nanny with a warning the
+    # user can do nothing about, after the command's own last line: silenced while shutting down.
+    nanny = logging.getLogger("distributed.nanny")
+    level = nanny.level
+    try:
+        # No dashboard; the scheduler's bare HTTP routes go to a free loopback port, not 8787 (which
+        # another cluster may hold: a warning on every build).
+        with LocalCluster(n_workers=n, threads_per_worker=1, memory_limit=memory_limit,
+                          dashboard_address=None, processes=True,
+                          scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                          silence_logs=logging.WARNING) as cluster, Client(cluster) as client:
+            client.register_plugin(QuietTaskErrors())
+            try:
+                yield client
+            finally:
+                nanny.setLevel(logging.ERROR)
+    finally:
+        nanny.setLevel(level)

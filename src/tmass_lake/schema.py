@@ -1,7 +1,17 @@
 """Table schemas: one YAML file per IRSA table in ``schemas/``, loaded into Arrow schemas.
 
 Each column carries its documented type, the Arrow storage type, unit, UCD, description,
-nullability and provenance (documented, with its source, or inferred, and from what).
+nullability and provenance (documented, with its source, or inferred, and from what), and the
+other names inputs give it (``aliases``: Gator writes ``date`` as ``xdate``). A string column's
+documented type gives its width (``3s``, ``%17s``): a longer value is quarantined with its line,
+never cut (it means the line does not match the layout).
+
+Table-level facts: ``layout_status`` (``documented``, ``partial``, ``inferred``, ``incomplete``
+where IRSA's own column count shows columns are missing, or ``inferred from FILE`` for a layout
+``tmass-lake inspect`` proposed) and ``layout_note``; from IRSA's Gator catalog table
+(``irsa_gator_catalogs.csv``): ``rows``/``rows_source``, ``irsa_key``, ``irsa_columns`` (its
+database column count, IRSA's computed columns included: an upper bound on a file's),
+``default_constraint`` (what Gator applies unless told otherwise) and ``documentation``.
 A user can point any reader at their own file to drop in a real layout.
 """
 
@@ -10,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -26,6 +36,9 @@ SCHEMA_PACKAGE = "tmass_lake.schemas"  # the repository's schemas/, shipped insi
 TABLE_NAME = re.compile(r"[a-z0-9_]+")
 """IRSA table names (and ours): lower-case letters, digits and underscores, nothing else."""
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20x faster when present
+
+INPUT_HEADER = "input header"
+"""Provenance of a column the schema does not list, kept with what the input's header says."""
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "float32": pa.float32(),
@@ -67,10 +80,24 @@ class Column:
     nullable: bool
     provenance: str
     source: str
+    aliases: tuple[str, ...] = ()
+    principal: bool | None = None
+    """A service's TAP_SCHEMA flags (``None``: not known)."""
+    indexed: bool | None = None
+    origin: dict[str, str] | None = None
+    """Where each fact came from (``{"unit": "TAP_SCHEMA.columns of URL, DATE", ...}``), when merged."""
 
     @property
     def arrow_type(self) -> pa.DataType:
         return _ARROW_TYPES[self.arrow]
+
+    @property
+    def width(self) -> int | None:
+        """Characters a documented string type allows (``3s``, ``%17s``, ``char(6)``), if it says."""
+        if self.arrow != "string":
+            return None
+        m = re.fullmatch(r"%?(\d+)s|(?:var)?char\((\d+)\)", self.type.strip())
+        return int(m.group(1) or m.group(2)) if m else None
 
     @property
     def scale(self) -> int | None:
@@ -87,6 +114,8 @@ class Column:
             meta["unit"] = self.unit
         if self.ucd:
             meta["ucd"] = self.ucd
+        if self.origin:
+            meta["origin"] = json.dumps(self.origin, sort_keys=True)
         return pa.field(self.name, self.arrow_type, nullable=self.nullable, metadata=meta)
 
 
@@ -110,10 +139,40 @@ class TableSchema:
     sources: tuple[str, ...] = ()
     links: dict[str, str] = field(default_factory=dict)
     path: str | None = None
+    irsa_key: str | None = None
+    irsa_columns: int | None = None
+    default_constraint: str | None = None
+    documentation: str | None = None
 
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    def lookup(self) -> dict[str, Column]:
+        """Every column by its name and by each alias, lower-cased (how inputs are matched)."""
+        out = {a.lower(): c for c in self.columns for a in c.aliases}
+        return out | {c.name.lower(): c for c in self.columns}
+
+    def with_columns(self, extra: tuple[Column, ...] | list[Column]) -> TableSchema:
+        """This schema with ``extra`` columns after its own (the columns an input adds)."""
+        return replace(self, columns=self.columns + tuple(extra)) if extra else self
+
+    def default_filter(self) -> tuple[str, str | int | float] | None:
+        """IRSA's default constraint as ``(column, value)`` (``cat=1`` -> ``("cat", "1")``), typed by
+        the column; ``None`` without one. Only ``column = value`` constraints are filters."""
+        if not self.default_constraint:
+            return None
+        m = re.fullmatch(r"\s*(\w+)\s*=\s*(?:'([^']*)'|\"([^\"]*)\"|([\w.+-]+))\s*", self.default_constraint)
+        if not m or m.group(1) not in self.names:
+            raise UserError(f"{self.table}: IRSA's default constraint {self.default_constraint!r} is not "
+                            "'column = value' on one of its columns")
+        column = self.column(m.group(1))
+        text = next(g for g in m.groups()[1:] if g is not None)
+        if pa.types.is_integer(column.arrow_type):
+            return column.name, int(text)
+        if pa.types.is_floating(column.arrow_type):
+            return column.name, float(text)
+        return column.name, text
 
     @property
     def positional(self) -> bool:
@@ -143,6 +202,16 @@ class TableSchema:
         return pa.schema([c.field() for c in self.columns], metadata=meta)
 
 
+def arrow_name(t: pa.DataType) -> str | None:
+    """The schema files' name of an Arrow storage type (``float64``), or ``None`` if they have none."""
+    return next((name for name, known in _ARROW_TYPES.items() if known == t), None)
+
+
+def _column(c: dict) -> Column:
+    values = {k: c.get(k) for k in Column.__dataclass_fields__ if k != "aliases"}
+    return Column(**values, aliases=tuple(c.get("aliases") or ()))
+
+
 def light_curve_collection(info_table: str) -> str:
     """The lake name of the light curves of a merged-source table (``cf_info`` -> ``cf_lightcurves``)."""
     return f"{info_table.removesuffix('_info')}_lightcurves"
@@ -150,10 +219,10 @@ def light_curve_collection(info_table: str) -> str:
 
 def _parse(doc: dict, path: str | None) -> TableSchema:
     check_table_name(doc.get("table"), f"{path}: table")
-    columns = tuple(Column(**{k: c.get(k) for k in Column.__dataclass_fields__}) for c in doc["columns"])
-    names = [c.name for c in columns]
+    columns = tuple(_column(c) for c in doc["columns"])
+    names = [n.lower() for c in columns for n in (c.name, *c.aliases)]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: duplicate column names")
+        raise ValueError(f"{path}: duplicate column names or aliases")
     for c in columns:
         if c.arrow not in _ARROW_TYPES:
             raise ValueError(f"{path}: column {c.name}: unknown arrow type {c.arrow!r}")
@@ -164,6 +233,8 @@ def _parse(doc: dict, path: str | None) -> TableSchema:
         dec_column=doc.get("dec_column"), epoch_column=doc.get("epoch_column"),
         rows=doc.get("rows"), rows_source=doc.get("rows_source"),
         sources=tuple(doc.get("sources") or ()), links=dict(doc.get("links") or {}), path=path,
+        irsa_key=doc.get("irsa_key"), irsa_columns=doc.get("irsa_columns"),
+        default_constraint=doc.get("default_constraint"), documentation=doc.get("documentation"),
     )
 
 

@@ -79,6 +79,18 @@ def url_of(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return path if is_local(fs) else fs.unstrip_protocol(path)
 
 
+def forget_listings(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Drop the directory listings ``fs`` cached for ``path``, its parents and everything below it.
+
+    An object-store filesystem remembers listings, and a listing taken before other processes
+    (the workers) wrote under ``path`` would hide their files: call this before listing them.
+    """
+    path = fs._strip_protocol(path).rstrip("/")
+    for key in list(getattr(fs, "dircache", {})):
+        if key == path or key.startswith(path + "/") or path.startswith(key.rstrip("/") + "/"):
+            fs.dircache.pop(key, None)
+
+
 def ensure_dir(fs: fsspec.AbstractFileSystem, path: str) -> None:
     """Create a local directory. Object stores have no directories, and s3fs' ``makedirs``
     would create a missing *bucket*: a mistyped URL must fail instead."""

@@ -10,11 +10,11 @@ import argparse
 import logging
 import sys
 
-from tmass_lake.cli import build, lake, mock, query
+from tmass_lake.cli import build, inspect, lake, mock, query, schema
 from tmass_lake.errors import UserError
 from tmass_lake.storage import StorageError
 
-COMMANDS = (mock, build, lake, query)
+COMMANDS = (mock, build, inspect, schema, lake, query)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,7 +48,8 @@ def cluster(ns: argparse.Namespace) -> Iterator[Client]:
 
 
 _PARAMETER_FLAGS = {  # flag -> (BuildParameters field, type, help)
-    "--format": ("input_format", str, "input format (default bulk)"),
+    "--format": ("input_format", str, "input format: bulk, ipac, votable, csv, parquet "
+                                          "(default auto: each file as it looks)"),
     "--pixel-threshold": ("pixel_threshold", int, "rows per partition at most (default 1,000,000)"),
     "--byte-threshold": ("byte_threshold", int, "in-memory bytes per partition at most (default 512 MiB)"),
     "--lowest-order": ("lowest_order", int, "coarsest HEALPix order of a partition (default 0)"),
@@ -56,6 +57,14 @@ _PARAMETER_FLAGS = {  # flag -> (BuildParameters field, type, help)
     "--margin-arcsec": ("margin_arcsec", float, "margin cache radius (default 10)"),
     "--run-bytes": ("run_bytes", int, "spill-run size (default: from the workers' memory limit)"),
     "--compression-level": ("compression_level", int, "zstd level of data files (default 3)"),
+    "--where": ("where", str, "TAP input: ADQL condition the harvested rows meet"),
+    "--tap-key": ("tap_key", str, "TAP input: integer column to split the harvest on (default: the key)"),
+    "--tap-chunk-rows": ("tap_chunk_rows", int, "TAP input: rows per chunk query (default 1,000,000)"),
+    "--tap-concurrency": ("tap_concurrency", int, "TAP input: queries in flight on the service (default 4)"),
+    "--tap-sync-rows": ("tap_sync_rows", int, "TAP input: larger chunks run as async jobs (default 100,000)"),
+    "--tap-retries": ("tap_retries", int, "TAP input: retries of a failing query (default 5)"),
+    "--tap-backoff": ("tap_backoff", float, "TAP input: first wait between retries, s (default 1)"),
+    "--tap-timeout": ("tap_timeout", float, "TAP input: seconds to wait for one answer (default 3600)"),
 }
 
 

@@ -1,25 +1,28 @@
 """A positional table into a HATS catalog and its margin: map, plan, reduce, finish.
 
-Each input file is parsed once (map) into sorted spill runs; the plan partitions the global
-histogram; each partition and its margin are assembled from the runs and written once
-(reduce); the rows are accounted for, then the metadata is written (finish).
+Each input file is parsed once (map) into sorted spill runs; the files' column layouts are made
+one schema (inputs with a header may differ); the plan partitions the global histogram; each
+partition and its margin are assembled from the runs and written once (reduce); the rows are
+accounted for, then the metadata is written (finish).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from dask.distributed import Client
 from hats.pixel_math import HealpixPixel
 
-from tmass_lake.convert.map import MapResult, map_inputs
+from tmass_lake.convert.map import MapResult, map_inputs, unified_schema
 from tmass_lake.convert.parameters import TableArguments
 from tmass_lake.convert.plan import effective_threshold, plan_partitions, sparse_histogram
-from tmass_lake.convert.reduce import reduce_partition
+from tmass_lake.convert.reduce import PARTITION_RECORD, reduce_partition
 from tmass_lake.convert.resume import ResumePlan
 from tmass_lake.convert.tasks import run_tasks
 from tmass_lake.convert.writer import (
     HEALPIX_COLUMN,
+    common_schema,
     finish_catalog,
     margin_name,
     observation_properties,
@@ -45,6 +48,8 @@ def build_collection(args: TableArguments, plan: ResumePlan, client: Client) -> 
     clock = time.time()
     results = map_inputs(args, plan, client)
     stages["map"], clock = time.time() - clock, time.time()
+    schema, drift = unified_schema(args.schema, results)
+    args = replace(args, schema=schema)  # reduce brings every run to it
 
     params = args.params
     threshold = effective_threshold(params, results)
@@ -54,7 +59,7 @@ def build_collection(args: TableArguments, plan: ResumePlan, client: Client) -> 
     catalog_url = join(args.output, args.table)
     margin = margin_name(args.table, params.margin_arcsec)
     margin_url = join(args.output, margin)
-    written = {(r["order"], r["pixel"]): r for r in plan.all("reduce").values()}
+    written = {(r["order"], r["pixel"]): r for r in plan.all("reduce", PARTITION_RECORD).values()}
     todo = [p for p in partitions if (p.pixel.order, p.pixel.pixel) not in written]
 
     def reduced(rec: dict) -> None:
@@ -77,19 +82,24 @@ def build_collection(args: TableArguments, plan: ResumePlan, client: Client) -> 
         pixels=[HealpixPixel(r["order"], r["pixel"]) for r in records], histogram=sparse_histogram(results))
     with_margin = [r for r in records if r["margin_rows"]]
     margin_rows = sum(r["margin_rows"] for r in with_margin)
-    if with_margin:
-        finish_catalog(margin_url, base | {
-            "catalog_name": margin, "catalog_type": "margin", "total_rows": margin_rows,
-            "primary_catalog": args.table, "margin_threshold": params.margin_arcsec,
-        }, expected_rows=margin_rows, storage_options=args.storage_options,
-            pixels=[HealpixPixel(r["order"], r["pixel"]) for r in with_margin])
+    finish_catalog(margin_url, base | {  # always, even empty: lsdb then loads a margin for every table
+        "catalog_name": margin, "catalog_type": "margin", "total_rows": margin_rows,
+        "primary_catalog": args.table, "margin_threshold": params.margin_arcsec,
+    }, expected_rows=margin_rows, storage_options=args.storage_options,
+        pixels=[HealpixPixel(r["order"], r["pixel"]) for r in with_margin],
+        empty_schema=common_schema(catalog_url, args.storage_options))
     stages["finish"] = time.time() - clock
     return {
         "inputs": [r.report() for r in results], "lines_read": lines, "rows_written": rows,
         "rows_quarantined": quarantined, "partitions": len(records),
         "pixels": [(r["order"], r["pixel"]) for r in records],
         "bytes": sum(r["bytes"] for r in records), "catalog": args.table,
-        "margin": margin if with_margin else None, "margin_rows": margin_rows,
+        "margin": margin, "margin_rows": margin_rows,
         "margin_bytes": sum(r["margin_bytes"] for r in records), "margin_arcsec": params.margin_arcsec,
         "pixel_threshold": threshold, "stage_seconds": {k: round(v, 3) for k, v in stages.items()},
+        "spill": {"runs": sum(len(r.runs) for r in results),
+                  "bytes": sum(run.nbytes for r in results for run in r.runs),
+                  "reads": sum(len({s.run for s in p.slices}) + len({s.run for s in p.margin_slices})
+                               for p in partitions)},
+        "columns": drift,
     }

@@ -23,10 +23,13 @@ from hats.pixel_math import HealpixPixel
 
 from tmass_lake.convert.index import IndexArguments, build_indexes
 from tmass_lake.convert.map import FINE_SHIFT
+from tmass_lake.convert.reduce import PARTITION_RECORD
+from tmass_lake.convert.resume import record_of
 from tmass_lake.convert.table import build_session, write_report
 from tmass_lake.convert.tasks import run_pixel_tasks
 from tmass_lake.convert.writer import (
     HEALPIX_COLUMN,
+    common_schema,
     finish_catalog,
     margin_name,
     observation_properties,
@@ -39,6 +42,13 @@ from tmass_lake.convert.writer import (
 from tmass_lake.errors import BuildError
 from tmass_lake.schema import TableSchema
 from tmass_lake.storage import filesystem, join, retrying
+
+_HISTOGRAM_RECORD = record_of(hist=list)
+
+
+def _derived_record(record: dict) -> dict:
+    """A derived partition's resume record: a written partition plus its histogram."""
+    return _HISTOGRAM_RECORD(PARTITION_RECORD(record))
 
 
 @dataclass(frozen=True)
@@ -107,10 +117,10 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
     if args.column not in main.schema.names:
         raise BuildError(f"{args.schema.table} has no column {args.column!r} to derive {args.name} from")
     margin = hats.read_hats(source.default_margin_catalog_dir) if source.default_margin else None
-    margin_url = join(args.source, source.default_margin) if margin else None
-    arcsec = float(margin.catalog_info.margin_threshold) if margin else 0.0
+    margin_url = join(args.source, source.default_margin) if margin is not None else None
+    arcsec = float(margin.catalog_info.margin_threshold) if margin is not None else 0.0
     mname = margin_name(args.name, arcsec)
-    margin_out = join(args.output, mname) if margin else None
+    margin_out = join(args.output, mname) if margin is not None else None
     source_catalog = join(args.source, main.catalog_name)
     pixels = list(main.get_healpix_pixels())
     fingerprint = {"name": args.name, "source": args.source, "where": args.where,
@@ -120,7 +130,7 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
                        storage_options=so) as plan:
         records = run_pixel_tasks(client, lambda p: derive_partition(args, p, source_catalog, margin_url,
                                                                      margin_out), pixels, plan, "derive",
-                                  args.name, args.progress)
+                                  args.name, args.progress, parse=_derived_record)
         kept = [r for r in records if r["rows"]]
         if not kept:
             raise BuildError(f"no row of {args.schema.table} has {args.where}: {args.name} would be empty")
@@ -140,12 +150,13 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
             pixels=[HealpixPixel(r["order"], r["pixel"]) for r in kept], histogram=hist)
         with_margin = [r for r in kept if r["margin_rows"]]
         margin_rows = sum(r["margin_rows"] for r in with_margin)
-        if with_margin:
+        if margin is not None:
             finish_catalog(join(args.output, mname), base | {
                 "catalog_name": mname, "catalog_type": "margin", "total_rows": margin_rows,
                 "primary_catalog": args.name, "margin_threshold": arcsec,
             }, expected_rows=margin_rows, storage_options=so,
-                pixels=[HealpixPixel(r["order"], r["pixel"]) for r in with_margin])
+                pixels=[HealpixPixel(r["order"], r["pixel"]) for r in with_margin],
+                empty_schema=common_schema(join(args.output, args.name), so))
         indexes = {}
         if args.indexes:
             indexes = build_indexes(
@@ -155,7 +166,7 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
                                progress=args.progress),
                 [HealpixPixel(r["order"], r["pixel"]) for r in kept], main.schema, plan, client)
         write_collection_properties(args.output, name=args.name, title=args.title,
-                                    margins=[mname] if with_margin else [],
+                                    margins=[mname] if margin is not None else [],
                                     indexes={c: i["path"] for c, i in indexes.items()},
                                     default_index=args.schema.key_column, storage_options=so)
         report = {
@@ -163,7 +174,8 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
             "lines_read": int(info.total_rows), "rows_written": rows, "rows_quarantined": 0,
             "partitions": len(kept), "empty_partitions_dropped": len(records) - len(kept),
             "bytes": sum(r["bytes"] for r in kept), "catalog": args.name,
-            "margin": mname if with_margin else None, "margin_rows": margin_rows, "margin_arcsec": arcsec,
+            "margin": mname if margin is not None else None, "margin_rows": margin_rows,
+            "margin_arcsec": arcsec,
             "indexes": indexes, "inputs": [], "seconds": round(time.time() - started, 3),
         }
         write_report(args.output, report, so)

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from dask.distributed import Client
 from hats.pixel_math import HealpixPixel
 
-from tmass_lake.convert.resume import ResumePlan
+from tmass_lake.convert.resume import ResumePlan, record_of
 from tmass_lake.convert.scratch import remove_inside
 from tmass_lake.convert.spill import SPILL_BATCH_ROWS, SpillRun, read_batches, write_run
 from tmass_lake.convert.tasks import run_tasks
@@ -36,6 +36,8 @@ from tmass_lake.storage import filesystem, join, retrying
 SAMPLES_PER_PARTITION = 128
 ROW_GROUP_ROWS = 32_768
 DATA_PAGE_SIZE = 16 << 10
+_INDEX_FILE_RECORD = record_of(number=int, rows=int, bytes=int)
+_SPILL_RECORD = record_of(run=dict, order=int, pixel=int, sample=list, firsts=list)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class IndexSpill:
 
     @classmethod
     def from_json(cls, d: dict) -> IndexSpill:
+        d = _SPILL_RECORD(d)
         return cls(**(d | {"run": SpillRun.from_json(d["run"])}))
 
 
@@ -181,7 +184,12 @@ def build_indexes(args: IndexArguments, pixels: list[HealpixPixel], catalog_sche
     missing = [c for c in args.columns if c not in catalog_schema.names]
     if missing:
         raise BuildError(f"{args.catalog} has no column(s) {missing} to index")
-    mapped = {int(k): v for k, v in plan.all("index-map").items()}
+    def spills(record: dict) -> dict:  # every column's spill must parse
+        for col in args.columns:
+            IndexSpill.from_json(record[col])
+        return record
+
+    mapped = plan.all("index-map", spills, key=int)
     todo = [(n, p) for n, p in enumerate(pixels) if n not in mapped]
 
     def record(item: tuple[int, dict]) -> None:
@@ -201,7 +209,7 @@ def _index_column(args: IndexArguments, col: str, spills: list[IndexSpill], sche
     cuts = boundaries(spills, args.rows_per_file)
     name = index_name(args.catalog, col)
     stage = f"index-{col}"
-    written = {int(k): v for k, v in plan.all(stage).items()}
+    written = plan.all(stage, _INDEX_FILE_RECORD, key=int)
     if not written:  # a fresh index: nothing of an earlier one may stay beside it
         remove_inside(join(args.collection, name), args.collection, args.storage_options)
 

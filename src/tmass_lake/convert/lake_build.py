@@ -10,6 +10,8 @@ Layout of the lake::
     LAKE/_lake/            completion records: one per built table and per pipeline
     LAKE/_build/           scratch while a build runs (or under --tmp-dir)
 
+An input root may be a TAP service (``tap+https://irsa.ipac.caltech.edu/TAP``): each table it
+serves is harvested from it (:mod:`~tmass_lake.convert.harvest`), the others are skipped.
 Building into an existing lake adds what is missing: a table already built from the same inputs
 (same size and mtime/ETag) and parameters is up to date and skipped; one whose inputs or
 parameters changed is an error naming what changed, until ``--rebuild TABLE`` rebuilds it.
@@ -36,7 +38,8 @@ from tmass_lake.convert.scratch import remove_inside
 from tmass_lake.convert.table import build_table
 from tmass_lake.errors import BuildError
 from tmass_lake.lake.lightcurves import info_tables
-from tmass_lake.readers import inputs_under_root
+from tmass_lake.readers import inputs_under_root, is_tap
+from tmass_lake.readers.tap import served_table
 from tmass_lake.schema import load_schema
 from tmass_lake.storage import filesystem, identity, join
 
@@ -82,15 +85,23 @@ class LakeArguments:
 
 
 def resolve_inputs(spec: TableSpec, roots: tuple[str, ...], storage_options: dict) -> list[str]:
-    """Input files of a table: each pattern under each root, inside that root."""
-    found = [f for root in roots for pattern in spec.patterns()
-             for f in inputs_under_root(root, pattern, storage_options)]
+    """Input files of a table: each pattern under each root, inside that root; a TAP root serving
+    the table is its input (the harvest splits it into chunks)."""
+    found = []
+    for root in roots:
+        if is_tap(root):
+            found += [root] if served_table(root, spec.name) else []
+            continue
+        found += [f for pattern in spec.patterns() for f in inputs_under_root(root, pattern, storage_options)]
     return list(dict.fromkeys(found))
 
 
 def input_identities(inputs: list[str], storage_options: dict) -> list[dict]:
     out = []
     for url in inputs:
+        if is_tap(url):  # a service has no size or mtime; its rows are checked chunk by chunk
+            out.append({"path": url})
+            continue
         fs, path = filesystem(url, storage_options)
         out.append({"path": url, **identity(fs, path)})
     return out
@@ -140,9 +151,8 @@ class LakeBuild:
         self.args.echo(f"{head}: up to date, skipped")
         return True
 
-    def table(self, spec: TableSpec, head: str) -> None:
+    def table(self, spec: TableSpec, inputs: list[str], head: str) -> None:
         args = self.args
-        inputs = resolve_inputs(spec, args.input_roots, args.storage_options)
         if not inputs:
             self.no_input.append(spec.name)
             self.skipped[spec.name] = f"no input files match {spec.patterns()} under {list(args.input_roots)}"
@@ -153,7 +163,8 @@ class LakeBuild:
             return
         schema = spec.load_schema()
         kind = "collection" if schema.positional else "parquet"
-        args.echo(f"{head}: building {kind} from {len(inputs)} file(s)")
+        source = inputs[0] if is_tap(inputs[0]) else f"{len(inputs)} file(s)"
+        args.echo(f"{head}: building {kind} from {source}")
         started = time.time()
         table_args = table_arguments(
             schema, inputs, join(args.output, spec.name), params=spec.params, tmp_dir=args.scratch,
@@ -199,6 +210,7 @@ class LakeBuild:
         except BuildError as e:
             raise LakeError(f"{spec.name}: {e}") from e
         report["title"] = spec.title
+        report["columns"] = source.get("columns")  # the source's columns, input-only ones included
         entry = table_entry(report, name=spec.name, family=spec.family, schema=schema,
                             parameters={"source": spec.source, "where": report["where"],
                                         "indexes": list(spec.indexes)},
@@ -257,6 +269,8 @@ def build_lake(args: LakeArguments, client: Client) -> dict:
     derived = [d for p in args.pipelines for d in p.derived if args.wanted(d.name)]
     curves = [c for p in args.pipelines for c in p.lightcurves if args.wanted(c.name)]
     total = len(specs) + len(derived) + len(curves)
+    # every table's inputs first: a pattern or link leading out of its root stops the build before it writes
+    inputs = {spec.name: resolve_inputs(spec, args.input_roots, args.storage_options) for spec in specs}
     with BuildLock(args.output, args.storage_options, resume=args.resume):
         for p in args.pipelines:
             run.state.put("pipelines", p.name, {
@@ -264,7 +278,7 @@ def build_lake(args: LakeArguments, client: Client) -> dict:
                 "tables": [t.name for t in p.tables], "derived": [d.name for d in p.derived],
                 "lightcurves": [c.name for c in p.lightcurves]})
         for n, spec in enumerate(specs, start=1):
-            run.table(spec, f"[{n}/{total}] {spec.name}")
+            run.table(spec, inputs[spec.name], f"[{n}/{total}] {spec.name}")
         for n, spec in enumerate(derived, start=len(specs) + 1):
             run.derived(spec, f"[{n}/{total}] {spec.name}")
         for n, spec in enumerate(curves, start=len(specs) + len(derived) + 1):

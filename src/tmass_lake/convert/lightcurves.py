@@ -36,10 +36,12 @@ from hats.pixel_math import HealpixPixel
 
 from tmass_lake.convert.index import IndexArguments, build_indexes
 from tmass_lake.convert.map import FINE_SHIFT
+from tmass_lake.convert.resume import record_of
 from tmass_lake.convert.table import build_session, write_report
 from tmass_lake.convert.tasks import run_pixel_tasks
 from tmass_lake.convert.writer import (
     HEALPIX_COLUMN,
+    common_schema,
     finish_catalog,
     margin_name,
     observation_properties,
@@ -65,6 +67,9 @@ from tmass_lake.schema import load_schema
 from tmass_lake.storage import filesystem, join, retrying
 
 INDEX_COLUMN = "gcntr"
+MARGIN_RECORD = record_of(order=int, pixel=int, rows=int, bytes=int)
+PARTITION_RECORD = record_of(order=int, pixel=int, rows=int, bytes=int, detections=int, hist=list)
+"""What the resume records of a margin and of a main partition hold."""
 
 
 @dataclass(frozen=True)
@@ -220,7 +225,7 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
     with build_session(args.output, args.scratch, fingerprint, resume=args.resume,
                        storage_options=so) as plan:
         records = run_pixel_tasks(client, lambda p: partition_task(task, p), pixels, plan, "lightcurves",
-                                  args.name, args.progress)
+                                  args.name, args.progress, parse=PARTITION_RECORD)
         rows = sum(r["rows"] for r in records)
         if rows != info_rows:
             raise BuildError(f"{args.name}: {rows} light curves for the {info_rows} rows of {tables.info}")
@@ -231,7 +236,7 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
         stages["lightcurves"], clock = time.time() - clock, time.time()
 
         margin, margin_rows, arcsec = None, 0, 0.0
-        if info.default_margin:
+        if info.default_margin:  # the information margin's sources, their light curves read back
             info_margin = hats.read_hats(info.default_margin_catalog_dir)
             arcsec = float(info_margin.catalog_info.margin_threshold)
             margin = margin_name(args.name, arcsec)
@@ -239,16 +244,14 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
             written = [r for r in run_pixel_tasks(
                 client, lambda p: margin_task(task, margin_in, margin_out, pixels, p),
                 list(info_margin.get_healpix_pixels()), plan, "lightcurve-margin", f"{args.name} margin",
-                args.progress) if r["rows"]]
+                args.progress, parse=MARGIN_RECORD) if r["rows"]]
             margin_rows = sum(r["rows"] for r in written)
-            if written:
-                finish_catalog(margin_out, positional_properties(props["ra_column"], props["dec_column"]) | {
-                    "catalog_name": margin, "catalog_type": "margin", "total_rows": margin_rows,
-                    "primary_catalog": args.name, "margin_threshold": arcsec,
-                }, expected_rows=margin_rows, storage_options=so,
-                    pixels=[HealpixPixel(r["order"], r["pixel"]) for r in written])
-            else:
-                margin = None
+            finish_catalog(margin_out, positional_properties(props["ra_column"], props["dec_column"]) | {
+                "catalog_name": margin, "catalog_type": "margin", "total_rows": margin_rows,
+                "primary_catalog": args.name, "margin_threshold": arcsec,
+            }, expected_rows=margin_rows, storage_options=so,
+                pixels=[HealpixPixel(r["order"], r["pixel"]) for r in written],
+                empty_schema=common_schema(task.output, so))
         stages["margin"], clock = time.time() - clock, time.time()
 
         indexes = build_indexes(

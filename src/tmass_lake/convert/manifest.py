@@ -22,7 +22,7 @@ from hats.io.validation import is_valid_collection
 
 from tmass_lake.convert.writer import read_table_properties, upath
 from tmass_lake.errors import UserError
-from tmass_lake.schema import TableSchema
+from tmass_lake.schema import INPUT_HEADER, TableSchema
 from tmass_lake.storage import filesystem, join, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -44,16 +44,32 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def schema_entry(schema: TableSchema) -> dict:
-    """The manifest's description of a table schema."""
+def schema_entry(schema: TableSchema, input_only: list[dict] | None = None) -> dict:
+    """The manifest's description of a table schema (and of the columns only its inputs had)."""
     return {
         "name": schema.table, "title": schema.title, "product": schema.product, "kind": schema.kind,
         "layout_status": schema.layout_status, "key_column": schema.key_column,
         "ra_column": schema.ra_column, "dec_column": schema.dec_column, "links": schema.links or None,
+        "irsa_key": schema.irsa_key, "default_constraint": schema.default_constraint,
         "file": Path(schema.path).name if schema.path else None,
         "columns": [{"name": c.name, "type": c.arrow, "unit": c.unit, "nullable": c.nullable}
-                    for c in schema.columns],
+                    for c in schema.columns]
+                   + [{"name": c["name"], "type": c["arrow"], "unit": c["unit"], "nullable": True,
+                       "provenance": INPUT_HEADER} for c in input_only or ()],
     }
+
+
+def format_drift(drift: dict | None) -> str | None:
+    """One line on how a table's input columns met its schema, if they had headers (else ``None``)."""
+    if not drift or drift.get("positional") == drift.get("files"):
+        return None
+    aliases = ", ".join(f"{c} from {given}" for c, given in drift["aliases"].items())
+    extra = ", ".join(c["name"] + (f" [{c['unit']}]" if c.get("unit") else "") for c in drift["input_only"])
+    missing = ", ".join(f"{c['name']} ({c['files']} file{'s' if c['files'] > 1 else ''})"
+                        for c in drift["missing"])
+    return (f"{len(drift['matched'])} matched" + (f" ({aliases})" if aliases else "")
+            + f"; {len(drift['input_only'])} input-only" + (f": {extra}" if extra else "")
+            + f"; {len(drift['missing'])} missing, null" + (f": {missing}" if missing else ""))
 
 
 def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, parameters: dict,
@@ -63,12 +79,14 @@ def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, pa
     entry = {
         "name": name, "family": family, "path": name, "type": kind,
         "format": "parquet" if kind == "parquet" else "hats",
-        "schema": schema_entry(schema) | ({"title": report.get("title")} if report.get("title") else {}),
+        "schema": schema_entry(schema, (report.get("columns") or {}).get("input_only"))
+                  | ({"title": report.get("title")} if report.get("title") else {}),
+        "columns": report.get("columns"),
         "rows": report["rows_written"], "lines_read": report["lines_read"],
         "rows_quarantined": report["rows_quarantined"], "partitions": report["partitions"],
         "bytes": report["bytes"], "seconds": report["seconds"], "lake_seconds": round(seconds, 3),
-        "inputs": [{k: i.get(k) for k in ("path", "bytes", "sha256", "lines", "rows", "quarantined")}
-                   for i in report["inputs"]],
+        "inputs": [{k: i.get(k) for k in ("path", "format", "bytes", "sha256", "lines", "rows",
+                                          "quarantined")} for i in report["inputs"]],
         "parameters": parameters, "fingerprint": fingerprint,
         "built": datetime.now(UTC).isoformat(timespec="seconds"), "built_with": tool_versions(),
         "status": "built",
@@ -78,6 +96,9 @@ def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, pa
     else:
         keys = ("catalog", "margin", "margin_rows", "margin_arcsec", "indexes")
         entry |= {key: report[key] for key in keys}
+    if report.get("tap"):  # harvested from a TAP service: its queries and TAP_SCHEMA snapshot
+        queries = [q for i in report["inputs"] for q in i.get("queries", [])]
+        entry["tap"] = report["tap"] | {"queries": queries}
     if derived_from:
         entry["derived_from"] = derived_from
     return entry
@@ -136,6 +157,8 @@ def format_info(manifest: dict) -> str:
         out.append(f"{name:<18} {e['type']:<11} {e['rows']:>12,} {e['rows_quarantined']:>9,} "
                    f"{e['partitions']:>6}  {e['schema']['name']} ({e['schema']['layout_status']}){src}"
                    + (f"; indexes {idx}" if idx else ""))
+        if drift := format_drift(e.get("columns")):
+            out.append(f"{'':<18} columns: {drift}")
     t = manifest["totals"]
     derived = f" (+ {t['derived_rows']:,} in derived catalogs)" if t.get("derived_rows") else ""
     out += ["", f"{t['tables']} tables, {t['rows']:,} rows{derived}, {t['rows_quarantined']:,} quarantined, "

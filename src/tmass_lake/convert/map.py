@@ -1,9 +1,11 @@
-"""Map stage: parse each input file once into spill runs sorted by ``_healpix_29``.
+"""Map stage: parse each input (a file, or a TAP chunk) once into spill runs sorted by ``_healpix_29``.
 
 Each run carries its sparse histogram at ``HISTOGRAM_ORDER``; the histogram doubles as the
 run's index, so a reducer reads just the batches holding one partition. The text is never
-parsed again. What the map learned about a file (:class:`MapResult`) is its resume record.
-:func:`map_inputs` runs any per-input task this way (Parquet tables convert each file instead).
+parsed again. What the map learned about a file (:class:`MapResult`) is its resume record,
+its column layout included (inputs with a header); :func:`unified_schema` makes every file's
+layout one schema before reduce. :func:`map_inputs` runs any per-input task this way (Parquet
+tables convert each file instead).
 """
 
 from __future__ import annotations
@@ -18,12 +20,23 @@ from dask.distributed import Client
 from hats.pixel_math.spatial_index import compute_spatial_index
 
 from tmass_lake.convert.parameters import HISTOGRAM_ORDER, TableArguments, run_bytes_for
-from tmass_lake.convert.resume import ResumePlan
+from tmass_lake.convert.resume import ResumePlan, record_of
 from tmass_lake.convert.spill import SpillRun, write_run
 from tmass_lake.convert.tasks import run_tasks
 from tmass_lake.convert.writer import HEALPIX_COLUMN
 from tmass_lake.errors import BuildError
-from tmass_lake.readers import BadLine, FileDigest, ParsedBlock, quarantine_table, read_input
+from tmass_lake.readers import (
+    BadLine,
+    FileDigest,
+    FileLayout,
+    ParsedBlock,
+    is_tap,
+    quarantine_table,
+    read_input,
+    unify,
+)
+from tmass_lake.readers.tap import chunk_identity
+from tmass_lake.schema import TableSchema
 from tmass_lake.storage import filesystem, identity, join, write_parquet
 
 log = logging.getLogger(__name__)
@@ -45,21 +58,36 @@ class MapResult:
     sha256: str = ""
     identity: dict = field(default_factory=dict)
     written_bytes: int = 0  # Parquet tables: the size of the file this input became
+    layout: dict | None = None  # inputs with a header: how its columns met the schema (FileLayout JSON)
+    queries: list[dict] = field(default_factory=list)  # TAP chunks: every query run, with its counts
 
     def to_json(self) -> dict:
         return {"index": self.index, "path": self.path, "lines": self.lines, "rows": self.rows,
                 "quarantined": self.quarantined, "runs": [r.to_json() for r in self.runs],
                 "quarantine_path": self.quarantine_path, "bytes": self.bytes, "sha256": self.sha256,
-                "identity": self.identity, "written_bytes": self.written_bytes}
+                "identity": self.identity, "written_bytes": self.written_bytes, "layout": self.layout,
+                "queries": self.queries}
+
+    def file_layout(self) -> FileLayout | None:
+        return FileLayout.from_json(self.layout) if self.layout else None
 
     @classmethod
     def from_json(cls, d: dict) -> MapResult:
+        d = _MAP_RECORD(d)
+        if not isinstance(d.get("quarantine_path"), str | None):
+            raise ValueError(f"'quarantine_path' is {d['quarantine_path']!r}")
         return cls(**(d | {"runs": [SpillRun.from_json(r) for r in d["runs"]]}))
 
     def report(self) -> dict:
         """This input as the build report lists it."""
-        return {"path": self.path, "bytes": self.bytes, "sha256": self.sha256, "lines": self.lines,
-                "rows": self.rows, "quarantined": self.quarantined, "quarantine": self.quarantine_path}
+        out = {"path": self.path, "bytes": self.bytes, "sha256": self.sha256, "lines": self.lines,
+               "rows": self.rows, "quarantined": self.quarantined, "quarantine": self.quarantine_path,
+               "format": self.layout["format"] if self.layout else "bulk"}
+        return out | ({"queries": self.queries} if self.queries else {})
+
+
+_MAP_RECORD = record_of(index=int, path=str, lines=int, rows=int, quarantined=int, runs=list, bytes=int,
+                        sha256=str, identity=dict, written_bytes=int)
 
 
 def with_healpix(table: pa.Table, ra: str, dec: str) -> pa.Table:
@@ -90,7 +118,9 @@ def quarantine(args: TableArguments, index: int, bad: list[BadLine]) -> str | No
 
 
 def input_identity(args: TableArguments, index: int) -> dict:
-    """Size and mtime/ETag of an input, to tell on resume whether it changed."""
+    """Size and mtime/ETag of an input file, or a TAP chunk's query and count: what a resume compares."""
+    if is_tap(args.inputs[index]):
+        return chunk_identity(args.inputs[index], args.schema.names)
     fs, path = filesystem(args.inputs[index], args.storage_options)
     return identity(fs, path)
 
@@ -114,9 +144,12 @@ def map_input(args: TableArguments, index: int) -> MapResult:
     digest = FileDigest()
     for block in read_input(path, args.schema, input_format=args.params.input_format,
                             block_bytes=args.params.block_bytes, storage_options=args.storage_options,
-                            digest=digest):
+                            digest=digest, tap=args.tap):
         result.lines += block.n_lines
+        result.queries.extend(block.queries)
         bad.extend(block.bad)
+        if block.layout is not None and result.layout is None:
+            result.layout = block.layout.to_json()
         if block.table.num_rows:
             pending.append(block.table)
             pending_bytes += block.table.nbytes
@@ -134,6 +167,11 @@ def map_input(args: TableArguments, index: int) -> MapResult:
     return result
 
 
+def unified_schema(schema: TableSchema, results: list[MapResult]) -> tuple[TableSchema, dict]:
+    """The one schema every input of a table is brought to before reduce, and its drift report."""
+    return unify(schema, [(r.path, r.file_layout()) for r in results])
+
+
 def map_inputs(args: TableArguments, plan: ResumePlan, client: Client,
                task: Callable[[TableArguments, int], MapResult] = map_input, stage: str = "map",
                ) -> list[MapResult]:
@@ -146,8 +184,7 @@ def map_inputs(args: TableArguments, plan: ResumePlan, client: Client,
     done: dict[int, MapResult] = {}
     fs, spill = filesystem(args.path("spill"), args.storage_options)
     spilled = set(fs.glob(join(spill, "*.arrow")))
-    for rec in plan.all(stage).values():
-        res = MapResult.from_json(rec)
+    for res in plan.all(stage, MapResult.from_json).values():
         if any(filesystem(run.url, args.storage_options)[1] not in spilled for run in res.runs):
             log.warning("%s: spill runs missing, mapping it again", res.path)
             continue

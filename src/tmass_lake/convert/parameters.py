@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from tmass_lake.errors import UserError
-from tmass_lake.readers import FORMATS
+from tmass_lake.readers import AUTO, FORMATS
+from tmass_lake.readers.tap import TapOptions, is_tap
 from tmass_lake.schema import TableSchema, check_table_name
 from tmass_lake.storage import join
 
@@ -31,7 +33,8 @@ DEFAULT_MEMORY_BYTES = 4 << 30
 class BuildParameters:
     """The knobs of a table build (positional tables use them all; Parquet tables the first)."""
 
-    input_format: str = "bulk"
+    input_format: str = AUTO
+    """A reader (``bulk``, ``ipac``, ``votable``, ``csv``, ``parquet``) or ``auto``: each file as it looks."""
     pixel_threshold: int = 1_000_000
     byte_threshold: int = 512 << 20
     lowest_order: int = 0
@@ -43,6 +46,22 @@ class BuildParameters:
     compression_level: int = 3
     """zstd level of the data files (hats' default 15 costs ~7x the CPU for ~10% smaller files)."""
     allow_duplicate_content: bool = False
+    where: str | None = None
+    """TAP inputs: an ADQL condition the harvested rows must meet (``--where``)."""
+    tap_key: str | None = None
+    """TAP inputs: the integer column the harvest is split on (default: the schema's key column)."""
+    tap_chunk_rows: int = 1_000_000
+    """TAP inputs: rows per harvest chunk (one query, one Dask task) at most."""
+    tap_concurrency: int = 4
+    """TAP inputs: queries in flight on one service at most, over the whole cluster."""
+    tap_sync_rows: int = 100_000
+    """TAP inputs: chunks of up to this many rows run as sync queries, larger ones as async jobs."""
+    tap_retries: int = 5
+    """TAP inputs: attempts after the first for a query failing with a 5xx, timeout or lost connection."""
+    tap_backoff: float = 1.0
+    """TAP inputs: first wait between attempts, in seconds (doubled each time, at most 60 s)."""
+    tap_timeout: float = 3600.0
+    """TAP inputs: seconds to wait for one query's answer (an async job included)."""
 
     def __post_init__(self) -> None:
         if self.input_format not in FORMATS:
@@ -50,16 +69,19 @@ class BuildParameters:
         if not 0 <= self.lowest_order <= self.highest_order <= HISTOGRAM_ORDER:
             raise UserError(f"orders must satisfy 0 <= lowest ({self.lowest_order}) <= highest "
                             f"({self.highest_order}) <= {HISTOGRAM_ORDER}")
-        for name in ("pixel_threshold", "byte_threshold", "block_bytes"):
+        for name in ("pixel_threshold", "byte_threshold", "block_bytes", "tap_chunk_rows", "tap_concurrency",
+                     "tap_sync_rows"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be positive, not {getattr(self, name)}")
         if self.margin_arcsec <= 0:
             raise UserError(f"margin_arcsec must be positive, not {self.margin_arcsec}")
+        if self.tap_retries < 0 or self.tap_backoff < 0 or self.tap_timeout <= 0:
+            raise UserError("tap_retries and tap_backoff must be >= 0 and tap_timeout positive")
 
     def partitioning(self) -> dict[str, Any]:
         """What a resumed build must share with the interrupted one (the rest may change)."""
         keep = ("input_format", "pixel_threshold", "byte_threshold", "lowest_order", "highest_order",
-                "margin_arcsec", "compression_level")
+                "margin_arcsec", "compression_level", "where", "tap_key", "tap_chunk_rows")
         return {k: getattr(self, k) for k in keep}
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,7 +90,8 @@ class BuildParameters:
 
 PARAMETER_NAMES = tuple(f.name for f in fields(BuildParameters))
 _KINDS: dict[str, type] = {name: int for name in PARAMETER_NAMES} | {
-    "input_format": str, "margin_arcsec": float, "allow_duplicate_content": bool}
+    "input_format": str, "margin_arcsec": float, "allow_duplicate_content": bool, "where": str,
+    "tap_key": str, "tap_backoff": float, "tap_timeout": float}
 
 
 def resolve_parameters(*layers: Mapping[str, Any], where: str = "build parameters") -> BuildParameters:
@@ -95,6 +118,12 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         return kind(value)
     except (TypeError, ValueError):
         raise UserError(f"{where}: {key} must be {kind.__name__}, not {value!r}") from None
+
+
+def tap_options(params: BuildParameters, limiter: AbstractContextManager | None = None) -> TapOptions:
+    """How a build talks to a TAP service (``limiter``: held around each query, e.g. a Dask semaphore)."""
+    return TapOptions(retries=params.tap_retries, backoff=params.tap_backoff, timeout=params.tap_timeout,
+                      sync_rows=params.tap_sync_rows, limiter=limiter)
 
 
 def run_bytes_for(memory_limit: int | None) -> int:
@@ -124,6 +153,8 @@ class TableArguments:
     storage_options: dict = field(default_factory=dict)
     resume: bool = False
     progress: bool = True
+    tap: TapOptions | None = None
+    """TAP chunks among the inputs: how to query their service (set by the harvest stage)."""
 
     def __post_init__(self) -> None:
         check_table_name(self.schema.table)
@@ -132,6 +163,8 @@ class TableArguments:
         if len(set(self.inputs)) != len(self.inputs):
             dup = sorted({p for p in self.inputs if self.inputs.count(p) > 1})
             raise UserError(f"{self.table}: input files listed more than once: {', '.join(dup)}")
+        if self.params.where and not any(is_tap(u) for u in self.inputs):
+            raise UserError(f"{self.table}: --where selects rows on a TAP service, but the inputs are files")
         missing = [c for c in self.indexes if c not in self.schema.names]
         if missing:
             raise UserError(f"{self.table}: index column(s) {', '.join(missing)} not in its schema")

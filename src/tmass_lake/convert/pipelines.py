@@ -7,8 +7,9 @@ A pipeline file (``pipelines/<family>.toml``, shipped with the package) reads::
     [[table]]                       name, and optionally schema (default: the name), input
                                     (patterns relative to each input root, ``{table}`` expanded),
                                     any build parameter, indexes = [columns]
-    [[derived]]                     name, source (a table), where = {column, equals},
-                                    title, indexes: a catalog filtered from a built one
+    [[derived]]                     name, source (a table), where = {column, equals} or
+                                    "irsa_default" (the source schema's IRSA default constraint,
+                                    e.g. cat=1), title, indexes: a catalog filtered from a built one
 
 Every merged-source table (``cf_info``...) also gives a light-curve collection
 (``cf_lightcurves``, :class:`LightCurveSpec`), built after the tables it joins.
@@ -35,6 +36,7 @@ from tmass_lake.schema import TableSchema, check_table_name, light_curve_collect
 
 PIPELINE_PACKAGE = "tmass_lake.pipelines"  # the repository's pipelines/, shipped inside the package
 ALL = "all"
+IRSA_DEFAULT = "irsa_default"
 DEFAULT_INPUT = ("irsa/{table}/*.gz",)
 
 
@@ -158,7 +160,8 @@ def load_pipeline(path: Traversable | Path | str, overrides: dict | None = None)
     defaults = doc.get("defaults", {})
     _unknown(f"{path} [defaults]", defaults, _LAYER_KEYS)
     tables = [_table_spec(path, family, defaults, entry, overrides or {}) for entry in doc.get("table", [])]
-    derived = [_derived_spec(path, family, entry) for entry in doc.get("derived", [])]
+    sources = {t.name: t.schema for t in tables}
+    derived = [_derived_spec(path, family, entry, sources) for entry in doc.get("derived", [])]
     pipeline = Pipeline(family, head.get("description", ""), str(path), hashlib.sha256(raw).hexdigest(),
                         tuple(tables), tuple(derived))
     if len(set(pipeline.names)) != len(pipeline.names):
@@ -190,12 +193,28 @@ def _table_spec(path: Any, family: str, defaults: dict, entry: dict, overrides: 
     return TableSpec(name, family, schema_name, inputs, params, indexes)
 
 
-def _derived_spec(path: Any, family: str, entry: dict) -> DerivedSpec:
+def _irsa_default(where: str, schema_name: str) -> dict:
+    """``where = "irsa_default"``: the source schema's IRSA default constraint as ``{column, equals}``."""
+    try:
+        found = load_schema(schema_name).default_filter()
+    except UserError as e:
+        raise PipelineError(f"{where}: {e}") from e
+    if found is None:
+        raise PipelineError(f"{where}: schema {schema_name} has no IRSA default constraint")
+    return {"column": found[0], "equals": found[1]}
+
+
+def _derived_spec(path: Any, family: str, entry: dict, sources: dict[str, str]) -> DerivedSpec:
     where = f"{path} [[derived]] {entry.get('name', '?')}"
     _unknown(where, entry, _DERIVED_KEYS)
+    if not {"name", "source"} <= set(entry):
+        raise PipelineError(f"{where}: needs name, source and where")
     cond = entry.get("where", {})
-    if not {"name", "source"} <= set(entry) or set(cond) != {"column", "equals"}:
-        raise PipelineError(f"{where}: needs name, source and where = {{column = ..., equals = ...}}")
+    if cond == IRSA_DEFAULT:
+        cond = _irsa_default(where, sources.get(entry["source"], entry["source"]))
+    if not isinstance(cond, dict) or set(cond) != {"column", "equals"}:
+        raise PipelineError(f"{where}: needs where = {{column = ..., equals = ...}} "
+                            f"or where = {IRSA_DEFAULT!r}")
     return DerivedSpec(
         name=check_table_name(entry["name"], f"{where}: name"), family=family,
         source=check_table_name(entry["source"], f"{where}: source"), column=cond["column"],

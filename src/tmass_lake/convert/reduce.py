@@ -1,4 +1,7 @@
-"""Reduce stage: assemble each partition (and its margin) from spill-run slices, sort, write once."""
+"""Reduce stage: assemble each partition (and its margin) from spill-run slices, sort, write once.
+
+Runs of inputs with other columns (headers that differ) are brought to the table's one schema.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,19 @@ import pyarrow as pa
 
 from tmass_lake.convert.parameters import TableArguments
 from tmass_lake.convert.plan import Partition, Slice
+from tmass_lake.convert.resume import record_of
 from tmass_lake.convert.spill import read_rows
 from tmass_lake.convert.writer import HEALPIX_COLUMN, pixel_file, write_partition
+from tmass_lake.readers import conform
+
+
+def run_schema(args: TableArguments) -> pa.Schema:
+    """The schema of every run once brought to the table's: ``_healpix_29``, then the table's columns."""
+    table = args.schema.arrow_schema()
+    return table.insert(0, pa.field(HEALPIX_COLUMN, pa.int64(), nullable=False))
+
+PARTITION_RECORD = record_of(order=int, pixel=int, rows=int, bytes=int, margin_rows=int, margin_bytes=int)
+"""What a written partition's resume record holds (:func:`reduce_partition`'s result)."""
 
 
 def read_slices(args: TableArguments, slices: tuple[Slice, ...]) -> pa.Table | None:
@@ -18,8 +32,9 @@ def read_slices(args: TableArguments, slices: tuple[Slice, ...]) -> pa.Table | N
     by_run: dict[str, list[Slice]] = defaultdict(list)
     for s in slices:
         by_run[s.run].append(s)
-    parts = [read_rows(run, np.concatenate([np.arange(s.start, s.stop, dtype=np.int64) for s in wanted]),
-                       args.storage_options)
+    target = run_schema(args)
+    parts = [conform(read_rows(run, np.concatenate([np.arange(s.start, s.stop, dtype=np.int64)
+                                                    for s in wanted]), args.storage_options), target)
              for run, wanted in by_run.items()]
     return pa.concat_tables(parts) if parts else None
 

@@ -54,7 +54,7 @@ def table_rows(lake: str, manifest: dict, storage_options: dict) -> list[dict]:
     for name, e in sorted(manifest["tables"].items(), key=lambda kv: (kv[1]["family"], kv[0])):
         collection = e["type"] in HATS_TYPES
         rows.append({
-            "table": name, "family": e["family"], "type": e["type"], "rows_in": e["lines_read"],
+            "table": name, "family": e["family"], "type": e["type"], "lines_read": e["lines_read"],
             "rows_written": e["rows"], "rows_quarantined": e["rows_quarantined"],
             "partitions": e["partitions"], "margin_rows": e.get("margin_rows", 0),
             "indexes": sorted(e.get("indexes") or {}), "bytes": e["bytes"],
@@ -108,7 +108,7 @@ def plot_rows(rows: list[dict]) -> bytes:
 
 def format_text(rows: list[dict], manifest: dict) -> str:
     """The fixed-width text report."""
-    head = (f"{'table':<18} {'family':<13} {'type':<10} {'rows in':>12} {'written':>12} {'quarant.':>9} "
+    head = (f"{'table':<18} {'family':<13} {'type':<10} {'lines read':>12} {'written':>12} {'quarant.':>9} "
             f"{'parts':>6} {'margin':>9} {'MiB':>9} {'sec':>7}  orders / indexes")
     lines = [f"tmass-lake build report  {datetime.now(UTC).isoformat(timespec='seconds')}", "", head,
              "-" * len(head)]
@@ -116,7 +116,7 @@ def format_text(rows: list[dict], manifest: dict) -> str:
         orders = " ".join(f"{k}:{v}" for k, v in r["orders"].items())
         extra = "; ".join(x for x in (f"orders {orders}" if orders else "",
                                       f"indexes {', '.join(r['indexes'])}" if r["indexes"] else "") if x)
-        lines.append(f"{r['table']:<18} {r['family']:<13} {r['type']:<10} {r['rows_in']:>12,} "
+        lines.append(f"{r['table']:<18} {r['family']:<13} {r['type']:<10} {r['lines_read']:>12,} "
                      f"{r['rows_written']:>12,} {r['rows_quarantined']:>9,} {r['partitions']:>6} "
                      f"{r['margin_rows']:>9,} {r['bytes'] / 2**20:>9.1f} {r['seconds']:>7.1f}  {extra}")
     t = manifest["totals"]

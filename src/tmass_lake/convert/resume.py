@@ -11,12 +11,27 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from tmass_lake.errors import BuildError
 from tmass_lake.storage import StorageError, ensure_dir, filesystem, join, read_json, url_of, write_json
 
 _KEY = re.compile(r"[A-Za-z0-9_.=-]+")
+T = TypeVar("T")
+K = TypeVar("K")
+
+
+def record_of(**kinds: type) -> Callable[[dict], dict]:
+    """A check that a record holds ``kinds``' keys with values of those types (``bool`` is no ``int``)."""
+    def check(record: dict) -> dict:
+        for key, kind in kinds.items():
+            value = record.get(key)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"{key!r} is {value!r}, not {kind.__name__}")
+        return record
+
+    return check
 
 
 class Records:
@@ -40,10 +55,22 @@ class Records:
         ensure_dir(self.fs, join(self.root, stage))
         write_json(self.fs, self._path(stage, key), record)
 
-    def all(self, stage: str) -> dict[str, dict]:
-        """Every record of a stage, by key (sorted)."""
-        files = sorted(self.fs.glob(join(self.root, stage, "*.json")))
-        return {f.rsplit("/", 1)[-1][: -len(".json")]: self._read(f) for f in files}
+    def all(self, stage: str, parse: Callable[[dict], T] | None = None,
+            key: Callable[[str], K] = str) -> dict[K, T]:
+        """Every record of a stage, by key (sorted), each through ``parse`` (and its key through ``key``).
+
+        A record that does not parse (a file someone else wrote or damaged) is a
+        :class:`~tmass_lake.errors.BuildError` naming it: the plan cannot be trusted to resume from.
+        """
+        out = {}
+        for f in sorted(self.fs.glob(join(self.root, stage, "*.json"))):
+            record = self._read(f)
+            try:
+                out[key(f.rsplit("/", 1)[-1][: -len(".json")])] = parse(record) if parse else record
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise BuildError(f"{url_of(self.fs, f)} is not a progress record tmass-lake wrote "
+                                 f"({type(e).__name__}: {e}): it cannot be resumed from") from e
+        return out
 
     def _read(self, path: str) -> dict:
         record = read_json(self.fs, path)

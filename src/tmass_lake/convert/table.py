@@ -18,6 +18,7 @@ from dask.distributed import Client
 from hats.pixel_math import HealpixPixel
 
 from tmass_lake.convert.collection import build_collection
+from tmass_lake.convert.harvest import harvest_inputs
 from tmass_lake.convert.index import IndexArguments, build_indexes
 from tmass_lake.convert.lock import LOCK_FILE, BuildLock
 from tmass_lake.convert.parameters import TableArguments, run_bytes_for
@@ -87,13 +88,15 @@ def read_report(output: str, storage_options: dict) -> dict | None:
 
 
 def build_table(args: TableArguments, client: Client, *, index_rows_per_file: int = 5_000_000) -> dict:
-    """Convert one table (and index it); returns the build report, also ``build_report.json``."""
+    """Convert one table (a TAP input harvested first; indexed); returns the build report, also
+    ``build_report.json``."""
     started = time.time()
     if args.params.run_bytes is None:
         args = args.with_params(run_bytes=run_bytes_for(worker_memory(client)))
     so = args.storage_options
     with build_session(args.output, args.scratch, fingerprint(args), resume=args.resume,
                        storage_options=so) as plan:
+        args, tap = harvest_inputs(args, plan, client)
         if not args.schema.positional:
             report = build_parquet_table(args, plan, client)
         else:
@@ -118,5 +121,7 @@ def build_table(args: TableArguments, client: Client, *, index_rows_per_file: in
                 storage_options=so)
         report = {"table": args.table, "kind": "collection" if args.schema.positional else "parquet",
                   **report, "parameters": args.params.as_dict(), "seconds": round(time.time() - started, 3)}
+        if tap:
+            report["tap"] = tap
         write_report(args.output, report, so)
     return report

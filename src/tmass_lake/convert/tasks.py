@@ -41,10 +41,12 @@ def run_tasks(client: Client, fn: Callable[[Any], Any], items: Sequence, label: 
 
 
 def run_pixel_tasks(client: Client, fn: Callable[[HealpixPixel], dict], pixels: Sequence[HealpixPixel],
-                    plan: ResumePlan, stage: str, label: str, progress: bool = True) -> list[dict]:
+                    plan: ResumePlan, stage: str, label: str, progress: bool = True,
+                    parse: Callable[[dict], dict] | None = None) -> list[dict]:
     """``fn(pixel)`` for every pixel not yet recorded in the plan's ``stage``; the records (dicts
-    with ``order`` and ``pixel``) in pixel order. Each is recorded as it arrives, for resuming."""
-    done = {(r["order"], r["pixel"]): r for r in plan.all(stage).values()}
+    with ``order`` and ``pixel``, checked by ``parse`` when resuming) in pixel order. Each is
+    recorded as it arrives, for resuming."""
+    done = {(r["order"], r["pixel"]): r for r in plan.all(stage, parse).values()}
 
     def record(rec: dict) -> None:
         plan.put(stage, f"{rec['order']}_{rec['pixel']}", rec)

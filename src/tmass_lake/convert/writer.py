@@ -55,7 +55,15 @@ from upath import UPath
 
 from tmass_lake.convert.parameters import HISTOGRAM_ORDER
 from tmass_lake.schema import TableSchema
-from tmass_lake.storage import StorageError, filesystem, join, retrying, write_parquet
+from tmass_lake.storage import (
+    StorageError,
+    ensure_dir,
+    filesystem,
+    forget_listings,
+    join,
+    retrying,
+    write_parquet,
+)
 
 T = TypeVar("T")
 HEALPIX_COLUMN = SPATIAL_INDEX_COLUMN
@@ -78,6 +86,13 @@ STRING_WIDTH = re.compile(r"^%?(\d+)s$")  # a documented fixed width (``%3s``, `
 
 def upath(url: str, storage_options: dict | None = None) -> UPath:
     return UPath(url, **(storage_options or {}))
+
+
+def written_by_workers(url: str, storage_options: dict | None = None) -> UPath:
+    """``url`` as a path whose listings are read afresh: the workers wrote below it."""
+    root = upath(url, storage_options)
+    forget_listings(root.fs, root.path)
+    return root
 
 
 def pixel_file(catalog_url: str, pixel: HealpixPixel) -> str:
@@ -254,25 +269,35 @@ def write_voparquet(root: UPath, *, name: str, description: str | None = None) -
 
 def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_options: dict | None = None,
                    pixels: list[HealpixPixel] | None = None,
-                   histogram: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                   histogram: tuple[np.ndarray, np.ndarray] | None = None,
+                   empty_schema: pa.Schema | None = None) -> None:
     """Write a catalog's metadata around its written data files, ``hats.properties`` last.
 
     ``pixels`` (object and margin catalogs) gives ``partition_info.csv``; without them (index
     catalogs) ``_metadata`` is not reordered by pixel. ``histogram`` (object catalogs: the
     non-empty order-10 pixels and their row counts) gives the point map and skymaps. Raises if
-    ``_metadata`` does not count ``expected_rows`` rows.
+    ``_metadata`` does not count ``expected_rows`` rows. A catalog of no partition at all (the
+    margin of a table whose partitions have no neighbours) is written from ``empty_schema``:
+    hats and lsdb open it as an empty catalog.
     """
-    root = upath(url, storage_options)
+    root = written_by_workers(url, storage_options)
+    fs, path = filesystem(url, storage_options)
+    ensure_dir(fs, join(path, "dataset"))  # local disk: a catalog may have no data file to make it
     extra: dict = {}
     if pixels is not None:
         info = PartitionInfo.from_healpix(pixels)
         _guarded(f"writing {root / 'partition_info.csv'}",
                  lambda: info.write_to_file(paths.get_partition_info_pointer(root)))
-        extra = {"hats_order": info.get_highest_order(),
-                 "moc_sky_fraction": f"{info.calculate_fractional_coverage():0.5f}"}
+        extra = {"hats_order": info.get_highest_order() if pixels else 0,
+                 "moc_sky_fraction": f"{info.calculate_fractional_coverage() if pixels else 0:0.5f}"}
     metadata = [paths.get_parquet_metadata_pointer(root), paths.get_common_metadata_pointer(root)]
-    written = _guarded(f"writing {metadata[0]}",
-                       lambda: write_parquet_metadata(root, order_by_healpix=pixels is not None), metadata)
+    if pixels == [] and empty_schema is not None:
+        written = _guarded(f"writing {metadata[0]}", lambda: _write_empty_metadata(empty_schema, metadata),
+                           metadata)
+    else:
+        by_pixel = pixels is not None
+        written = _guarded(f"writing {metadata[0]}",
+                           lambda: write_parquet_metadata(root, order_by_healpix=by_pixel), metadata)
     if written != expected_rows:
         for p in metadata:
             p.unlink(missing_ok=True)
@@ -293,10 +318,24 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
     _guarded(f"writing {target}", lambda: props.to_properties_file(root), [target])
 
 
+def _write_empty_metadata(schema: pa.Schema, targets: list[UPath]) -> int:
+    for target in targets:
+        with target.open("wb") as f:
+            pq.write_metadata(schema, f)
+    return 0
+
+
+def common_schema(url: str, storage_options: dict | None = None) -> pa.Schema:
+    """The Arrow schema of a written catalog (its ``dataset/_common_metadata``)."""
+    target = paths.get_common_metadata_pointer(upath(url, storage_options))
+    with target.open("rb") as f:
+        return pq.read_schema(f)
+
+
 def finish_parquet_table(url: str, properties: dict, *, expected_rows: int,
                          storage_options: dict | None = None) -> None:
     """A plain Parquet table's ``_metadata``/``_common_metadata`` and, last, ``table.properties``."""
-    root = upath(url, storage_options)
+    root = written_by_workers(url, storage_options)
     metadata = [paths.get_parquet_metadata_pointer(root), paths.get_common_metadata_pointer(root)]
     written = _guarded(f"writing {metadata[0]}",
                        lambda: write_parquet_metadata(root, order_by_healpix=False), metadata)

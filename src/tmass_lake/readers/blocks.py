@@ -1,25 +1,37 @@
-"""What every reader shares: opening an input (any fsspec URL, compressed or not), cutting it
-into blocks of whole lines, and the typed block plus its quarantined lines that each block becomes.
+"""What every reader shares: opening an input (any fsspec URL; gzip, bzip2 or xz compressed, told
+by magic bytes), cutting it into blocks of whole lines, finding lines that are not UTF-8, and the
+typed block plus its quarantined lines that each block becomes.
 """
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
 import io
+import lzma
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import fsspec
+import fsspec.compression
 import pyarrow as pa
 from isal import igzip, isal_zlib
 
 from tmass_lake.errors import InputError
 from tmass_lake.storage import StorageError, retrying
 
+if TYPE_CHECKING:
+    from tmass_lake.readers.matching import FileLayout
+
 DEFAULT_BLOCK_BYTES = 32 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
+COMPRESSIONS = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
+"""Magic bytes of the compressed inputs read (by fsspec's codecs; gzip by ISA-L's)."""
+_DECOMPRESSORS: dict[str, Callable[[], object]] = {
+    "gzip": lambda: zlib.decompressobj(wbits=31), "bz2": bz2.BZ2Decompressor, "xz": lzma.LZMADecompressor}
+STREAM_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, isal_zlib.error, lzma.LZMAError, OSError)
 
 
 @dataclass(frozen=True)
@@ -44,13 +56,20 @@ def quarantine_table(bad: list[BadLine]) -> pa.Table:
 
 @dataclass
 class ParsedBlock:
-    """One block of a file: its typed good rows and its quarantined lines."""
+    """One block of an input (a file or a TAP chunk): its typed good rows and its quarantined lines.
+
+    ``layout`` (inputs with a header: IPAC, VOTable, headed CSV, Parquet, TAP) says how the
+    input's columns matched the table schema; ``None`` for bulk files, read by position.
+    """
 
     path: str
     first_line: int
     n_lines: int
     table: pa.Table
     bad: list[BadLine] = field(default_factory=list)
+    layout: FileLayout | None = None
+    queries: list[dict] = field(default_factory=list)
+    """Service inputs (TAP): the queries this block's rows came from."""
 
 
 class FileDigest:
@@ -89,12 +108,13 @@ class _Digesting(io.RawIOBase):
         super().close()
 
 
-def open_input(path: str, storage_options: dict | None = None,
-              digest: FileDigest | None = None) -> io.BufferedIOBase:
-    """Open a (possibly gzip'd, detected by magic bytes) file through fsspec for binary reading.
+def compression_of(head: bytes) -> str | None:
+    """The compression whose magic bytes start ``head`` (``gzip``, ``bz2``, ``xz``), else ``None``."""
+    return next((name for magic, name in COMPRESSIONS.items() if head.startswith(magic)), None)
 
-    With ``digest``, every byte of the file (compressed, as stored) is hashed while it is read.
-    """
+
+def open_raw(path: str, storage_options: dict | None = None) -> io.BufferedIOBase:
+    """The file's bytes as stored, through fsspec; a missing or unreadable file is an InputError."""
     try:  # transient object-store errors are retried; what remains is the file's fault
         raw = retrying(lambda: fsspec.open(path, "rb", **(storage_options or {})).open(),
                        what=f"opening {path}")
@@ -108,23 +128,69 @@ def open_input(path: str, storage_options: dict | None = None,
         if isinstance(cause, IsADirectoryError):
             raise InputError(path, "is a directory, not a file") from cause
         raise InputError(path, f"cannot be opened: {cause!r}") from cause
-    head = raw.read(2)
+    return raw
+
+
+def open_input(path: str, storage_options: dict | None = None,
+               digest: FileDigest | None = None) -> io.BufferedIOBase:
+    """Open a file through fsspec for binary reading, decompressed (gzip, bzip2, xz: by magic bytes).
+
+    With ``digest``, every byte of the file (compressed, as stored) is hashed while it is read.
+    """
+    raw = open_raw(path, storage_options)
+    head = raw.read(8)
     raw.seek(0)
+    compression = compression_of(head)
     if digest is not None:
         raw = io.BufferedReader(_Digesting(raw, digest), buffer_size=1 << 20)
-    # ISA-L's gzip decoder: the same stream, ~2.3x faster than zlib's on IRSA's files.
-    return igzip.IGzipFile(fileobj=raw, mode="rb") if head == _GZIP_MAGIC else raw
+    if compression == "gzip":  # ISA-L's gzip decoder: the same stream, ~2.3x faster than zlib's
+        return igzip.IGzipFile(fileobj=raw, mode="rb")
+    if compression:
+        return fsspec.compression.compr[compression](raw, mode="rb")
+    return raw
 
 
-def iter_line_blocks(path: str, stream: io.BufferedIOBase, block_bytes: int) -> Iterator[bytes]:
-    """Chunks of whole lines (each ending in ``\\n``) of about ``block_bytes``."""
+def complete_lines(path: str, storage_options: dict | None = None) -> tuple[str, int]:
+    """The compression of a damaged file and how many whole lines decompress before the damage.
+
+    Streams the file again through the codec's incremental decompressor, which hands out every
+    byte it can (a buffered reader loses the last partial buffer): called only once reading failed.
+    """
+    lines = 0
+    with open_raw(path, storage_options) as raw:
+        compression = compression_of(raw.read(8)) or "uncompressed"
+        raw.seek(0)
+        make = _DECOMPRESSORS.get(compression)
+        codec = make() if make else None
+        try:
+            while chunk := raw.read(1 << 20):
+                while chunk:
+                    if codec is None:
+                        lines += chunk.count(b"\n")
+                        break
+                    lines += codec.decompress(chunk).count(b"\n")
+                    chunk = b""
+                    if codec.eof:  # the next member of a multi-member file starts here
+                        chunk, codec = codec.unused_data, make()
+        except (*STREAM_ERRORS, ValueError):
+            pass
+    return compression, lines
+
+
+def iter_line_blocks(path: str, stream: io.BufferedIOBase, block_bytes: int,
+                     storage_options: dict | None = None) -> Iterator[bytes]:
+    """Chunks of whole lines (each ending in ``\\n``) of about ``block_bytes``.
+
+    A damaged compressed stream is an :class:`InputError` naming the last whole line it holds.
+    """
     rest = b""
-    lines_done = 0
     while True:
         try:
             chunk = stream.read(block_bytes)
-        except (EOFError, gzip.BadGzipFile, zlib.error, isal_zlib.error, OSError) as e:
-            raise InputError(path, f"corrupt or truncated gzip stream after line {lines_done}: {e}") from e
+        except STREAM_ERRORS as e:
+            compression, lines = complete_lines(path, storage_options)
+            raise InputError(path, f"corrupt or truncated {compression} stream after line {lines} "
+                                   f"(the last whole line it holds): {e}") from e
         if not chunk:
             break
         data = rest + chunk
@@ -133,10 +199,38 @@ def iter_line_blocks(path: str, stream: io.BufferedIOBase, block_bytes: int) -> 
             rest = data
             continue
         rest = data[cut:]
-        block = data[:cut]
-        lines_done += block.count(b"\n")
-        yield block
+        yield data[:cut]
     if rest:
         yield rest + b"\n"
+
+
+def invalid_utf8_lines(block: bytes) -> dict[int, str]:
+    """Lines of ``block`` (0-based) that are not valid UTF-8, with where the first bad byte sits."""
+    try:
+        block.decode("utf-8")
+        return {}
+    except UnicodeDecodeError:
+        pass
+    bad: dict[int, str] = {}
+    for i, line in enumerate(block.split(b"\n")):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            bad[i] = (f"not valid UTF-8: byte 0x{line[e.start]:02x} at character "
+                      f"{len(line[:e.start].decode('utf-8', 'replace')) + 1}")
+    return bad
+
+
+def blank_lines(block: bytes, lines: dict[int, str] | set[int]) -> bytes:
+    """``block`` with the given lines (0-based) emptied, every line kept in place."""
+    parts = block.split(b"\n")
+    for i in lines:
+        parts[i] = b""
+    return b"\n".join(parts)
+
+
+def line_text(line: bytes) -> str:
+    """A quarantined line as text: bytes that are not UTF-8 shown as ``\\xNN``."""
+    return line.decode("utf-8", "backslashreplace")
 
 

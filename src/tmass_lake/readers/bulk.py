@@ -18,72 +18,78 @@ from tmass_lake.readers.blocks import (
     BadLine,
     FileDigest,
     ParsedBlock,
+    blank_lines,
+    invalid_utf8_lines,
     iter_line_blocks,
+    line_text,
     open_input,
 )
-from tmass_lake.readers.values import cast_text_columns, rtrim_strings, validate_rows
+from tmass_lake.readers.values import checked, drop_rows, rtrim_strings, validate_rows
 from tmass_lake.schema import TableSchema
 
 NULL = "\\N"
 
 
-def _csv_options(schema: TableSchema, types: dict[str, pa.DataType], bad: list[tuple[int, str]]):
+def _read(block: bytes, types: pa.Schema, delimiter: str, quote_char: str | bool, null_values: list[str],
+          skipped: list[tuple[int, str]]) -> pa.Table:
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        bad.append((row.number, f"expected {row.expected_columns} fields, found {row.actual_columns}"))
+        skipped.append((row.number, f"expected {row.expected_columns} fields, found {row.actual_columns}"))
         return "skip"
 
-    return dict(
-        read_options=pacsv.ReadOptions(column_names=schema.names, use_threads=False,
-                                       block_size=1 << 30),
-        parse_options=pacsv.ParseOptions(delimiter="|", quote_char=False, escape_char=False,
+    return pacsv.read_csv(
+        pa.py_buffer(block),
+        read_options=pacsv.ReadOptions(column_names=types.names, use_threads=False, block_size=1 << 30),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=quote_char, escape_char=False,
                                          ignore_empty_lines=False, invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(column_types=types, null_values=[NULL],
-                                             strings_can_be_null=True,
-                                             quoted_strings_can_be_null=False),
-    )
+        convert_options=pacsv.ConvertOptions(column_types={f.name: f.type for f in types},
+                                             null_values=null_values, strings_can_be_null=True,
+                                             quoted_strings_can_be_null=False))
+
+
+def parse_delimited(block: bytes, types: pa.Schema, *, delimiter: str = "|", quote_char: str | bool = False,
+                    null_values: tuple[str, ...] = (NULL,)) -> tuple[pa.Table, np.ndarray, dict[int, str]]:
+    """Whole lines of delimited text (columns ``types.names``, in order) typed as ``types``.
+
+    Returns the good rows, the line (0-based, in ``block``) of each, and ``{line: reason}`` for the
+    others: wrong field count, a value that does not parse, bytes that are not UTF-8.
+    """
+    n_lines = block.count(b"\n")
+    skipped: list[tuple[int, str]] = []
+    bad: dict[int, str] = {}
+    try:
+        table = _read(block, types, delimiter, quote_char, list(null_values), skipped)
+        rows_at = np.delete(np.arange(n_lines), [n - 1 for n, _ in skipped])
+    except pa.ArrowInvalid:
+        # Slow path: some value does not parse (or is not UTF-8). Read as text, find which rows.
+        bad = invalid_utf8_lines(block)
+        skipped.clear()
+        text = _read(blank_lines(block, bad) if bad else block,
+                     pa.schema([(n, pa.string()) for n in types.names]), delimiter, quote_char,
+                     list(null_values), skipped)
+        rows_at = np.delete(np.arange(n_lines), [n - 1 for n, _ in skipped])
+        table, rows_at = checked(text, types, rows_at, bad)
+    for n, why in skipped:
+        bad.setdefault(n - 1, why)
+    return table, rows_at, bad
+
+
+def bad_lines(path: str, block: bytes, first_line: int, bad: dict[int, str]) -> list[BadLine]:
+    """The quarantined lines of a block, in order, with their text (a blank one says so)."""
+    if not bad:
+        return []
+    lines = block.split(b"\n")
+    return [BadLine(path, first_line + i, bad[i] if lines[i].strip() else "blank line", line_text(lines[i]))
+            for i in sorted(bad)]
 
 
 def parse_block(path: str, block: bytes, first_line: int, schema: TableSchema) -> ParsedBlock:
     """Parse whole lines of bulk text into a typed table plus quarantined lines."""
     target = schema.arrow_schema()
-    n_lines = block.count(b"\n")
-    skipped: list[tuple[int, str]] = []
-    reasons: dict[int, str] = {}
-    try:
-        table = pacsv.read_csv(pa.py_buffer(block), **_csv_options(
-            schema, {f.name: f.type for f in target}, skipped))
-    except pa.ArrowInvalid:
-        # Slow path: some value does not parse. Read as text and find which rows.
-        skipped.clear()
-        text = pacsv.read_csv(pa.py_buffer(block), **_csv_options(
-            schema, {f.name: pa.string() for f in target}, skipped))
-        reasons, table = cast_text_columns(text, target)
-        if table is None:
-            keep = np.ones(text.num_rows, dtype=bool)
-            keep[list(reasons)] = False
-            _, table = cast_text_columns(text.filter(pa.array(keep)), target)
-    rows_at = np.delete(np.arange(n_lines), [n - 1 for n, _ in skipped])
-    bad = {int(rows_at[i]): r for i, r in reasons.items()}
-    if reasons:
-        rows_at = np.delete(rows_at, list(reasons))
+    table, rows_at, bad = parse_delimited(block, target)
     table = rtrim_strings(table)
-    invalid = validate_rows(table, schema)
-    if invalid:
-        keep = np.ones(table.num_rows, dtype=bool)
-        keep[list(invalid)] = False
-        table = table.filter(pa.array(keep))
-        bad.update({int(rows_at[i]): r for i, r in invalid.items()})
-    table = table.cast(target)
-    bad.update({n - 1: r for n, r in skipped})
-    quarantined: list[BadLine] = []
-    if bad:
-        lines = block.split(b"\n")
-        quarantined = [
-            BadLine(path, first_line + i, bad[i] if lines[i].strip() else "blank line",
-                    lines[i].decode("utf-8", "replace"))
-            for i in sorted(bad)
-        ]
-    return ParsedBlock(path, first_line, n_lines, table, quarantined)
+    table, _ = drop_rows(table, rows_at, validate_rows(table, schema), bad)
+    return ParsedBlock(path, first_line, block.count(b"\n"), table.cast(target),
+                       bad_lines(path, block, first_line, bad))
 
 
 def _check_layout(path: str, block: bytes, schema: TableSchema) -> None:
@@ -112,7 +118,7 @@ def read_bulk(
     """Stream a bulk file as typed blocks (bounded memory: about ``block_bytes`` of text each)."""
     with open_input(path, storage_options, digest) as stream:
         line = 1
-        for block in iter_line_blocks(path, stream, block_bytes):
+        for block in iter_line_blocks(path, stream, block_bytes, storage_options):
             if line == 1:
                 _check_layout(path, block, schema)
             parsed = parse_block(path, block, line, schema)

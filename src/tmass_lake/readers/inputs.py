@@ -12,19 +12,24 @@ import os
 import posixpath
 
 from tmass_lake.errors import InputError
+from tmass_lake.readers.tap import is_tap
 from tmass_lake.storage import filesystem, is_local, join
 
 _GLOB_CHARS = "*?["
 
 
 def expand_inputs(urls: list[str], storage_options: dict | None = None) -> list[str]:
-    """Files named by URLs, globs or directories (a directory means every file under it), sorted.
+    """Files named by URLs, globs or directories (a directory means every file under it), sorted;
+    a TAP service (``tap+https://...``) as it is.
 
     A glob or directory matching no file is an :class:`InputError` naming it. Returned URLs
     keep their protocol (``s3://...``), so workers on other hosts can open them.
     """
     found: list[str] = []
     for url in urls:
+        if is_tap(url):  # a TAP service: the harvest plans its chunks
+            found.append(url)
+            continue
         fs, path = filesystem(url, storage_options)
         protocol = url.split("://", 1)[0] + "://" if "://" in url else ""
         if any(ch in path for ch in _GLOB_CHARS):

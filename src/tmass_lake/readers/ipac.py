@@ -1,15 +1,16 @@
 """IPAC tables, as IRSA's Gator and TAP services hand them out.
 
-``\\keyword = value`` and ``\\ comment`` lines, then ``|``-bounded header rows (names, then
+``\\keyword = value`` and ``\\ comment`` lines (Gator describes each column in a pair:
+``\\ name (unit)`` then ``\\ ___ description``), then ``|``-bounded header rows (names, then
 types, units and nulls when present), then fixed-width data rows aligned under the header.
-Mapped onto a table schema when one is given: its columns take the schema's types and
-metadata; columns the schema does not know keep the IPAC type.
+The header's names are matched to the table schema (:mod:`tmass_lake.readers.matching`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -18,13 +19,15 @@ import pyarrow.compute as pc
 from tmass_lake.errors import InputError
 from tmass_lake.readers.blocks import (
     DEFAULT_BLOCK_BYTES,
-    BadLine,
     FileDigest,
     ParsedBlock,
+    blank_lines,
+    invalid_utf8_lines,
     iter_line_blocks,
+    line_text,
     open_input,
 )
-from tmass_lake.readers.values import cast_text_columns, validate_rows
+from tmass_lake.readers.matching import FileLayout, InputColumn, match_columns, typed_block
 from tmass_lake.schema import TableSchema
 
 IPAC_TYPES = {
@@ -47,6 +50,22 @@ class IpacHeader:
     nulls: list[str]
     header_lines: int
     comments: list[str] = field(default_factory=list)
+
+    def descriptions(self) -> dict[str, str]:
+        """Column descriptions from Gator's comment pairs (``\\ name (unit)``, ``\\ ___ text``)."""
+        out: dict[str, str] = {}
+        for head, body in zip(self.comments, self.comments[1:], strict=False):
+            m, d = re.fullmatch(r"(\w+)(?:\s*\(.*\))?", head), re.fullmatch(r"_{2,}\s*(.*)", body)
+            if m and d:
+                out.setdefault(m.group(1).lower(), d.group(1).strip())
+        return out
+
+    def input_columns(self) -> list[InputColumn]:
+        """The header's columns, typed by its type row (text where it has none)."""
+        notes = self.descriptions()
+        return [InputColumn(name, IPAC_TYPES.get(typ.lower(), pa.string()), typ, unit or None, None,
+                            notes.get(name, ""))
+                for name, typ, unit in zip(self.names, self.types, self.units, strict=True)]
 
 
 def _cells(line: str, pipes: list[int]) -> list[str]:
@@ -92,17 +111,6 @@ def parse_header(path: str, lines: list[str]) -> IpacHeader:
     )
 
 
-def _target_schema(header: IpacHeader, schema: TableSchema | None) -> pa.Schema:
-    fields = []
-    known = {c.name: c for c in schema.columns} if schema else {}
-    for name, typ in zip(header.names, header.types, strict=True):
-        if name in known:
-            fields.append(known[name].field().with_nullable(True))
-        else:
-            fields.append(pa.field(name, IPAC_TYPES.get(typ.lower(), pa.string())))
-    return pa.schema(fields)
-
-
 def read_ipac(
     path: str,
     schema: TableSchema | None = None,
@@ -113,41 +121,40 @@ def read_ipac(
 ) -> Iterator[ParsedBlock]:
     """Stream an IPAC table as typed blocks; bad data lines are quarantined with their line number.
 
-    With a schema, columns it names are typed and described by it, in the file's order.
+    Columns are matched to ``schema`` by name or alias; without a schema, every column is kept
+    with its IPAC type. At least one block (maybe empty) comes out, carrying the file's layout.
     """
     with open_input(path, storage_options, digest) as stream:
-        blocks = iter_line_blocks(path, stream, block_bytes)
+        blocks = iter_line_blocks(path, stream, block_bytes, storage_options)
         first = next(blocks, b"")
         head_lines = first.decode("utf-8", "replace").split("\n")
         header = parse_header(path, head_lines)
-        target = _target_schema(header, schema)
+        layout = match_columns(path, "ipac", header.input_columns(), schema)
         # Re-cut the first block after the header so data blocks start at a data line.
-        data_start = sum(len(x) + 1 for x in head_lines[: header.header_lines])
-        first_data = first[data_start:]
+        data_start = sum(len(x) + 1 for x in first.split(b"\n")[: header.header_lines])
         line = header.header_lines + 1
-
-        def data_blocks() -> Iterator[bytes]:
-            if first_data:
-                yield first_data
-            yield from blocks
-
-        for block in data_blocks():
-            parsed = _parse_fixed_width(path, block, line, header, target, schema)
+        for block in [first[data_start:], *blocks] if first[data_start:] else blocks:
+            parsed = _parse_fixed_width(path, block, line, header, layout, schema)
             line += parsed.n_lines
             yield parsed
+        if line == header.header_lines + 1:  # no data line: still say what the file holds
+            yield _parse_fixed_width(path, b"", line, header, layout, schema)
 
 
-def _parse_fixed_width(path: str, block: bytes, first_line: int, header: IpacHeader,
-                       target: pa.Schema, schema: TableSchema | None) -> ParsedBlock:
+def _parse_fixed_width(path: str, block: bytes, first_line: int, header: IpacHeader, layout: FileLayout,
+                       schema: TableSchema | None) -> ParsedBlock:
     raw = block.split(b"\n")[:-1]
-    lines = pa.array(raw, pa.binary()).cast(pa.string())
+    bad = invalid_utf8_lines(block)
+    lines = pa.array(blank_lines(block, bad).split(b"\n")[:-1] if bad else raw, pa.binary()).cast(pa.string())
     columns = {}
     for name, (a, b), null in zip(header.names, header.spans, header.nulls, strict=True):
         cell = pc.utf8_trim_whitespace(pc.utf8_slice_codeunits(lines, a, b))
         is_null = pc.or_(pc.equal(cell, null or "null"), pc.equal(cell, ""))
         columns[name] = pc.if_else(is_null, pa.scalar(None, pa.string()), cell)
-    text = pa.table(columns)
-    bad = {i: "blank line" for i, r in enumerate(raw) if not r.strip()}
+    text = pa.table(columns) if columns else pa.table({})
+    for i, r in enumerate(raw):
+        if not r.strip():
+            bad.setdefault(i, "blank line")
     short = pc.less(pc.utf8_length(pc.utf8_rtrim_whitespace(lines)), header.spans[-1][0])
     for i in np.flatnonzero(short.to_numpy(zero_copy_only=False)):
         bad.setdefault(int(i), "line shorter than the header: missing columns")
@@ -157,30 +164,5 @@ def _parse_fixed_width(path: str, block: bytes, first_line: int, header: IpacHea
         keep[list(bad)] = False
         text = text.filter(pa.array(keep))
         rows_at = rows_at[keep]
-    reasons, table = cast_text_columns(text, target)
-    if table is None:
-        keep = np.ones(text.num_rows, bool)
-        keep[list(reasons)] = False
-        _, table = cast_text_columns(text.filter(pa.array(keep)), target)
-        bad.update({int(rows_at[i]): r for i, r in reasons.items()})
-        rows_at = rows_at[keep]
-    if schema is not None:
-        invalid = validate_rows(table, _present(schema, table))
-        if invalid:
-            keep = np.ones(table.num_rows, bool)
-            keep[list(invalid)] = False
-            table = table.filter(pa.array(keep))
-            bad.update({int(rows_at[i]): r for i, r in invalid.items()})
-    table = table.cast(target)
-    quarantined = [BadLine(path, first_line + i, bad[i], raw[i].decode("utf-8", "replace"))
-                   for i in sorted(bad)]
-    return ParsedBlock(path, first_line, len(raw), table, quarantined)
-
-
-def _present(schema: TableSchema, table: pa.Table) -> TableSchema:
-    """The schema restricted to the columns a (Gator subset) table actually has."""
-    cols = tuple(c for c in schema.columns if c.name in table.column_names)
-    positional = schema.ra_column in table.column_names and schema.dec_column in table.column_names
-    return replace(schema, columns=cols,
-                   ra_column=schema.ra_column if positional else None,
-                   dec_column=schema.dec_column if positional else None)
+    return typed_block(path, first_line, len(raw), text, rows_at, bad, layout, schema,
+                       lambda i: line_text(raw[i]))

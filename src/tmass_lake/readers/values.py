@@ -1,7 +1,7 @@
-"""Text columns to typed Arrow columns, with every unparsable or invalid value traced to its line.
+"""Columns to typed Arrow columns, with every unparsable or invalid value traced to its row.
 
-Shared by the bulk and IPAC readers: the fast path casts whole columns at C speed; only a column
-that fails is bisected to find the offending rows, so clean input never pays for bad input.
+Shared by every reader: the fast path casts whole columns at C speed; only a column that fails
+is bisected to find the offending rows, so clean input never pays for bad input.
 """
 
 from __future__ import annotations
@@ -27,27 +27,30 @@ def _failing_indices(arr: pa.Array, target: pa.DataType, offset: int = 0) -> lis
     return _failing_indices(arr[:half], target, offset) + _failing_indices(arr[half:], target, offset + half)
 
 
-def cast_text_columns(strings: pa.Table, schema: pa.Schema) -> tuple[dict[int, str], pa.Table | None]:
-    """Find rows whose text does not parse as the schema's types.
+def cast_columns(table: pa.Table, schema: pa.Schema) -> tuple[dict[int, str], pa.Table | None]:
+    """Find rows whose values do not convert to the schema's types (text is parsed, numbers cast).
 
     Returns ``{row: reason}`` for the bad rows and, when there are none, the cast table.
     """
     bad: dict[int, str] = {}
     for field in schema:
-        if pa.types.is_string(field.type):
+        col = table.column(field.name)
+        if col.type == field.type or pa.types.is_string(field.type):
             continue
-        col = strings.column(field.name).combine_chunks()
+        col = col.combine_chunks()
+        verb = "parse" if pa.types.is_string(col.type) else "convert"
         for i in _failing_indices(col, field.type):
-            bad.setdefault(i, f"column {field.name}: cannot parse {col[i].as_py()!r} as "
-                              f"{field.metadata.get(b'documented_type', b'').decode() or field.type}")
+            bad.setdefault(i, f"column {field.name}: cannot {verb} {col[i].as_py()!r} as "
+                              f"{(field.metadata or {}).get(b'documented_type', b'').decode() or field.type}")
     if bad:
         return bad, None
     plain = pa.schema([pa.field(f.name, f.type) for f in schema])
-    return bad, strings.select(plain.names).cast(plain)
+    return bad, table.select(plain.names).cast(plain)
 
 
 def validate_rows(table: pa.Table, schema: TableSchema) -> dict[int, str]:
-    """Rows breaking a documented constraint: nulls in non-null columns, coordinates out of range."""
+    """Rows breaking a documented constraint: nulls in non-null columns, coordinates out of range,
+    strings longer than their documented width."""
     bad: dict[int, str] = {}
 
     def flag(mask: pa.Array, reason: Callable[[int], str]) -> None:
@@ -55,10 +58,17 @@ def validate_rows(table: pa.Table, schema: TableSchema) -> dict[int, str]:
             bad.setdefault(int(i), reason(int(i)))
 
     for c in schema.columns:
-        if not c.nullable and c.name in table.column_names:
-            col = table.column(c.name)
-            if col.null_count:
-                flag(pc.is_null(col), lambda _i, n=c.name: f"column {n}: null in a non-null column")
+        if c.name not in table.column_names:
+            continue
+        col = table.column(c.name)
+        if not c.nullable and col.null_count:
+            flag(pc.is_null(col), lambda _i, n=c.name: f"column {n}: null in a non-null column")
+        if c.width is not None and pa.types.is_string(col.type):
+            long = pc.greater(pc.utf8_length(col), c.width)
+            if pc.any(long).as_py():
+                flag(pc.fill_null(long, False), lambda i, c=c, col=col: (
+                    f"column {c.name}: {col[i].as_py()!r} is longer than its documented width "
+                    f"({c.width}, type {c.type})"))
     if schema.positional:
         ra = table.column(schema.ra_column)
         dec = table.column(schema.dec_column)
@@ -69,6 +79,28 @@ def validate_rows(table: pa.Table, schema: TableSchema) -> dict[int, str]:
         flag(pc.invert(pc.fill_null(dec_ok, False)),
              lambda i: f"column {schema.dec_column}: {dec[i].as_py()!r} outside [-90, 90]")
     return bad
+
+
+def drop_rows(table: pa.Table, rows_at: np.ndarray, reasons: dict[int, str],
+              bad: dict[int, str]) -> tuple[pa.Table, np.ndarray]:
+    """Remove the rows ``reasons`` names, recording each under its line (``rows_at[row]``) in ``bad``."""
+    if not reasons:
+        return table, rows_at
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[list(reasons)] = False
+    for i, why in reasons.items():
+        bad.setdefault(int(rows_at[i]), why)
+    return table.filter(pa.array(keep)), rows_at[keep]
+
+
+def checked(table: pa.Table, types: pa.Schema, rows_at: np.ndarray,
+            bad: dict[int, str]) -> tuple[pa.Table, np.ndarray]:
+    """``table`` converted to ``types``, rows that do not convert dropped into ``bad`` by line."""
+    reasons, typed = cast_columns(table, types)
+    if typed is None:
+        table, rows_at = drop_rows(table, rows_at, reasons, bad)
+        _, typed = cast_columns(table, types)
+    return typed, rows_at
 
 
 def rtrim_strings(table: pa.Table) -> pa.Table:

@@ -1,0 +1,53 @@
+"""``tmass-lake schema pull``: a table's layout from a TAP service's ``TAP_SCHEMA``, merged with ours."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tmass_lake.errors import UnknownTableError, UserError
+from tmass_lake.readers.tap import TapClient, is_tap, service_url
+from tmass_lake.readers.tap_schema import merge_schema, write_schema
+from tmass_lake.schema import load_schema
+
+
+def cmd_pull(ns: argparse.Namespace) -> int:
+    if not is_tap(ns.tap) and not ns.tap.startswith(("http://", "https://")):
+        raise UserError(f"--tap {ns.tap!r}: expected a TAP service URL (tap+https://HOST/PATH)")
+    try:
+        ours = load_schema(ns.table)
+    except UnknownTableError:
+        ours = None
+    name = ours.table if ours else Path(ns.table).stem
+    client = TapClient(ns.tap)
+    table = client.resolve_table(name)
+    merged = merge_schema(client.columns(table), ours, table=name, service=service_url(ns.tap),
+                          date=datetime.now(UTC).date().isoformat())
+    if ours is not None:
+        print(merged.summary())
+    if ns.report:
+        Path(ns.report).write_text(json.dumps({
+            "table": name, "service": merged.service, "service_table": table, "date": merged.date,
+            "drift": [dataclasses.asdict(d) for d in merged.drift]}, indent=1, default=str))
+    if ns.output:
+        path = write_schema(merged.schema, ns.output)
+        print(f"{name}: {len(merged.schema.columns)} columns from {table} on {merged.service} -> {path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("schema", help="table schemas: pull one from a TAP service")
+    ssub = s.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
+    p = ssub.add_parser("pull", help="a table's columns from a TAP service's TAP_SCHEMA, merged with ours",
+                        description="Read TAP_SCHEMA.columns of a table (order, types, units, UCDs, "
+                                    "descriptions, principal/indexed flags), merge it with our schema (each "
+                                    "column says where each fact came from) and print the drift between "
+                                    "them.")
+    p.add_argument("--tap", required=True, metavar="URL", help="the service (tap+https://HOST/PATH)")
+    p.add_argument("--table", required=True, help="IRSA table name (or our schema YAML to compare with)")
+    p.add_argument("--output", metavar="YAML", help="write the merged schema here (e.g. schemas/NAME.yaml)")
+    p.add_argument("--report", metavar="JSON", help="write the drift report here")
+    p.set_defaults(func=cmd_pull)
