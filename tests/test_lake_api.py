@@ -114,13 +114,3 @@ def test_reference_lookup(lake, env, tmp_path):
     with pytest.raises(KeyError):
         lake.reference_url("sdss")
 
-
-def test_deprecations_raised_from_our_code_fail_the_tests():
-    """pyproject's filterwarnings: a deprecation attributed to tmass_lake is an error, others are not."""
-    with pytest.raises(DeprecationWarning):
-        warnings.warn_explicit("an old API", DeprecationWarning, "api.py", 1, module="tmass_lake.lake.api")
-    with pytest.raises(FutureWarning):
-        warnings.warn_explicit("an old API", FutureWarning, "api.py", 1, module="tmass_lake.convert.writer")
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.warn_explicit("an old API", DeprecationWarning, "x.py", 1, module="somebody_else")
-    assert len(seen) == 1

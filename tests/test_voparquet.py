@@ -61,6 +61,7 @@ def leaves(schema: pa.Schema) -> list[str]:
             for f in schema for c in (f.type if pa.types.is_struct(f.type) else [f])]
 
 
+@pytest.mark.slow  # the shared mock lake
 @pytest.mark.parametrize("kind", KINDS)
 def test_votable_parsed_back_gives_the_schema(env, kind):
     path = common_metadata(env, kind)
@@ -92,6 +93,7 @@ def readable_by_astropy(schema: pa.Schema) -> bool:
     return not any(pa.types.is_date32(f.type) or pa.types.is_struct(f.type) for f in schema)
 
 
+@pytest.mark.slow
 def test_astropy_parquet_votable_reader(env):
     read = []
     for kind in KINDS:
@@ -112,6 +114,7 @@ def test_astropy_parquet_votable_reader(env):
     assert set(read) == {"merged sources", "merged sources margin", "index", "parquet", "lightcurves index"}
 
 
+@pytest.mark.slow
 def test_lake_schema_agrees_with_voparquet(env, lake):
     t = Table.read(votable.parse(io.BytesIO(
         pq.read_schema(common_metadata(env, "catalog")).metadata[VOPARQUET_CONTENT.encode()])))

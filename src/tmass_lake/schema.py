@@ -94,10 +94,7 @@ class Column:
     @property
     def width(self) -> int | None:
         """Characters a documented string type allows (``3s``, ``%17s``, ``char(6)``), if it says."""
-        if self.arrow != "string":
-            return None
-        m = re.fullmatch(r"%?(\d+)s|(?:var)?char\((\d+)\)", self.type.strip())
-        return int(m.group(1) or m.group(2)) if m else None
+        return string_width(self.type) if self.arrow == "string" else None
 
     @property
     def scale(self) -> int | None:
@@ -210,6 +207,12 @@ def arrow_name(t: pa.DataType) -> str | None:
 def _column(c: dict) -> Column:
     values = {k: c.get(k) for k in Column.__dataclass_fields__ if k != "aliases"}
     return Column(**values, aliases=tuple(c.get("aliases") or ()))
+
+
+def string_width(documented_type: str) -> int | None:
+    """Characters a documented string type allows (``3s``, ``%17s``, ``char(6)``), if it says."""
+    m = re.fullmatch(r"%?(\d+)s|(?:var)?char\((\d+)\)", documented_type.strip())
+    return int(m.group(1) or m.group(2)) if m else None
 
 
 def light_curve_collection(info_table: str) -> str:

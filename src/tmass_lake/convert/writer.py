@@ -54,7 +54,7 @@ from hats.pixel_math.spatial_index import SPATIAL_INDEX_COLUMN
 from upath import UPath
 
 from tmass_lake.convert.parameters import HISTOGRAM_ORDER
-from tmass_lake.schema import TableSchema
+from tmass_lake.schema import TableSchema, string_width
 from tmass_lake.storage import (
     StorageError,
     ensure_dir,
@@ -81,7 +81,6 @@ WRITER_COLUMNS = {
              "ucd": "pos.healpix"},
 }
 """Metadata of the columns hats' layout adds (tables' own columns carry theirs from the schema)."""
-STRING_WIDTH = re.compile(r"^%?(\d+)s$")  # a documented fixed width (``%3s``, ``3s``)
 
 
 def upath(url: str, storage_options: dict | None = None) -> UPath:
@@ -204,9 +203,7 @@ def _exact_descriptions(xml: str, table: TableElement) -> str:
 
 
 def _string_width(field: pa.Field) -> int | None:
-    meta = field.metadata or {}
-    m = STRING_WIDTH.match(meta.get(b"documented_type", b"").decode())
-    return int(m.group(1)) if m else None
+    return string_width((field.metadata or {}).get(b"documented_type", b"").decode())
 
 
 def _vo_field(vot: VOTableFile, name: str, field: pa.Field) -> Field:
