@@ -9,14 +9,19 @@ its detections and per-source statistics (:mod:`tmass_lake.lake.stats`).
 How the join avoids a global shuffle: members of a group lie close to the group's mean
 position and carry its ``gcntr``, so each information partition is joined on ``gcntr`` with the
 detection partition covering the same sky plus that partition's margin (lsdb ``join_nested``).
-A group whose members spread beyond the margin (a fast-moving star near a partition edge; any
-edge group in a table built without margins) would come out short, so every task compares each
-group's member count with its link count (``napp``, or the link table) and, for the few short
-groups, reads the missing members itself: the detection partitions within ``repair_arcsec`` of
-the group (then, if still short, all of them) with a ``gcntr`` filter pushed down to Parquet.
-One pass, no shuffle, and exact. With ``links="table"`` the link table (plain Parquet in the
-lake, read per partition with a ``gcntr`` range and set filter) decides membership, so the nested
-rows are exactly the links; with ``links="detections"`` the detections' own ``gcntr`` does.
+
+Membership. The link table is the membership: a detection can be linked to several groups (in
+IRSA's calibration products links outnumber detections), while its working-database row carries
+one ``gcntr`` (the lowest of its groups; null when it is in none). With ``links="table"`` (the
+default when the lake stores the link table as Parquet, read per partition with a ``gcntr`` range
+and set filter) every task takes the link pairs of its groups and gives each pair its detection
+row: a row joined under any group of the partition serves every group it is linked to; a row not
+there (a group cut by a partition edge, a fast-moving star) is read by its key from the detection
+partitions within ``repair_arcsec`` of the group (then, if still missing, all of them). So the
+nested rows are exactly the links, each once. With ``links="detections"`` the detections' own
+``gcntr`` decides (each detection under one group); groups short of the number of rows carrying
+their gcntr (counted in the detections' gcntr index catalog, else ``napp``, which counts links)
+are re-read the same way by ``gcntr``. One pass, no shuffle, and exact.
 """
 
 from __future__ import annotations
@@ -175,50 +180,65 @@ def _count_by(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _pair_mask(gcntr: np.ndarray, key: np.ndarray, pairs: pd.DataFrame, key_name: str) -> np.ndarray:
-    """Which (gcntr, key) rows are links."""
-    if len(pairs) == 0:
-        return np.zeros(len(gcntr), bool)
-    idx = pd.MultiIndex.from_arrays([pairs["gcntr"].to_numpy(), pairs[key_name].to_numpy()])
-    return pd.MultiIndex.from_arrays([gcntr, key]).isin(idx)
-
-
 @dataclass(frozen=True)
 class DetectionSource:
-    """Reads detection rows of given groups from any partition (for groups cut by partitions)."""
+    """Reads detection rows by key or gcntr from any partition (for groups cut by partitions)."""
 
     url: str  # the detection catalogue (LAKE/<table>/<table>)
     storage_options: str  # JSON
     columns: tuple[str, ...]
     radius_arcsec: float = 60.0
 
-    def fetch(self, gcntr: np.ndarray, ra: np.ndarray, dec: np.ndarray, expected: np.ndarray,
-              ) -> pd.DataFrame:
-        """All rows of groups ``gcntr``: nearby partitions first, every partition if still short."""
+    def fetch(self, column: str, values: np.ndarray, ra: np.ndarray, dec: np.ndarray,
+              expected: np.ndarray) -> pd.DataFrame:
+        """Rows whose ``column`` is in ``values`` (``expected`` rows of each): the partitions
+        within ``radius_arcsec`` of (``ra``, ``dec``) first, every partition if still short."""
         cat = _hats_catalog(self.url, self.storage_options)
         pixels: set = set()
         for r, d in zip(ra, dec, strict=True):
             with contextlib.suppress(Exception):  # a cone outside the coverage has no pixels
                 pixels |= set(cat.filter_by_cone(float(r), float(d), self.radius_arcsec).get_healpix_pixels())
-        rows = self._read(cat, sorted(pixels), gcntr)
-        found = _count_by(gcntr, rows["gcntr"].to_numpy(dtype=np.int64))
+        rows = self._read(cat, sorted(pixels), column, values)
+        found = _count_by(values, rows[column].to_numpy(dtype=np.int64))
         if (found < expected).any():
-            log.warning("%s: %d groups have members beyond %g\"; scanning every partition",
-                        self.url, int((found < expected).sum()), self.radius_arcsec)
-            rows = self._read(cat, cat.get_healpix_pixels(), gcntr)
+            log.warning("%s: %d %s values have rows beyond %g\"; scanning every partition",
+                        self.url, int((found < expected).sum()), column, self.radius_arcsec)
+            rows = self._read(cat, cat.get_healpix_pixels(), column, values)
         return rows
 
-    def _read(self, cat: Any, pixels: list, gcntr: np.ndarray) -> pd.DataFrame:
+    def _read(self, cat: Any, pixels: list, column: str, values: np.ndarray) -> pd.DataFrame:
         so = json.loads(self.storage_options)
         fs, _ = filesystem(self.url, so)
         paths = [filesystem(str(pixel_catalog_file(cat.catalog_base_dir, p)), so)[1] for p in pixels]
-        cols = list(dict.fromkeys([*self.columns, "gcntr"]))
-        flt = pc.field("gcntr").isin(pa.array(np.unique(gcntr)))
+        cols = list(dict.fromkeys([*self.columns, "gcntr", column]))
+        flt = pc.field(column).isin(pa.array(np.unique(values)))
         table = pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=cols, filter=flt) \
             if paths else None
         if table is None:
             return pd.DataFrame({c: pd.Series(dtype="int64") for c in cols})
         return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
+@dataclass(frozen=True)
+class IndexCounts:
+    """How many detection rows carry each ``gcntr``, from the detections' gcntr index catalog."""
+
+    url: str  # the index catalog (LAKE/<table>/<table>_gcntr_index)
+    storage_options: str  # JSON
+
+    def counts(self, gcntr: np.ndarray) -> np.ndarray:
+        if len(gcntr) == 0:
+            return np.zeros(0, np.int64)
+        g = pc.field("gcntr")
+        flt = (g >= int(gcntr.min())) & (g <= int(gcntr.max())) & g.isin(pa.array(np.unique(gcntr)))
+        t = _index_dataset(self.url, self.storage_options).to_table(columns=["gcntr"], filter=flt)
+        return _count_by(gcntr, t.column("gcntr").to_numpy())
+
+
+@cache
+def _index_dataset(url: str, storage_options: str) -> pads.Dataset:
+    fs, path = filesystem(url, json.loads(storage_options))
+    return pads.dataset(f"{path.rstrip('/')}/dataset", filesystem=fs, format="parquet")  # skips _metadata
 
 
 @cache
@@ -232,6 +252,7 @@ class _Finish:
 
     links: LinkSource
     source: DetectionSource | None
+    counts: IndexCounts | None
     nested: str
     stats: bool
     thresholds: Thresholds
@@ -239,32 +260,53 @@ class _Finish:
     det_columns: tuple[str, ...]
 
 
+def _link_members(df: npd.NestedFrame, group: np.ndarray, flat: pd.DataFrame, ctx: _Finish,
+                  ) -> tuple[np.ndarray, pd.DataFrame]:
+    """Exactly the link pairs of the partition's groups, each once, with their detection rows."""
+    key, cols = ctx.links.key, list(ctx.det_columns)
+    gcntr = df["gcntr"].to_numpy(dtype=np.int64)
+    pairs = ctx.links.pairs(gcntr)
+    pos = pd.Index(gcntr).get_indexer(pairs["gcntr"].to_numpy(dtype=np.int64))
+    need = pairs[key].to_numpy(dtype=np.int64)
+    rows = flat.drop_duplicates(key, ignore_index=True)  # a row joined under any group serves all
+    at = pd.Index(rows[key].to_numpy(dtype=np.int64)).get_indexer(need)
+    if ctx.source is not None and (at < 0).any():
+        miss = at < 0
+        keys, where = np.unique(need[miss]), np.unique(pos[miss])
+        more = ctx.source.fetch(key, keys, df["ra"].to_numpy(dtype=float)[where],
+                                df["dec"].to_numpy(dtype=float)[where], np.ones(len(keys), np.int64))
+        rows = pd.concat([rows, more[cols]], ignore_index=True).drop_duplicates(key, ignore_index=True)
+        at = pd.Index(rows[key].to_numpy(dtype=np.int64)).get_indexer(need)
+    ok = at >= 0
+    return pos[ok], rows.iloc[at[ok]].reset_index(drop=True)
+
+
+def _gcntr_members(df: npd.NestedFrame, group: np.ndarray, flat: pd.DataFrame, ctx: _Finish,
+                   ) -> tuple[np.ndarray, pd.DataFrame]:
+    """Members by the detections' own gcntr; groups short of their row count are re-read."""
+    if ctx.source is None:
+        return group, flat
+    gcntr = df["gcntr"].to_numpy(dtype=np.int64)
+    expected = ctx.counts.counts(gcntr) if ctx.counts is not None else df["napp"].to_numpy(dtype=np.int64)
+    short = np.bincount(group, minlength=len(df)) < expected
+    if not short.any():
+        return group, flat
+    rows = ctx.source.fetch("gcntr", gcntr[short], df["ra"].to_numpy(dtype=float)[short],
+                            df["dec"].to_numpy(dtype=float)[short], expected[short])
+    pos = pd.Index(gcntr).get_indexer(rows["gcntr"].to_numpy(dtype=np.int64))
+    keep = ~short[group]
+    return (np.concatenate([group[keep], pos]),
+            pd.concat([flat[keep], rows[list(ctx.det_columns)]], ignore_index=True))
+
+
 def _finish_partition(df: npd.NestedFrame, ctx: _Finish) -> npd.NestedFrame:
-    """Keep exactly the links, restore short groups, sort by epoch, add statistics, re-nest."""
+    """Members (exactly the links, or by gcntr), sorted by epoch, statistics, re-nested."""
     nested, cols = ctx.nested, list(ctx.det_columns)
     group, flat = _groups(df, nested)
     flat = flat[cols]
-    gcntr = df["gcntr"].to_numpy(dtype=np.int64)
-    pairs = ctx.links.pairs(gcntr) if ctx.links.table and len(df) else None
-    if pairs is not None:
-        ok = _pair_mask(gcntr[group], flat[ctx.links.key].to_numpy(dtype=np.int64), pairs, ctx.links.key)
-        flat, group = flat[ok], group[ok]
-        expected = _count_by(gcntr, pairs["gcntr"].to_numpy())
-    else:
-        expected = df["napp"].to_numpy(dtype=np.int64) if "napp" in df else None
-    if ctx.source is not None and expected is not None and len(df):
-        short = np.bincount(group, minlength=len(df)) < expected
-        if short.any():
-            rows = ctx.source.fetch(gcntr[short], df["ra"].to_numpy(dtype=float)[short],
-                                    df["dec"].to_numpy(dtype=float)[short], expected[short])
-            pos = pd.Index(gcntr).get_indexer(rows["gcntr"].to_numpy(dtype=np.int64))
-            if pairs is not None:
-                ok = _pair_mask(rows["gcntr"].to_numpy(dtype=np.int64),
-                                rows[ctx.links.key].to_numpy(dtype=np.int64), pairs, ctx.links.key)
-                rows, pos = rows[ok], pos[ok]
-            keep = ~short[group]
-            flat = pd.concat([flat[keep], rows[cols]], ignore_index=True)
-            group = np.concatenate([group[keep], pos])
+    if len(df):
+        members = _link_members if ctx.links.table else _gcntr_members
+        group, flat = members(df, group, flat, ctx)
     order = np.lexsort((flat["jdate"].to_numpy(dtype=float, na_value=np.nan), group))
     flat = flat.iloc[order]
     group = group[order]
@@ -296,9 +338,11 @@ def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["poi
     ``detection_columns`` (default: key, epoch, position and errors, J/H/K magnitudes and
     errors, quality flags) are nested under ``nested_name``; ``source_columns`` (default
     ``gcntr, ra, dec, napp``) come from the information table. ``links``: ``"table"`` uses the
-    lake's link table, ``"detections"`` the detections' ``gcntr``, ``"auto"`` the table when
-    present. ``complete=True`` restores groups whose members lie beyond the partition margins
-    (searching ``repair_arcsec`` around them first), so every link appears exactly once;
+    lake's link table (every (gcntr, key) link once, a detection linked to two groups under
+    both), ``"detections"`` the detections' own ``gcntr`` (each detection under one group, the
+    lowest of its groups), ``"auto"`` the table when present. ``complete=True`` restores members
+    beyond the partition margins (searching ``repair_arcsec`` around the group first), so every
+    link appears exactly once;
     ``margin=False`` joins without the detections' margin (cheaper reads; more repairs).
     ``search_filter`` (an lsdb search) restricts the sources. ``stats`` adds
     :func:`~tmass_lake.lake.stats.light_curve_stats` columns and flags (``thresholds``).
@@ -313,11 +357,17 @@ def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["poi
         det_cols.append("jdate")
     info_names = load_schema(tables.info).names
     src_cols = [c for c in dict.fromkeys([*SOURCE_COLUMNS, *(source_columns or [])]) if c in info_names]
-    if complete and not link_src.table and "napp" not in src_cols:
-        raise ValueError(f"{tables.info} has no napp: use links='table' or complete=False")
+    counts = None
+    if complete and not link_src.table:  # rows carrying each gcntr: the gcntr index, else napp
+        index = lake.index_url(tables.detections, "gcntr")
+        counts = IndexCounts(index, _json(lake.storage_options)) if index else None
+        if counts is None and "napp" not in src_cols:
+            raise ValueError(f"{tables.info} has no napp: use links='table' or complete=False")
     info = lake.open(tables.info, columns=src_cols,
                      **({"search_filter": search_filter} if search_filter is not None else {}))
-    det = lake.open(tables.detections, columns=[*det_cols, "gcntr"], margin=margin)
+    # rows in no group have a null gcntr: never joined (lsdb cannot nest on a null key)
+    det = lake.open(tables.detections, columns=[*det_cols, "gcntr"], filters=[("gcntr", ">", 0)],
+                    margin=margin)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Right catalog does not have a margin", RuntimeWarning)
         cat = info.join_nested(det, left_on="gcntr", right_on="gcntr", nested_column_name=nested_name,
@@ -327,7 +377,7 @@ def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["poi
         source = DetectionSource(lake.main_catalog_url(tables.detections), _json(lake.storage_options),
                                  tuple(det_cols),
                                  repair_arcsec)
-    ctx = _Finish(link_src, source, nested_name, stats, thresholds, tuple(tables.mag_columns.items()),
+    ctx = _Finish(link_src, source, counts, nested_name, stats, thresholds, tuple(tables.mag_columns.items()),
                   tuple(det_cols))
     meta = _finish_partition(cat.meta, ctx)
     return cat.map_partitions(_finish_partition, ctx, meta=meta)
