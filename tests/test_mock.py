@@ -18,6 +18,8 @@ import pytest
 
 from tmass_lake.mock import format_table, generate
 from tmass_lake.mock.bulkfmt import chunk_suffix
+from tmass_lake.mock.plan import IRSA_ROWS, Proportion
+from tmass_lake.mock.tables import membership
 from tmass_lake.schema import list_tables, load_schema
 
 DATA = Path(__file__).parent / "data"
@@ -367,3 +369,43 @@ def test_reference_catalogs_are_valid_hats(lake):
     assert 0.8 < len(gmap) / len(stars) < 0.99  # some stars have no Gaia counterpart
     wise = lsdb.open_catalog(lake / "reference" / "allwise").compute()
     assert wise["designation"].str.match(r"^J\d{6}\.\d{2}[+-]\d{6}\.\d$").all()
+
+
+def test_irsa_rows_agree_with_the_schemas():
+    """The mock's copy of IRSA's counts is the reference table's (and the schemas', once they
+    carry row counts)."""
+    irsa = {}
+    with open(DATA / "irsa_gator_catalogs.csv") as f:
+        for row in csv.DictReader(f):
+            irsa[row["catname"]] = int(row["rows"])
+    for table, rows in IRSA_ROWS.items():
+        assert irsa[table] == rows, table
+        assert load_schema(table).rows in (None, rows), table
+
+
+def test_membership_second_groups():
+    """Groups of a source seen at least twice; second groups add exactly the missing links, never
+    take a source's first row, and each row carries the lowest gcntr of its groups."""
+    rng = np.random.default_rng(0)
+    source = np.concatenate([np.repeat(np.arange(1, 41), rng.integers(1, 30, 40)), -np.arange(1, 6)])
+    key = 1 + rng.permutation(len(source))
+    p = Proportion(groups=10, links=120, detections=100)  # 1.2 links per detection
+    mem = membership(source, key, p, np.random.default_rng(1))
+    pairs = set(zip(mem.group_gcntr[mem.link_group].tolist(), key[mem.link_row].tolist(), strict=True))
+    assert len(pairs) == len(mem.link_row), "each link once"
+    assert len(mem.link_row) == round(1.2 * len(key))
+    groups_of = defaultdict(set)
+    members = defaultdict(list)
+    for g, k in pairs:
+        groups_of[k].add(g)
+        members[g].append(k)
+    first = {s: key[source == s].min() for s in np.unique(source)}
+    counts = Counter(source.tolist())
+    for s, k, g, linked in zip(source, key, mem.row_gcntr, mem.linked, strict=True):
+        assert linked == (s > 0 and counts[s] >= 2)
+        assert not linked or g == min(groups_of[k])
+        assert len(groups_of[k]) <= 2
+        if len(groups_of[k]) == 2:
+            assert k != first[s], "a second group never takes the first row"
+    assert all(min(m) == g for g, m in members.items())
+    assert sum(len(v) == 2 for v in groups_of.values()) == len(mem.link_row) - int(mem.linked.sum())

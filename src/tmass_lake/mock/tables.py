@@ -1,6 +1,12 @@
 """One work chunk of a family: truth sources, their detections, and every table row built from
 them (point and extended working databases, merged information and link tables), written as
-IRSA bulk files, plus truth and reference-catalogue parts."""
+IRSA bulk files, plus truth and reference-catalogue parts.
+
+Merged groups follow IRSA's proportions per product (:class:`~tmass_lake.mock.plan.Proportion`):
+:func:`repeat_rows` adds second extractions in a scan, :func:`single_sources` single-apparition
+sources, and :func:`membership` makes the groups (a source seen at least twice) and, where IRSA's
+links exceed its detections, second groups sharing a window of a source's detections.
+"""
 
 from __future__ import annotations
 
@@ -430,6 +436,9 @@ class Rows:
         return Rows(*[np.concatenate([getattr(p, f) for p in parts])
                       for f in Rows.__dataclass_fields__])
 
+    def take(self, idx: np.ndarray) -> Rows:
+        return Rows(*[getattr(self, f)[idx] for f in Rows.__dataclass_fields__])
+
 
 def _real_rows(plan: FamilyPlan, src: tr.Sources, rng: np.random.Generator) -> Rows:
     spec = plan.spec
@@ -790,7 +799,7 @@ def run_chunk(plan: FamilyPlan, ci: int, gchunk: int, out: str, want: set[str],
     natural = Rows.concat([real, spur, mov])
     # second extractions in a scan and single-apparition stars: IRSA's links/group, unlinked share
     rep = repeat_rows(_row_source(natural), plan.proportions["pt"], srng)
-    natural = Rows.concat([natural, Rows(*[getattr(natural, f)[rep] for f in Rows.__dataclass_fields__])])
+    natural = Rows.concat([natural, natural.take(rep)])
     nat = _row_source(natural)
     n1 = single_count(plan.proportions["pt"], len(nat), int((~linked_rows(nat)).sum()))
     ssrc = single_sources(plan, items, n1, ci, galaxies=False)
@@ -799,8 +808,7 @@ def run_chunk(plan: FamilyPlan, ci: int, gchunk: int, out: str, want: set[str],
     single.src += len(src)
     src = tr.Sources.concat([src, ssrc])
     rows = Rows.concat([natural, single])
-    order = np.lexsort((rows.ra_true, rows.jd))
-    rows = Rows(*[getattr(rows, f)[order] for f in Rows.__dataclass_fields__])
+    rows = rows.take(np.lexsort((rows.ra_true, rows.jd)))
     n = len(rows.src)
     if n >= CNTR_STRIDE:
         raise ValueError("chunk too large for the cntr stride; lower rows_per_file")
