@@ -85,8 +85,8 @@ SATELLITE_SHARE = (0.3, 0.7)
 """A second group takes a uniform share in this range of its source's detections."""
 MAX_CHUNK_ROWS = 300_000
 """Upper bound of the expected rows of one work chunk (one file per table per chunk)."""
-EXPECTED_LINKED_PER_SOURCE = {"survey": 0.77, "6x": 0.79}
-"""Grouped detections per planned truth source (measured at scale 0.3; many sources are seen
+EXPECTED_LINKED_PER_SOURCE = {"survey": 0.85, "6x": 0.89}
+"""Grouped detections per planned truth source (measured at scale 0.3, seeds 0-2; many are seen
 once or not at all), which sets the sources needed for a family's budget."""
 SURVEY_GALAXY_DETECT = 0.6
 
