@@ -18,7 +18,7 @@ import pytest
 
 from tmass_lake.mock import format_table, generate
 from tmass_lake.mock.bulkfmt import chunk_suffix
-from tmass_lake.mock.plan import IRSA_ROWS, Proportion
+from tmass_lake.mock.plan import Proportion
 from tmass_lake.mock.tables import membership
 from tmass_lake.schema import list_tables, load_schema
 
@@ -369,18 +369,6 @@ def test_reference_catalogs_are_valid_hats(lake):
     assert 0.8 < len(gmap) / len(stars) < 0.99  # some stars have no Gaia counterpart
     wise = lsdb.open_catalog(lake / "reference" / "allwise").compute()
     assert wise["designation"].str.match(r"^J\d{6}\.\d{2}[+-]\d{6}\.\d$").all()
-
-
-def test_irsa_rows_agree_with_the_schemas():
-    """The mock's copy of IRSA's counts is the reference table's (and the schemas', once they
-    carry row counts)."""
-    irsa = {}
-    with open(DATA / "irsa_gator_catalogs.csv") as f:
-        for row in csv.DictReader(f):
-            irsa[row["catname"]] = int(row["rows"])
-    for table, rows in IRSA_ROWS.items():
-        assert irsa[table] == rows, table
-        assert load_schema(table).rows in (None, rows), table
 
 
 def test_membership_second_groups():

@@ -3,7 +3,7 @@
 ``generate(out, scale=..., seed=...)`` writes every Extended Mission table (IRSA-style gzip'd
 ``|``-delimited text driven by the schema files), the truth behind it (Parquet), Gaia DR3 and
 AllWISE-like reference catalogues (HATS) and a manifest. Per product, merged groups, links and
-detections follow IRSA's proportions (``plan.IRSA_ROWS``; the manifest's ``proportions``).
+detections follow IRSA's proportions (the schemas' ``rows``; the manifest's ``proportions``).
 ``format_table`` turns any typed Arrow table into IRSA bulk text. Modules: ``geometry`` (fields,
 regions, tiles, coordinates), ``plan`` (scans, chunks, IRSA's proportions), ``truth`` (sources,
 light curves, noise), ``tables`` (one chunk's rows and groups), ``references`` (Gaia/AllWISE),

@@ -13,7 +13,7 @@ LMC/SMC cal     60,000   ~1 %  (pt_src_sc / ext_src_sc)
 =============  ========  ==================================================
 
 Within each product (a family's point or extended tables) the merged groups, links and
-detections follow **IRSA's proportions** (:data:`IRSA_ROWS`, :class:`Proportion`): links per
+detections follow **IRSA's proportions** (the schemas' ``rows``, :class:`Proportion`): links per
 group and links per detection as in IRSA's tables, at every scale. How the mock reaches them
 is our choice (see :mod:`tmass_lake.mock.tables`): a source detected at least twice is one
 merged group (IRSA merged "sources detected multiple times"); detections of a source seen once
@@ -90,21 +90,6 @@ EXPECTED_LINKED_PER_SOURCE = {"survey": 0.85, "6x": 0.89}
 once or not at all), which sets the sources needed for a family's budget."""
 SURVEY_GALAXY_DETECT = 0.6
 
-IRSA_ROWS: dict[str, int] = {
-    "pt_src_rej": 843_988_897, "wsdb_info": 165_942_357, "wsdb_link": 396_697_288,
-    "ext_src_rej": 943_441, "ewsdbf_info": 406_636, "ewsdbf_link": 960_841,
-    "pt_src_6x2": 24_023_702, "sixxf_info": 4_771_737, "sixxf_link": 12_267_173,
-    "ext_src_6x2": 247_091, "esixxf_info": 30_252, "esixxf_link": 74_636,
-    "pt_src_c": 191_464_020, "cf_info": 456_480, "cf_link": 204_143_440,
-    "ext_src_c": 403_811, "ecf_info": 2_146, "ecf_link": 473_971,
-    "pt_src_sc": 12_936_690, "scf_info": 35_278, "scf_link": 4_250_232,
-    "ext_src_sc": 15_881, "escf_info": 101, "escf_link": 8_660,
-}
-"""Row counts of the working databases (detections), merged information tables (groups) and link
-tables (links) in IRSA's Gator catalog master table (2015 copy, ``master-irsa-cat-original.tbl``
-in the Caltech-IPAC/firefly repository)."""
-
-
 @dataclass(frozen=True)
 class Proportion:
     """Groups : links : detections of one product (IRSA's, or what a mock run wrote)."""
@@ -139,9 +124,14 @@ class Proportion:
 
 
 def irsa_proportion(tables: dict[str, str], prefix: str) -> Proportion:
-    """IRSA's proportion of a family's point (``pt``) or extended (``ext``) product."""
-    return Proportion(IRSA_ROWS[tables[f"{prefix}_info"]], IRSA_ROWS[tables[f"{prefix}_link"]],
-                      IRSA_ROWS[tables[prefix]])
+    """IRSA's proportion of a family's point (``pt``) or extended (``ext``) product: the row
+    counts of its information, link and working-database tables in the schemas (``rows``, from
+    IRSA's Gator catalog master table)."""
+    rows = [get_schema(tables[k]).rows for k in (f"{prefix}_info", f"{prefix}_link", prefix)]
+    if any(r is None for r in rows):
+        raise ValueError(f"the mock needs IRSA's row counts (rows:) in the schemas of {tables[prefix]} "
+                         "and its merged tables")
+    return Proportion(*rows)
 
 
 @cache
