@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -90,6 +91,66 @@ def test_extended_light_curves(lake):
     assert same_pairs(pairs, links[["gcntr", "cntr"]])
     assert {"ext_key", "j_m_k20fe", "k_msig_k20fe"} <= set(lc["detections"].nest.columns)
     assert lc["k_mean"].notna().mean() > 0.9 and (lc["n_epochs"] == lc["napp"]).all()
+
+
+def multiply_linked(links: pd.DataFrame) -> pd.DataFrame:
+    """The links of detections linked to more than one group."""
+    return links[links["cntr"].duplicated(keep=False)]
+
+
+def test_multiply_linked_detections_once_per_group(cal, lake):
+    """IRSA's calibration links outnumber its detections: a detection under two groups appears
+    under both, once each, with the same row; none is dropped or duplicated."""
+    links = lake["cf_link"].compute()[["gcntr", "cntr"]]
+    det_rows = lake["pt_src_c"].hc_structure.catalog_info.total_rows
+    assert len(links) > det_rows
+    multi = multiply_linked(links)
+    assert multi["cntr"].nunique() > 100
+    pairs = link_pairs(cal)
+    got = pairs[pairs["cntr"].isin(multi["cntr"])]
+    assert same_pairs(got, multi)  # every link of them, none twice
+    flat = cal["detections"].nest.to_flat()
+    rows = flat[flat["cntr"].isin(multi["cntr"])]
+    same = rows.groupby("cntr")[["jdate", "ra", "dec", "k_m"]].nunique(dropna=False)
+    assert (same == 1).all().all()  # the one detection row, copied under each of its groups
+
+
+def test_detections_gcntr_is_the_lowest_group(lake):
+    """With links="detections" each detection is under the one group its own gcntr names (the
+    lowest of its groups; second groups come out empty), exactly as many as the gcntr index
+    counts; with the link table it is under all of them."""
+    lc = lake.light_curves("calibration", kind="extended", links="detections").compute(progress_bar=False)
+    pairs = link_pairs(lc, key="ext_key")
+    det = lake["ext_src_c"].compute()[["ext_key", "gcntr"]].dropna()
+    own = pd.DataFrame({"gcntr": det["gcntr"].to_numpy(dtype=np.int64),
+                        "cntr": det["ext_key"].to_numpy(dtype=np.int64)})
+    assert same_pairs(pairs, own) and not pairs["cntr"].duplicated().any()
+    links = lake["ecf_link"].compute()[["gcntr", "cntr"]]
+    assert len(multiply_linked(links)) > 0
+    lowest = links.groupby("cntr")["gcntr"].min()
+    assert (lowest.reindex(own["cntr"]).to_numpy() == own["gcntr"].to_numpy()).all()
+    second = set(links["gcntr"]) - set(own["gcntr"])
+    assert second and (lc.set_index("gcntr").loc[sorted(second), "n_epochs"] == 0).all()
+
+
+def test_accounting_and_indexes_with_multiply_linked_detections(env, lake):
+    """Link tables (Parquet) hold every link, detection collections every row, the gcntr index
+    the rows in a group and the cntr index every row; verify agrees."""
+    mock = json.loads((env.mock / "manifest.json").read_text())
+    built = json.loads((env.lake / "manifest.json").read_text())["tables"]
+    for name in ("pt_src_c", "cf_link", "cf_info", "ext_src_c", "ecf_link", "ecf_info", "pt_src_6x2",
+                 "sixxf_link", "sixxf_info"):
+        assert built[name]["rows"] == mock["tables"][name]["rows"]
+        assert built[name]["lines_read"] == built[name]["rows"] and built[name]["rows_quarantined"] == 0
+    for family, (det, key) in (("cal", ("pt_src_c", "cntr")), ("cal", ("ext_src_c", "ext_key")),
+                               ("6x", ("pt_src_6x2", "cntr"))):
+        product = mock["proportions"][family]["pt" if det.startswith("pt") else "ext"]["mock"]
+        idx = built[det]["indexes"]
+        assert idx[key]["rows"] == built[det]["rows"] == product["detections"]
+        assert idx["gcntr"]["rows"] == product["detections"] - product["unlinked"]
+    assert mock["proportions"]["cal"]["pt"]["mock"]["multiply_linked"] > 0
+    code = main(["verify", str(env.lake)])
+    assert code == 0
 
 
 def test_statistics_against_truth(cal, env):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime
 import gzip
 import hashlib
@@ -17,9 +18,12 @@ import pytest
 
 from tmass_lake.mock import format_table, generate
 from tmass_lake.mock.bulkfmt import chunk_suffix
+from tmass_lake.mock.plan import Proportion
+from tmass_lake.mock.tables import membership
 from tmass_lake.schema import list_tables, load_schema
 
-SAMPLE = Path("/work/shared/reference/samples/psc_aaa_gz_line1.psv")
+DATA = Path(__file__).parent / "data"
+SAMPLE = DATA / "psc_aaa_gz_line1.psv"
 SCALE = 0.02
 ALL = [t for t in list_tables() if load_schema(t).product != "all-sky"]
 
@@ -162,6 +166,8 @@ def _families():
 
 @pytest.mark.parametrize("det,link", _families())
 def test_link_and_merged_tables(lake, det, link):
+    """Links: (gcntr, key) pairs, each once; a linked row carries its lowest gcntr, an unlinked row
+    a null one; a group's gcntr is its first member; napp and means count every link."""
     lschema = load_schema(link)
     key = lschema.links["detection_key"]
     d = columns(lake, det)
@@ -170,14 +176,19 @@ def test_link_and_merged_tables(lake, det, link):
     keys = [int(x) for x in d[key]]
     assert len(set(keys)) == len(keys), "keys unique per table"
     member = next(c for c in lschema.names if c != "gcntr")
-    lk = [int(x) for x in ln[member]]
-    assert Counter(lk) == Counter(keys), "every WDB row exactly once in the link table"
-    g_of = dict(zip(lk, (int(x) for x in ln["gcntr"]), strict=True))
-    assert all(g_of[k] == int(g) for k, g in zip(keys, d["gcntr"], strict=True))
+    pairs = [(int(g), int(k)) for g, k in zip(ln["gcntr"], ln[member], strict=True)]
+    assert len(set(pairs)) == len(pairs) and pairs == sorted(pairs), "each link once, sorted"
+    groups_of = defaultdict(list)
     members = defaultdict(list)
-    for k, g in g_of.items():
+    for g, k in pairs:
+        groups_of[k].append(g)
         members[g].append(k)
+    assert set(groups_of) <= set(keys), "every link names a detection"
+    for k, g in zip(keys, d["gcntr"], strict=True):
+        assert (g == "\\N") == (k not in groups_of), "null gcntr exactly when in no group"
+        assert g == "\\N" or int(g) == min(groups_of[k]), "a row carries its lowest gcntr"
     assert all(min(m) == g for g, m in members.items()), "gcntr = seed (first) member"
+    assert all(len(m) >= 2 for m in members.values()), "a group is a source seen at least twice"
     assert sorted(members) == sorted(int(g) for g in info["gcntr"])
     ra = dict(zip(keys, num(d["ra"]), strict=True))
     for g, napp, mra in zip(info["gcntr"], info["napp"], num(info["ra"]), strict=True):
@@ -186,6 +197,39 @@ def test_link_and_merged_tables(lake, det, link):
         r = np.array([ra[k] for k in m])
         r = r[0] + (r - r[0] + 180) % 360 - 180
         assert abs((r.mean() - mra + 180) % 360 - 180) < 2e-6
+    multi = sum(len(v) > 1 for v in groups_of.values())
+    if det in ("pt_src_c", "ext_src_c"):  # IRSA: links exceed detections in the calibration
+        assert len(pairs) > len(keys) and multi > 0
+    elif det in ("pt_src_6x2", "pt_src_rej", "pt_src_sc", "ext_src_6x2", "ext_src_sc"):
+        assert len(pairs) < len(keys) and multi == 0
+
+
+def test_proportions_follow_irsa(lake):
+    """Per product, links per group and per detection are IRSA's (what the manifest reports
+    is what the files hold)."""
+    manifest = json.loads((lake / "manifest.json").read_text())
+    irsa = {}
+    with open(DATA / "irsa_gator_catalogs.csv") as f:
+        for row in csv.DictReader(f):
+            irsa[row["catname"]] = int(row["rows"])
+    seen = 0
+    for family, products in manifest["proportions"].items():
+        for prefix, p in products.items():
+            t = p["tables"]
+            assert (p["irsa"]["groups"], p["irsa"]["links"], p["irsa"]["detections"]) == (
+                irsa[t["groups"]], irsa[t["links"]], irsa[t["detections"]])
+            mock = p["mock"]
+            assert (mock["groups"], mock["links"], mock["detections"]) == tuple(
+                manifest["tables"][t[k]]["rows"] for k in ("groups", "links", "detections"))
+            want = p["irsa"]["links"] / p["irsa"]["detections"]
+            tol = max(0.02, 3 / mock["detections"])
+            assert mock["links"] / mock["detections"] == pytest.approx(want, abs=tol), (family, prefix)
+            assert (mock["extra_links"] > 0) == (mock["links"] > mock["detections"] - mock["unlinked"])
+            if mock["groups"] >= 10:  # links per group: statistical at this scale
+                per = p["irsa"]["links"] / p["irsa"]["groups"]
+                assert mock["links"] / mock["groups"] == pytest.approx(per, rel=0.12), (family, prefix)
+                seen += 1
+    assert seen >= 5
 
 
 def _truth_det(lake: Path, table: str) -> dict[int, int]:
@@ -325,3 +369,31 @@ def test_reference_catalogs_are_valid_hats(lake):
     assert 0.8 < len(gmap) / len(stars) < 0.99  # some stars have no Gaia counterpart
     wise = lsdb.open_catalog(lake / "reference" / "allwise").compute()
     assert wise["designation"].str.match(r"^J\d{6}\.\d{2}[+-]\d{6}\.\d$").all()
+
+
+def test_membership_second_groups():
+    """Groups of a source seen at least twice; second groups add exactly the missing links, never
+    take a source's first row, and each row carries the lowest gcntr of its groups."""
+    rng = np.random.default_rng(0)
+    source = np.concatenate([np.repeat(np.arange(1, 41), rng.integers(1, 30, 40)), -np.arange(1, 6)])
+    key = 1 + rng.permutation(len(source))
+    p = Proportion(groups=10, links=120, detections=100)  # 1.2 links per detection
+    mem = membership(source, key, p, np.random.default_rng(1))
+    pairs = set(zip(mem.group_gcntr[mem.link_group].tolist(), key[mem.link_row].tolist(), strict=True))
+    assert len(pairs) == len(mem.link_row), "each link once"
+    assert len(mem.link_row) == round(1.2 * len(key))
+    groups_of = defaultdict(set)
+    members = defaultdict(list)
+    for g, k in pairs:
+        groups_of[k].add(g)
+        members[g].append(k)
+    first = {s: key[source == s].min() for s in np.unique(source)}
+    counts = Counter(source.tolist())
+    for s, k, g, linked in zip(source, key, mem.row_gcntr, mem.linked, strict=True):
+        assert linked == (s > 0 and counts[s] >= 2)
+        assert not linked or g == min(groups_of[k])
+        assert len(groups_of[k]) <= 2
+        if len(groups_of[k]) == 2:
+            assert k != first[s], "a second group never takes the first row"
+    assert all(min(m) == g for g, m in members.items())
+    assert sum(len(v) == 2 for v in groups_of.values()) == len(mem.link_row) - int(mem.linked.sum())

@@ -27,7 +27,8 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("mock", help="write a deterministic mock Extended Mission in IRSA's format")
     m.add_argument("out", help="output directory or URL")
-    m.add_argument("--scale", type=float, default=1.0, help="1.0 ~ 2.7 million working-database rows")
+    m.add_argument("--scale", type=float, default=1.0,
+                   help="1.0 ~ 1.1 million working-database rows (2.1 million in all)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--tables", nargs="*", choices=list_tables(), default=None, metavar="TABLE",
                    help="only these tables (default: all)")

@@ -178,6 +178,15 @@ class Lake:
             return join(entry.url, props.hats_primary_table_url)
         return entry.url
 
+    def index_url(self, name: str, column: str) -> str | None:
+        """URL of the collection's index catalog on ``column`` (``None``: no such index)."""
+        entry = self.entry(name)
+        root = UPath(entry.url, **self.storage_options)
+        if entry.format != "hats" or not (root / "collection.properties").exists():
+            return None
+        path = (CollectionProperties.read_from_dir(root).all_indexes or {}).get(column)
+        return join(entry.url, path) if path else None
+
     def _six_x_base(self, name: str) -> str | None:
         if name.endswith(SIX_X_SUFFIX) and name not in self._entries:
             base = name[: -len(SIX_X_SUFFIX)]

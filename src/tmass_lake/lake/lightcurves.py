@@ -9,14 +9,18 @@ its detections and per-source statistics (:mod:`tmass_lake.lake.stats`).
 How the join avoids a global shuffle: members of a group lie close to the group's mean
 position and carry its ``gcntr``, so each information partition is joined on ``gcntr`` with the
 detection partition covering the same sky plus that partition's margin (lsdb ``join_nested``).
-A group whose members spread beyond the margin (a fast-moving star near a partition edge; any
-edge group in a table built without margins) would come out short, so every task compares each
-group's member count with its link count (``napp``, or the link table) and, for the few short
-groups, reads the missing members itself: the detection partitions within ``repair_arcsec`` of
-the group (then, if still short, all of them) with a ``gcntr`` filter pushed down to Parquet.
-One pass, no shuffle, and exact. With ``links="table"`` the link table (plain Parquet in the
-lake, read per partition with a ``gcntr`` range and set filter) decides membership, so the nested
-rows are exactly the links; with ``links="detections"`` the detections' own ``gcntr`` does.
+Membership. The link table is the membership: a detection can be linked to several groups (in
+IRSA's calibration products links outnumber detections), while its working-database row carries
+one ``gcntr`` (the lowest of its groups; null when it is in none). With ``links="table"`` (the
+default when the lake stores the link table as Parquet, read per partition with a ``gcntr`` range
+and set filter) every task takes the link pairs of its groups and gives each pair its detection
+row: a row joined under any group of the partition serves every group it is linked to; a row not
+there (a group cut by a partition edge, a fast-moving star) is read by its key from the detection
+partitions within ``repair_arcsec`` of the group (then, if still missing, all of them). So the
+nested rows are exactly the links, each once. With ``links="detections"`` the detections' own
+``gcntr`` decides (each detection under one group); groups short of the number of rows carrying
+their gcntr (counted in the detections' gcntr index catalog, else ``napp``, which counts links)
+are re-read the same way by ``gcntr``. One pass, no shuffle, and exact.
 
 The lake build stores each product's result as a collection (``cf_lightcurves``...,
 :mod:`tmass_lake.convert.lightcurves`), finished by the same :class:`LightCurveJob`;
@@ -213,25 +217,9 @@ def _count_by(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _pair_mask(gcntr: np.ndarray, key: np.ndarray, links: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Which (gcntr, key) rows are links (``links``: their gcntr and key arrays)."""
-    lg, lk = links
-    hit = np.zeros(len(key), bool)
-    if not len(lk):
-        return hit
-    order = np.argsort(lk, kind="stable")
-    lg, lk = lg[order], lk[order]
-    lo, hi = np.searchsorted(lk, key, "left"), np.searchsorted(lk, key, "right")
-    found = lo < hi
-    hit[found] = lg[lo[found]] == gcntr[found]
-    for i in np.flatnonzero((hi - lo > 1) & ~hit):  # a detection linked to several groups: rare
-        hit[i] = bool((lg[lo[i]:hi[i]] == gcntr[i]).any())
-    return hit
-
-
 @dataclass(frozen=True)
 class DetectionSource:
-    """Reads detection rows of given groups from any partition (for groups cut by partitions)."""
+    """Reads detection rows by key or gcntr from any partition (for groups cut by partitions)."""
 
     url: str  # the detection catalogue (LAKE/<table>/<table>)
     storage_options: str  # JSON
@@ -239,20 +227,21 @@ class DetectionSource:
     radius_arcsec: float = 60.0
     margin_url: str | None = None  # its margin catalogue, read by :meth:`near`
 
-    def fetch(self, gcntr: np.ndarray, ra: np.ndarray, dec: np.ndarray, expected: np.ndarray,
-              ) -> pa.Table:
-        """All rows of groups ``gcntr``: nearby partitions first, every partition if still short."""
+    def fetch(self, column: str, values: np.ndarray, ra: np.ndarray, dec: np.ndarray,
+              expected: np.ndarray) -> pa.Table:
+        """Rows whose ``column`` is in ``values`` (``expected`` rows of each): the partitions
+        within ``radius_arcsec`` of (``ra``, ``dec``) first, every partition if still short."""
         cat = _hats_catalog(self.url, self.storage_options)
         pixels: set = set()
         for r, d in zip(ra, dec, strict=True):
             with contextlib.suppress(Exception):  # a cone outside the coverage has no pixels
                 pixels |= set(cat.filter_by_cone(float(r), float(d), self.radius_arcsec).get_healpix_pixels())
-        rows = self._read(cat, sorted(pixels), gcntr)
-        found = _count_by(gcntr, _ints(rows, "gcntr"))
+        rows = self._read(cat, sorted(pixels), column, values)
+        found = _count_by(values, _ints(rows, column))
         if (found < expected).any():
-            log.warning("%s: %d groups have members beyond %g\"; scanning every partition",
-                        self.url, int((found < expected).sum()), self.radius_arcsec)
-            rows = self._read(cat, cat.get_healpix_pixels(), gcntr)
+            log.warning("%s: %d %s values have rows beyond %g\"; scanning every partition",
+                        self.url, int((found < expected).sum()), column, self.radius_arcsec)
+            rows = self._read(cat, cat.get_healpix_pixels(), column, values)
         return rows
 
     def near(self, pixel: HealpixPixel, gcntr: np.ndarray) -> pa.Table:
@@ -261,25 +250,48 @@ class DetectionSource:
         cat = _hats_catalog(self.url, self.storage_options)
         lo, hi = _pixel_range(pixel)
         parts = [p for p in cat.get_healpix_pixels() if _overlaps(p, lo, hi)]
-        rows = self._read(cat, parts, gcntr)
+        rows = self._read(cat, parts, "gcntr", gcntr)
         if self.margin_url is None:
             return rows
         margin = _hats_catalog(self.margin_url, self.storage_options)
-        edge = self._read(margin, sorted(set(parts) & set(margin.get_healpix_pixels())), gcntr)
+        edge = self._read(margin, sorted(set(parts) & set(margin.get_healpix_pixels())), "gcntr", gcntr)
         key = _ints(edge, self.columns[0])
         _, first = np.unique(key, return_index=True)
         new = first[~np.isin(key[first], _ints(rows, self.columns[0]))]
         return pa.concat_tables([rows, edge.take(np.sort(new))]) if len(new) else rows
 
-    def _read(self, cat: Any, pixels: list, gcntr: np.ndarray) -> pa.Table:
+    def _read(self, cat: Any, pixels: list, column: str, values: np.ndarray) -> pa.Table:
         so = json.loads(self.storage_options)
         fs, _ = filesystem(self.url, so)
         paths = [filesystem(str(pixel_catalog_file(cat.catalog_base_dir, p)), so)[1] for p in pixels]
-        cols = list(dict.fromkeys([*self.columns, "gcntr"]))
+        cols = list(dict.fromkeys([*self.columns, "gcntr", column]))
         if not paths:
             return cat.schema.empty_table().select(cols)
-        flt = pc.field("gcntr").isin(pa.array(np.unique(gcntr)))
+        flt = pc.field(column).isin(pa.array(np.unique(values)))
         return pads.dataset(paths, filesystem=fs, format="parquet").to_table(columns=cols, filter=flt)
+
+
+@dataclass(frozen=True)
+class IndexCounts:
+    """How many detection rows carry each ``gcntr``, from the detections' gcntr index catalog."""
+
+    url: str  # the index catalog (LAKE/<table>/<table>_gcntr_index)
+    storage_options: str  # JSON
+
+    def counts(self, gcntr: np.ndarray) -> np.ndarray:
+        """Rows carrying each of ``gcntr``."""
+        if len(gcntr) == 0:
+            return np.zeros(0, np.int64)
+        g = pc.field("gcntr")
+        flt = (g >= int(gcntr.min())) & (g <= int(gcntr.max())) & g.isin(pa.array(np.unique(gcntr)))
+        t = _index_dataset(self.url, self.storage_options).to_table(columns=["gcntr"], filter=flt)
+        return _count_by(gcntr, _ints(t, "gcntr"))
+
+
+@cache
+def _index_dataset(url: str, storage_options: str) -> pads.Dataset:
+    fs, path = filesystem(url, json.loads(storage_options))
+    return pads.dataset(f"{path.rstrip('/')}/dataset", filesystem=fs, format="parquet")  # skips _metadata
 
 
 def _pixel_range(pixel: HealpixPixel) -> tuple[int, int]:
@@ -307,7 +319,8 @@ class LightCurveJob:
     """
 
     links: LinkSource
-    source: DetectionSource | None  # restores short groups; None: no repair
+    source: DetectionSource | None  # restores missing members; None: no repair
+    counts: IndexCounts | None  # rows carrying each gcntr (links="detections"); None: napp
     nested: str
     stats: bool
     thresholds: Thresholds
@@ -320,38 +333,19 @@ class LightCurveJob:
         ``flat`` (``group``: each row's position in ``base``) into (``base`` with the statistics,
         the nested detections: one struct of lists per source, sorted by epoch).
 
-        Keeps exactly the links (the link table's pairs, or the detections' ``gcntr``) and
-        restores groups with members missing from ``flat`` (spread beyond the partition and its
-        margin) by reading them wherever they are.
+        Keeps exactly the links (the link table's pairs, or the detections' ``gcntr``) and reads
+        members missing from ``flat`` (beyond the partition and its margin) wherever they are.
         """
-        cols = list(self.det_columns)
-        flat = flat.select(cols)
-        gcntr = base["gcntr"].to_numpy(dtype=np.int64)
-        keep = np.ones(flat.num_rows, bool)
-        links = self.links.pairs(gcntr) if self.links.table and len(base) else None
-        if links is not None:
-            keep = _pair_mask(gcntr[group], _ints(flat, self.links.key), links)
-            expected = _count_by(gcntr, links[0])
-        else:
-            expected = base["napp"].to_numpy(dtype=np.int64) if "napp" in base else None
-        if self.source is not None and expected is not None and len(base):
-            short = np.bincount(group[keep], minlength=len(base)) < expected
-            if short.any():
-                rows = self.source.fetch(gcntr[short], base["ra"].to_numpy(dtype=float)[short],
-                                         base["dec"].to_numpy(dtype=float)[short], expected[short])
-                pos = pd.Index(gcntr).get_indexer(_ints(rows, "gcntr"))
-                ok = np.ones(rows.num_rows, bool) if links is None else \
-                    _pair_mask(_ints(rows, "gcntr"), _ints(rows, self.links.key), links)
-                keep &= ~short[group]
-                flat = pa.concat_tables([flat, rows.select(cols).cast(flat.schema)])
-                group, keep = np.concatenate([group, pos]), np.concatenate([keep, ok])
-        idx = np.flatnonzero(keep)
-        idx = idx[np.lexsort((_floats(flat, "jdate")[idx], group[idx]))]
+        flat = flat.select(list(self.det_columns))
+        if len(base):
+            members = self._link_members if self.links.table else self._gcntr_members
+            group, flat = members(base, group, flat)
+        idx = np.lexsort((_floats(flat, "jdate"), group))
         flat, group = flat.take(idx), group[idx]
         out = base
         if self.stats:
             rename = dict(self.rename)
-            names = {rename.get(c, c): c for c in cols}
+            names = {rename.get(c, c): c for c in self.det_columns}
             numeric = pd.DataFrame({n: _floats(flat, c) for n, c in names.items() if n in STAT_INPUTS})
             st = light_curve_stats(group, len(base), numeric, ra0=base["ra"].to_numpy(dtype=float),
                                    dec0=base["dec"].to_numpy(dtype=float), thresholds=self.thresholds)
@@ -360,12 +354,56 @@ class LightCurveJob:
                  for c in st.columns}, index=base.index)], axis=1)
         return out, nest_sorted(flat, group, len(base))
 
+    def _link_members(self, base: pd.DataFrame, group: np.ndarray, flat: pa.Table,
+                      ) -> tuple[np.ndarray, pa.Table]:
+        """Exactly the link pairs of ``base``'s groups, each once, with their detection rows."""
+        key = self.links.key
+        gcntr = base["gcntr"].to_numpy(dtype=np.int64)
+        link_gcntr, need = self.links.pairs(gcntr)
+        pos = pd.Index(gcntr).get_indexer(link_gcntr)
+        rows = _unique_rows(flat, key)  # a row joined under any group serves all its groups
+        at = pd.Index(_ints(rows, key)).get_indexer(need)
+        if self.source is not None and (at < 0).any():
+            miss = at < 0
+            keys, where = np.unique(need[miss]), np.unique(pos[miss])
+            more = self.source.fetch(key, keys, base["ra"].to_numpy(dtype=float)[where],
+                                     base["dec"].to_numpy(dtype=float)[where], np.ones(len(keys), np.int64))
+            more = more.select(rows.column_names).cast(rows.schema)
+            rows = _unique_rows(pa.concat_tables([rows, more]), key)
+            at = pd.Index(_ints(rows, key)).get_indexer(need)
+        ok = at >= 0
+        return pos[ok], rows.take(at[ok])
+
+    def _gcntr_members(self, base: pd.DataFrame, group: np.ndarray, flat: pa.Table,
+                       ) -> tuple[np.ndarray, pa.Table]:
+        """Members by the detections' own gcntr; groups short of their row count are re-read."""
+        if self.source is None:
+            return group, flat
+        gcntr = base["gcntr"].to_numpy(dtype=np.int64)
+        expected = self.counts.counts(gcntr) if self.counts is not None \
+            else base["napp"].to_numpy(dtype=np.int64)
+        short = np.bincount(group, minlength=len(base)) < expected
+        if not short.any():
+            return group, flat
+        rows = self.source.fetch("gcntr", gcntr[short], base["ra"].to_numpy(dtype=float)[short],
+                                 base["dec"].to_numpy(dtype=float)[short], expected[short])
+        pos = pd.Index(gcntr).get_indexer(_ints(rows, "gcntr"))
+        keep = np.flatnonzero(~short[group])
+        return (np.concatenate([group[keep], pos]),
+                pa.concat_tables([flat.take(keep), rows.select(flat.column_names).cast(flat.schema)]))
+
     def finish_partition(self, df: npd.NestedFrame) -> npd.NestedFrame:
         """A partition of the lsdb join (merged sources, candidate members nested), finished."""
         group, flat = _groups(df, self.nested)
         out, nested = self.finish(pd.DataFrame(df.drop(columns=[self.nested])), group, flat)
         out[self.nested] = pd.Series(nested, dtype=NestedDtype(nested.type), index=out.index)
         return npd.NestedFrame(out)
+
+
+def _unique_rows(table: pa.Table, key: str) -> pa.Table:
+    """``table`` with one row per ``key`` (the first)."""
+    _, first = np.unique(_ints(table, key), return_index=True)
+    return table if len(first) == table.num_rows else table.take(np.sort(first))
 
 
 def nest_sorted(flat: pa.Table, group: np.ndarray, n: int) -> pa.StructArray:
@@ -392,14 +430,18 @@ def light_curve_job(lake: Lake, tables: ProductTables, *, detection_columns: lis
                 if c in det_schema.names]
     if "jdate" not in det_cols:
         det_cols.append("jdate")
-    if complete and not link_src.table and "napp" not in load_schema(tables.info).names:
-        raise ValueError(f"{tables.info} has no napp: use links='table' or complete=False")
+    counts = None
+    if complete and not link_src.table:  # rows carrying each gcntr: the gcntr index, else napp
+        index = lake.index_url(tables.detections, "gcntr")
+        counts = IndexCounts(index, _json(lake.storage_options)) if index else None
+        if counts is None and "napp" not in load_schema(tables.info).names:
+            raise ValueError(f"{tables.info} has no napp: use links='table' or complete=False")
     source = None
     if complete:
         source = DetectionSource(lake.main_catalog_url(tables.detections), _json(lake.storage_options),
                                  tuple(det_cols), repair_arcsec, margin_url)
-    return LightCurveJob(link_src, source, nested_name, stats, thresholds, tuple(tables.mag_columns.items()),
-                         tuple(det_cols))
+    return LightCurveJob(link_src, source, counts, nested_name, stats, thresholds,
+                         tuple(tables.mag_columns.items()), tuple(det_cols))
 
 
 def source_columns_for(tables: ProductTables, source_columns: list[str] | None = None) -> list[str]:
@@ -448,7 +490,9 @@ def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["poi
     src_cols = source_columns_for(tables, source_columns)
     info = lake.open(tables.info, columns=src_cols,
                      **({"search_filter": search_filter} if search_filter is not None else {}))
-    det = lake.open(tables.detections, columns=[*job.det_columns, "gcntr"], margin=margin)
+    # rows in no group have a null gcntr: never joined (lsdb cannot nest on a null key)
+    det = lake.open(tables.detections, columns=[*job.det_columns, "gcntr"], filters=[("gcntr", ">", 0)],
+                    margin=margin)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Right catalog does not have a margin", RuntimeWarning)
         cat = info.join_nested(det, left_on="gcntr", right_on="gcntr", nested_column_name=nested_name,

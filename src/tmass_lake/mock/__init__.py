@@ -2,10 +2,12 @@
 
 ``generate(out, scale=..., seed=...)`` writes every Extended Mission table (IRSA-style gzip'd
 ``|``-delimited text driven by the schema files), the truth behind it (Parquet), Gaia DR3 and
-AllWISE-like reference catalogues (HATS) and a manifest. ``format_table`` turns any typed Arrow
-table into IRSA bulk text. Modules: ``geometry`` (fields, regions, tiles, coordinates), ``plan``
-(scans and chunks), ``truth`` (sources, light curves, noise), ``tables`` (one chunk's rows),
-``references`` (Gaia/AllWISE), ``bulkfmt`` (text), ``columns`` (Arrow building), ``generator``.
+AllWISE-like reference catalogues (HATS) and a manifest. Per product, merged groups, links and
+detections follow IRSA's proportions (the schemas' ``rows``; the manifest's ``proportions``).
+``format_table`` turns any typed Arrow table into IRSA bulk text. Modules: ``geometry`` (fields,
+regions, tiles, coordinates), ``plan`` (scans, chunks, IRSA's proportions), ``truth`` (sources,
+light curves, noise), ``tables`` (one chunk's rows and groups), ``references`` (Gaia/AllWISE),
+``bulkfmt`` (text), ``columns`` (Arrow building), ``generator``.
 """
 
 from tmass_lake.mock.bulkfmt import format_table

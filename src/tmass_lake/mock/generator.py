@@ -45,13 +45,25 @@ NOTES = [
     "(MOCK-LMC-*, MOCK-SMC-*); the LMC 6x region (well-known position, not from the reference); "
     "Hydra as a 54-tile block about its documented centre; tile grids, tile numbers (cal 90001+), "
     "scans per survey tile (1-3), ~23 Atlas images per 6 deg scan, nights 1997-06..2001-02.",
-    "Scale: working-database rows at scale 1 ~ 450k survey + 200k 6x + 290k calibration + 60k "
-    "LMC/SMC calibration point detections, plus ~1% extended detections; calibration scans per "
-    "field = documented count x min(1, scale/2) (>= 30).",
+    "Scale (our choice): point working-database rows at scale 1 ~ 400k survey + 200k 6x + 380k "
+    "calibration + 60k LMC/SMC calibration, plus ~1% extended detections; calibration scans per "
+    "field = documented count x a fixed share (the same at every scale, >= 12), sources per field "
+    "scaled (>= 1, so tiny scales exceed the calibration budgets).",
+    "Proportions (IRSA's): per product, links per group and links per detection of the merged "
+    "information, link and working-database tables follow IRSA's Gator row counts (see "
+    "'proportions': irsa vs mock). How (our choice): a merged group is a source detected at least "
+    "twice (IRSA merged sources detected multiple times); rows of sources seen once, spurious and "
+    "moving-object rows are in no group (their gcntr is null); single-apparition sources (faint "
+    "stars at SNR 3-6 in K, galaxies at K 13.6-14.2, each detected once) are added until the "
+    "unlinked share is IRSA's 1 - links/detections; where IRSA's links exceed detections "
+    "(calibration, survey extended) a source's second group takes a window of 30-70% of its "
+    "epochs (never the first), so those rows are linked twice (overlapping 1.5\" circles), until "
+    "the links reach IRSA's links/detections.",
     "Truth: positions at J2000.0 (JD 2451545.0) with linear proper motion; parallax is not "
     "applied to detection positions; photometric noise sigma = printed msigcom; astrometric "
-    "noise drawn from the printed err_maj/err_min/err_ang ellipse; one merged group per truth "
-    "source per database (spurious and moving-object detections are single-member groups).",
+    "noise drawn from the printed err_maj/err_min/err_ang ellipse; a row in several groups "
+    "carries the lowest of their gcntr (its source's first group); the link table lists every "
+    "(gcntr, cntr) pair once and the information table's napp and means count every link.",
     "Keys: cntr = chunk*10^7 + n (ext_key = chunk*10^6 + n), unique per table, increasing "
     "with observation time inside a file; pxcntr points at a random row of the same file; "
     "deepcal_src pts_key/ext_key are null (no All-Sky mock).",
@@ -334,6 +346,8 @@ def generate(out: str, *, scale: float = 1.0, seed: int = 0, tables: list[str] |
                          "dec_min": r.dec_min, "dec_max": r.dec_max, "scan_len": r.scan_len,
                          "documented": r.documented} for r in p.regions],
         }
+    proportions = {p.spec.name: {prefix: _proportion_entry(p, prefix, results) for prefix in ("pt", "ext")}
+                   for p in plans}
     for name, t in assoc_tables(results).items():
         if name in want:
             manifest_tables[name] = {"files": _write_split(out, t, name, rows_per_file,
@@ -363,11 +377,24 @@ def generate(out: str, *, scale: float = 1.0, seed: int = 0, tables: list[str] |
         "compresslevel": compresslevel,
         "tables": dict(sorted(manifest_tables.items())),
         "total_rows": sum(e["rows"] for e in manifest_tables.values()),
-        "truth": truth, "reference": refs, "families": families, "notes": NOTES,
+        "truth": truth, "reference": refs, "families": families, "proportions": proportions,
+        "notes": NOTES,
     }
     with _open(out, "manifest.json", "w", so) as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
     return manifest
+
+
+def _proportion_entry(plan: pl.FamilyPlan, prefix: str, results: list[ChunkResult]) -> dict:
+    """IRSA's groups : links : detections of a product beside what the run generated."""
+    counts = [r.membership[prefix] for r in results if r.family == plan.spec.name]
+    total = {k: sum(c[k] for c in counts) for k in counts[0]} if counts else {}
+    mock = pl.Proportion(total.get("groups", 0), total.get("links", 0), total.get("detections", 0))
+    return {"tables": {"groups": plan.tables[f"{prefix}_info"], "links": plan.tables[f"{prefix}_link"],
+                       "detections": plan.tables[prefix]},
+            "irsa": plan.proportions[prefix].as_dict(),
+            "mock": mock.as_dict() | {k: total.get(k, 0) for k in
+                                      ("unlinked", "multiply_linked", "extra_links")}}
 
 
 class _NoBar:

@@ -1,17 +1,27 @@
 """Deterministic plan of a mock run: families, tiles, scans, coadds and work chunks.
 
-Row budget at ``scale=1`` (~1 M working-database detection rows; every count scales linearly):
+Row budget at ``scale=1`` (~1 M point working-database rows; every count scales linearly, our
+choice of sizes, not IRSA's, so that the 6x and calibration families are big enough to test):
 
 =============  ========  ==================================================
 family         point     extended (galaxies; a fraction of the point rows)
 =============  ========  ==================================================
-survey         450,000   ~1 %  (pt_src_rej / ext_src_rej)
+survey         400,000   ~1 %  (pt_src_rej / ext_src_rej)
 6x             200,000   ~1 %  (pt_src_6x2 / ext_src_6x2)
-calibration    290,000   ~1 %  (pt_src_c / ext_src_c)
+calibration    380,000   ~1 %  (pt_src_c / ext_src_c)
 LMC/SMC cal     60,000   ~1 %  (pt_src_sc / ext_src_sc)
 =============  ========  ==================================================
 
-Merged-information tables add one row per group and link tables one row per detection.
+Within each product (a family's point or extended tables) the merged groups, links and
+detections follow **IRSA's proportions** (the schemas' ``rows``, :class:`Proportion`): links per
+group and links per detection as in IRSA's tables, at every scale. How the mock reaches them
+is our choice (see :mod:`tmass_lake.mock.tables`): a source detected at least twice is one
+merged group (IRSA merged "sources detected multiple times"); detections of a source seen once
+(and spurious and moving-object rows) are in no group, and single-apparition sources are added
+until the unlinked share is IRSA's; where IRSA's links exceed the detections (calibration, survey
+extended) second, overlapping groups share detections with a source's first group. Calibration
+fields get a fixed fraction of their documented scan counts, so links per group do not change
+with the scale; the number of sources per field does (at least one).
 """
 
 from __future__ import annotations
@@ -56,21 +66,72 @@ class FamilySpec:
 
 
 FAMILIES: tuple[FamilySpec, ...] = (
-    FamilySpec("survey", 1, "survey", "survey", 450_000, (15.8, 15.1, 14.3), (9.0, 15.6), 0.03,
+    FamilySpec("survey", 1, "survey", "survey", 400_000, (15.8, 15.1, 14.3), (9.0, 15.6), 0.03,
                4.0, 0.02, 2.0),
     FamilySpec("6x", 2, "6x", "6x", 200_000, (16.8, 16.1, 15.3), (8.0, 16.6), 0.02, 3.0, 0.02,
                2.0),
-    FamilySpec("cal", 3, "calibration", "cal", 290_000, (15.8, 15.1, 14.3), (6.0, 15.2), 0.005,
+    FamilySpec("cal", 3, "calibration", "cal", 380_000, (15.8, 15.1, 14.3), (6.0, 15.2), 0.005,
                1.0, 0.02, 30.0),
     FamilySpec("sc", 4, "calibration_sc", "cal", 60_000, (15.8, 15.1, 14.3), (7.0, 15.2), 0.005,
                1.0, 0.02, 30.0),
 )
 SURVEY_TILES_PER_SCALE = 1200
-CAL_SCAN_FRACTION_PER_SCALE = 0.5
-CAL_MIN_SCANS = 30
+CAL_MIN_SCANS = 12
+STAR_DETECTED_FRACTION = 0.99
+"""Share of a calibration field's scans in which a truth star is detected (measured: 0.996)."""
+GALAXY_DETECTED_FRACTION = 0.73
+"""Mean extended-detection probability of a truth galaxy in a scan covering it (measured: 0.726)."""
+SATELLITE_SHARE = (0.3, 0.7)
+"""A second group takes a uniform share in this range of its source's detections."""
 MAX_CHUNK_ROWS = 300_000
 """Upper bound of the expected rows of one work chunk (one file per table per chunk)."""
-EXPECTED_DET_PER_SOURCE = {"survey": 1.45, "6x": 1.5}
+EXPECTED_LINKED_PER_SOURCE = {"survey": 0.85, "6x": 0.89}
+"""Grouped detections per planned truth source (measured at scale 0.3, seeds 0-2; many are seen
+once or not at all), which sets the sources needed for a family's budget."""
+SURVEY_GALAXY_DETECT = 0.6
+
+@dataclass(frozen=True)
+class Proportion:
+    """Groups : links : detections of one product (IRSA's, or what a mock run wrote)."""
+
+    groups: int
+    links: int
+    detections: int
+
+    @property
+    def links_per_group(self) -> float:
+        return self.links / max(self.groups, 1)
+
+    @property
+    def links_per_detection(self) -> float:
+        return self.links / max(self.detections, 1)
+
+    @property
+    def unlinked_fraction(self) -> float:
+        """Share of detections in no group the mock aims at (IRSA's 1 - links/detections, or 0)."""
+        return max(0.0, 1.0 - self.links_per_detection)
+
+    def detections_per_source(self) -> float:
+        """Mean detections of a grouped source giving IRSA's links per group once second groups
+        (each holding a :data:`SATELLITE_SHARE` of its source's detections) add the extra links."""
+        x = max(self.links_per_detection - 1.0, 0.0)
+        return self.links_per_group * (1.0 + x / float(np.mean(SATELLITE_SHARE))) / (1.0 + x)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"groups": self.groups, "links": self.links, "detections": self.detections,
+                "links_per_group": round(self.links_per_group, 3),
+                "links_per_detection": round(self.links_per_detection, 4)}
+
+
+def irsa_proportion(tables: dict[str, str], prefix: str) -> Proportion:
+    """IRSA's proportion of a family's point (``pt``) or extended (``ext``) product: the row
+    counts of its information, link and working-database tables in the schemas (``rows``, from
+    IRSA's Gator catalog master table)."""
+    rows = [get_schema(tables[k]).rows for k in (f"{prefix}_info", f"{prefix}_link", prefix)]
+    if any(r is None for r in rows):
+        raise ValueError(f"the mock needs IRSA's row counts (rows:) in the schemas of {tables[prefix]} "
+                         "and its merged tables")
+    return Proportion(*rows)
 
 
 @cache
@@ -141,6 +202,8 @@ class FamilyPlan:
     seed: int
     fields: list[geo.Field] = field(default_factory=list)
     regions: list[geo.Region] = field(default_factory=list)
+    proportions: dict[str, Proportion] = field(default_factory=dict)  # IRSA's, per "pt"/"ext"
+    galaxy_detect: float = 1.0  # factor on a galaxy's extended-detection probability per scan
 
 
 def _night_times(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -228,6 +291,10 @@ def plan_family(spec: FamilySpec, seed: int, scale: float, rows_per_file: int) -
     rng = np.random.default_rng([seed, spec.code, 0])
     target_rows = max(spec.pt_rows * scale, 200.0)
     chunk_target = min(0.8 * rows_per_file, MAX_CHUNK_ROWS)
+    tables = family_tables(spec.product)
+    props = {k: irsa_proportion(tables, k) for k in ("pt", "ext")}
+    unlinked = props["pt"].unlinked_fraction
+    galaxy_detect = 1.0
     fields: list[geo.Field] = []
     regions: list[geo.Region] = []
     if spec.name == "survey":
@@ -239,7 +306,8 @@ def plan_family(spec: FamilySpec, seed: int, scale: float, rows_per_file: int) -
         scans = _tile_scans(rng, tiles, n_scans)
         _, b = geo.radec_to_galactic(tiles.ra, tiles.dec_c)
         w = geo.galactic_density(b)
-        per_src = EXPECTED_DET_PER_SOURCE["survey"]
+        per_src = EXPECTED_LINKED_PER_SOURCE["survey"]
+        galaxy_detect = SURVEY_GALAXY_DETECT
     elif spec.name == "6x":
         regions = geo.sixx_regions()
         tiles = geo.region_tiles(regions)
@@ -249,26 +317,38 @@ def plan_family(spec: FamilySpec, seed: int, scale: float, rows_per_file: int) -
         dens = np.array([r.density for r in regions])[tiles.unit]
         area = tiles.width * (tiles.dec_max - tiles.dec_min)
         w = dens * area
-        per_src = EXPECTED_DET_PER_SOURCE["6x"] * n_scans.mean() / 1.3
+        per_src = EXPECTED_LINKED_PER_SOURCE["6x"] * n_scans.mean() / 1.3
     else:
+        # Links per group are IRSA's at every scale: a fixed share of each field's documented
+        # scans (so a source's detections do not depend on the scale), sources per field scaled.
         fields = [f for f in geo.calibration_fields() if f.special == (spec.name == "sc")]
-        tiles = geo.field_tiles(fields)
-        frac = min(1.0, CAL_SCAN_FRACTION_PER_SCALE * scale)
         nominal = np.array([f.nominal_scans for f in fields])
-        n_scans = np.maximum(CAL_MIN_SCANS, np.round(nominal * frac / 6).astype(int) * 6)
+        per_src = props["pt"].detections_per_source()
+        per_field = per_src / STAR_DETECTED_FRACTION
+        wanted = target_rows * (1.0 - unlinked) / per_src  # grouped sources in the budget
+        if wanted < len(fields):  # tiny scales: fewer fields (evenly spread), one source each
+            keep = np.unique(np.linspace(0, len(fields) - 1, max(2, round(wanted))).round()).astype(int)
+            fields, nominal = [fields[i] for i in keep], nominal[keep]
+        tiles = geo.field_tiles(fields)
+        mean_nominal = np.mean([f.nominal_scans for f in geo.calibration_fields()
+                                if f.special == (spec.name == "sc")])
+        n_scans = np.maximum(CAL_MIN_SCANS,
+                             np.round(nominal * per_field / mean_nominal / 6).astype(int) * 6)
         scans = _field_scans(rng, tiles, n_scans)
+        galaxy_detect = min(1.0, props["ext"].detections_per_source()
+                            / (GALAXY_DETECTED_FRACTION * n_scans.mean()))
         w = n_scans.astype(float)
         per_src = 0.0  # set below
     if spec.name in ("survey", "6x"):
-        expected_src = target_rows / per_src * w / w.sum()
+        expected_src = target_rows * (1.0 - unlinked) / per_src * w / w.sum()
         n_src = rng.poisson(expected_src)
-        expected_rows = n_src * per_src
+        expected_rows = n_src * per_src / (1.0 - unlinked)
     else:
-        det_frac = 0.92
-        src_per_field = max(1, int(round(target_rows / (det_frac * n_scans.sum()))))
+        linked = target_rows * (1.0 - unlinked)
+        src_per_field = max(1, int(round(linked / (STAR_DETECTED_FRACTION * n_scans.sum()))))
         n_src = np.full(len(tiles), src_per_field)
-        expected_rows = n_src * n_scans * det_frac
+        expected_rows = n_src * n_scans * STAR_DETECTED_FRACTION / (1.0 - unlinked)
     chunks = _chunk_items(expected_rows, n_src, int(chunk_target),
                           splittable=spec.name in ("cal", "sc"))
-    return FamilyPlan(spec, family_tables(spec.product), tiles, n_src, scans, chunks, seed,
-                      fields, regions)
+    return FamilyPlan(spec, tables, tiles, n_src, scans, chunks, seed, fields, regions, props,
+                      galaxy_detect)

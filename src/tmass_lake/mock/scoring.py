@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from tmass_lake.mock.generator import generate
+from tmass_lake.mock.truth import HIGH_PM_MAS_YR
 
 MOCK_TABLES = ("pt_src_6x2", "sixxf_info", "sixxf_link", "pt_src_c", "cf_info", "cf_link", "ext_src_c",
                "ecf_info", "ecf_link")
-HIGH_PM = 200.0
+HIGH_PM = HIGH_PM_MAS_YR
 """Proper motion (mas/yr) above which the mock's stars are its injected high-proper-motion set."""
 
 

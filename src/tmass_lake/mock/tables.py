@@ -1,6 +1,12 @@
 """One work chunk of a family: truth sources, their detections, and every table row built from
 them (point and extended working databases, merged information and link tables), written as
-IRSA bulk files, plus truth and reference-catalogue parts."""
+IRSA bulk files, plus truth and reference-catalogue parts.
+
+Merged groups follow IRSA's proportions per product (:class:`~tmass_lake.mock.plan.Proportion`):
+:func:`repeat_rows` adds second extractions in a scan, :func:`single_sources` single-apparition
+sources, and :func:`membership` makes the groups (a source seen at least twice) and, where IRSA's
+links exceed its detections, second groups sharing a window of a source's detections.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from tmass_lake.mock import geometry as geo
 from tmass_lake.mock import truth as tr
 from tmass_lake.mock.bulkfmt import chunk_suffix, format_table, gzip_bytes
 from tmass_lake.mock.columns import choose_strings, fixed_strings, make_table
-from tmass_lake.mock.plan import FamilyPlan, FamilySpec, get_schema
+from tmass_lake.mock.plan import SATELLITE_SHARE, FamilyPlan, FamilySpec, Proportion, get_schema
 from tmass_lake.mock.references import allwise_part, gaia_part
 from tmass_lake.schema import TableSchema
 
@@ -38,6 +44,7 @@ class ChunkResult:
     assoc: pa.Table | None = None
     parts: dict[str, str] = field(default_factory=dict)  # truth/reference part paths
     parts_rows: dict[str, int] = field(default_factory=dict)
+    membership: dict[str, dict[str, int]] = field(default_factory=dict)  # "pt"/"ext" counts
 
 
 def write_bulk(out: str, table: str, idx: int, data: bytes, rows: int, level: int,
@@ -208,12 +215,114 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 # groups and merged tables
 
 
-def group_ids(group_key: np.ndarray, cntr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(inverse index, gcntr per row): gcntr is the cntr of each group's first (seed) row."""
-    uniq, inv = np.unique(group_key, return_inverse=True)
-    seed = np.full(len(uniq), np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(seed, inv, cntr)
-    return inv, seed[inv]
+@dataclass
+class Membership:
+    """Merged groups of a chunk's rows: each row's own gcntr and every (group, row) link.
+
+    A group's ``gcntr`` is the key of its seed row (its earliest member). A row in several groups
+    carries the lowest of their gcntr (its source's first group) in the working database; the
+    link table lists every group it belongs to. Rows in no group carry a null gcntr.
+    """
+
+    row_gcntr: np.ndarray  # per row: its lowest gcntr (0 where unlinked)
+    linked: np.ndarray  # per row: in at least one group
+    link_group: np.ndarray  # per link: index into group_gcntr
+    link_row: np.ndarray  # per link: row index
+    group_gcntr: np.ndarray  # per group, ascending
+
+    @property
+    def unlinked(self) -> int:
+        return int((~self.linked).sum())
+
+
+def _ranks(source: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows ordered by source then key, first position of each row's source run, run length)."""
+    order = np.lexsort((key, source))
+    s = source[order]
+    new = np.ones(len(s), dtype=bool)
+    new[1:] = s[1:] != s[:-1]
+    start = np.maximum.accumulate(np.where(new, np.arange(len(s)), 0))
+    count = np.diff(np.append(np.flatnonzero(new), len(s)))[np.cumsum(new) - 1]
+    return order, start, count
+
+
+def linked_rows(source: np.ndarray) -> np.ndarray:
+    """Rows whose source has at least two rows (a merged group needs two extractions)."""
+    _, inv, cnt = np.unique(source, return_inverse=True, return_counts=True)
+    return cnt[inv] >= 2
+
+
+def repeat_rows(source: np.ndarray, p: Proportion, rng: np.random.Generator) -> np.ndarray:
+    """Rows of real sources (``source >= 0``) to extract a second time in the same scan.
+
+    IRSA: a group's napp can exceed the scans covering it because it can hold several
+    extractions of one scan. Where IRSA has no unlinked detections (links >= detections) every
+    source seen once gets a second extraction; where the groups' links per group fall short of
+    ``p``'s by more than 5 %, random rows of grouped sources are repeated until they reach it.
+    """
+    uniq, first, inv, cnt = np.unique(source, return_index=True, return_inverse=True,
+                                      return_counts=True)
+    real = uniq >= 0
+    picks = [first[real & (cnt == 1)]] if p.unlinked_fraction == 0 else []
+    grouped = real & ((cnt >= 2) | ((cnt == 1) & (p.unlinked_fraction == 0)))
+    links = int(cnt[grouped].sum()) + sum(len(x) for x in picks)
+    need = round(p.detections_per_source() * int(grouped.sum()) - links)
+    if need > 0.05 * links:
+        pool = np.flatnonzero(grouped[inv] & (cnt[inv] >= 2))
+        picks.append(np.sort(rng.choice(pool, min(need, len(pool)), replace=False)))
+    return np.concatenate(picks).astype(np.int64) if picks else np.zeros(0, np.int64)
+
+
+def single_count(p: Proportion, rows: int, unlinked: int) -> int:
+    """Single-apparition rows to add so that the unlinked share of all rows is ``p``'s."""
+    u = p.unlinked_fraction
+    return max(0, round((u * rows - unlinked) / (1.0 - u))) if u > 0 else 0
+
+
+def membership(source: np.ndarray, key: np.ndarray, p: Proportion, rng: np.random.Generator,
+               ) -> Membership:
+    """Groups of the rows: one per source seen at least twice, plus second groups where ``p``'s
+    links exceed its detections.
+
+    ``source`` names the object each row measures (unique per row for one-off rows), ``key``
+    increases with time. A second group of a source takes the rows of a window of its epochs
+    (a :data:`SATELLITE_SHARE` of them, never its first), as WAX's 1.5" circles do when they
+    overlap; it is added to sources in random order until the links reach ``p``'s links per
+    detection (or no source of at least three rows is left).
+    """
+    n = len(key)
+    order, start, count = _ranks(source, key)
+    rank = np.arange(n) - start
+    grouped = count >= 2
+    first = grouped & (rank == 0)
+    row_gcntr = np.zeros(n, np.int64)
+    row_gcntr[order] = np.where(grouped, key[order][start], 0)
+    linked = row_gcntr != 0
+    extra = max(0, round(p.links_per_detection * n - int(linked.sum())))
+    sat_rows, sat_seed = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    runs = np.flatnonzero(first & (count >= 3))  # positions (in order) of eligible sources
+    if extra >= 2 and len(runs):
+        runs = runs[rng.permutation(len(runs))]
+        size = count[runs]
+        m = np.clip(np.round(rng.uniform(*SATELLITE_SHARE, len(runs)) * size), 2, size - 1)
+        m = m.astype(np.int64)
+        cum = np.cumsum(m)
+        k = int(np.searchsorted(cum, extra))  # sources [0, k) fit; source k takes the rest
+        rest = extra - (int(cum[k - 1]) if k else 0)
+        if k < len(runs) and rest >= 2:
+            m[k] = min(rest, size[k] - 1)
+            k += 1
+        runs, size, m = runs[:k], size[:k], m[:k]
+        i0 = 1 + (rng.random(len(runs)) * (size - m)).astype(np.int64)  # never the first row
+        owner = np.repeat(np.arange(len(runs)), m)
+        offs = np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
+        sat_rows = order[runs[owner] + i0[owner] + offs]
+        sat_seed = key[order[runs + i0]][owner]
+    prim_rows = np.flatnonzero(linked)
+    gcntr_of_link = np.concatenate([row_gcntr[prim_rows], sat_seed])
+    group_gcntr, link_group = np.unique(gcntr_of_link, return_inverse=True)
+    return Membership(row_gcntr, linked, link_group, np.concatenate([prim_rows, sat_rows]),
+                      group_gcntr)
 
 
 def merged_values(inv: np.ndarray, gcntr: np.ndarray, ra: np.ndarray, dec: np.ndarray,
@@ -295,6 +404,13 @@ def chunk_sources(plan: FamilyPlan, items: list[tuple[int, int, int]]) -> tr.Sou
         src.kind[0] = tr.KIND_GALAXY  # every chunk carries at least one galaxy
         src.pmra[0] = src.pmdec[0] = src.parallax[0] = 0.0
         src.var_type[0], src.var_amp_k[0], src.var_period_d[0] = tr.VAR_NONE, 0.0, 0.0
+    pm = np.hypot(src.pmra, src.pmdec)
+    stars = np.flatnonzero(src.kind == tr.KIND_STAR)
+    if len(stars) and not (pm[stars] > tr.HIGH_PM_MAS_YR).any():  # ... and one high-PM star
+        i = stars[0]
+        f = 1000.0 / max(pm[i], 1e-3)  # 1"/yr in the star's own direction
+        src.pmra[i], src.pmdec[i], src.parallax[i] = src.pmra[i] * f, src.pmdec[i] * f, \
+            min(src.parallax[i] * f, 800.0)
     return src
 
 
@@ -320,6 +436,9 @@ class Rows:
         return Rows(*[np.concatenate([getattr(p, f) for p in parts])
                       for f in Rows.__dataclass_fields__])
 
+    def take(self, idx: np.ndarray) -> Rows:
+        return Rows(*[getattr(self, f)[idx] for f in Rows.__dataclass_fields__])
+
 
 def _real_rows(plan: FamilyPlan, src: tr.Sources, rng: np.random.Generator) -> Rows:
     spec = plan.spec
@@ -339,15 +458,52 @@ def _real_rows(plan: FamilyPlan, src: tr.Sources, rng: np.random.Generator) -> R
     snr_best = (10.0 * 10 ** (-0.4 * (src.mag[s] - m10))).max(axis=1)
     keep = rng.random(len(s)) < _sigmoid((snr_best - 5.0) / 1.2)
     s, scan, dup = s[keep], scan[keep], dup[keep]
-    dec0 = src.dec[s]
-    jd = _epoch(plan, scan, dec0)
+    return _star_rows(plan, src, s, scan, dup, spos[s])
+
+
+def _star_rows(plan: FamilyPlan, src: tr.Sources, s: np.ndarray, scan: np.ndarray, dup: np.ndarray,
+               spos: np.ndarray) -> Rows:
+    """Detections of stars ``s`` in scans ``scan``: epoch, true position and magnitudes."""
+    jd = _epoch(plan, scan, src.dec[s])
     ra_t, dec_t = tr.position_at(src, s, jd)
     dm = tr.light_curve(src.var_type[s], src.var_amp_k[s], src.var_period_d[s], src.var_t0[s],
                         jd)
     mag = src.mag[s] + dm[:, None] * tr.VAR_BAND_SCALE[None, :]
     n = len(s)
     return Rows(s, src.truth_id[s], np.full(n, tr.KIND_STAR, np.int8), scan, jd, ra_t, dec_t,
-                mag, np.zeros((n, 3), bool), dup, spos[s], np.full(n, -1))
+                mag, np.zeros((n, 3), bool), dup, spos, np.full(n, -1))
+
+
+SINGLE_TILE_SLOT = 990_000
+"""Truth ids of single-apparition sources use this tile slot plus the chunk (< 1000 chunks)."""
+
+
+def single_sources(plan: FamilyPlan, items: list[tuple[int, int, int]], n: int, ci: int,
+                   galaxies: bool) -> tr.Sources:
+    """``n`` single-apparition sources of a chunk: faint stars (SNR 3-6 in K in one scan) or
+    faint galaxies (K 13.6-14.2) near the limit, each to be detected exactly once."""
+    spec = plan.spec
+    rng = np.random.default_rng([plan.seed, spec.code, 9, ci, int(galaxies)])
+    tl = plan.tiles
+    t_items = np.array([it[0] for it in items], np.int64)
+    w = np.array([it[1] for it in items], float)
+    t = rng.choice(t_items, n, p=w / w.sum()) if n and w.sum() > 0 else np.zeros(0, np.int64)
+    ra, dec = geo.uniform_in_box(rng, n, tl.ra[t], tl.width[t], tl.dec_min[t], tl.dec_max[t],
+                                 spec.seed_margin_arcsec / 3600.0)
+    base = ((spec.code * 1_000_000 + SINGLE_TILE_SLOT + ci) * 100 + int(galaxies)) * 1_000_000 + 1
+    k10 = spec.m10[2]
+    src = tr.make_sources(rng, n, ra, dec, t, (k10 + 0.5, k10 + 1.2), float(galaxies), base)
+    if galaxies:
+        src.mag += (rng.uniform(13.6, 14.2, n) - src.mag[:, 2])[:, None]
+    return src
+
+
+def _one_scan(plan: FamilyPlan, tile: np.ndarray, rng: np.random.Generator,
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(a random scan of each tile, the number of scans of the tile)."""
+    sc = plan.scans
+    cnt = sc.tile_ptr[tile + 1] - sc.tile_ptr[tile]
+    return sc.tile_scans[sc.tile_ptr[tile] + (rng.random(len(tile)) * cnt).astype(np.int64)], cnt
 
 
 def _chunk_scans(plan: FamilyPlan, items: list[tuple[int, int, int]]) -> np.ndarray:
@@ -458,11 +614,12 @@ def _optical(rng: np.random.Generator, mag: np.ndarray, real: np.ndarray) -> dic
 
 
 def point_table(plan: FamilyPlan, schema: TableSchema, rows: Rows, cntr: np.ndarray,
-                inv: np.ndarray, gcntr: np.ndarray, rng: np.random.Generator,
+                inv: np.ndarray, mem: Membership, rng: np.random.Generator,
                 ) -> tuple[pa.Table, dict[str, np.ndarray]]:
     """The point working-database table of a chunk (rows already in cntr order).
 
-    A ``cat`` column (6x) is ``1`` on the best (highest SNR) detection of every real source.
+    ``inv`` numbers the source of each row. A ``cat`` column (6x) is ``1`` on the best (highest
+    SNR) detection of every real source; ``gcntr`` is the row's lowest group (null: no group).
     """
     spec = plan.spec
     n = len(cntr)
@@ -505,7 +662,7 @@ def point_table(plan: FamilyPlan, schema: TableSchema, rows: Rows, cntr: np.ndar
         "ext_key": (np.zeros(n, np.int64), np.ones(n, bool)),
         "scan_key": g["scan_key"], "coadd_key": g["coadd_key"], "coadd": g["coadd"],
         "rel": choose_strings(rel, ["A", "B", "C", "D", "E", "F"]),
-        "gcntr": gcntr,
+        "gcntr": (mem.row_gcntr, ~mem.linked),
     }
     if "cat" in schema.names:
         cat = _best_flag(inv, snr_best, real)
@@ -537,9 +694,7 @@ def ext_rows(plan: FamilyPlan, src: tr.Sources, rng: np.random.Generator,
     gal = np.flatnonzero(src.kind == tr.KIND_GALAXY)
     s, scan, _ = candidate_pairs(plan, src, gal)
     spos = np.bincount(s, minlength=len(src))
-    p = _sigmoid((14.0 - src.mag[s, 2]) / 0.25)
-    if plan.spec.name == "survey":
-        p *= 0.6
+    p = _sigmoid((14.0 - src.mag[s, 2]) / 0.25) * plan.galaxy_detect
     keep = rng.random(len(s)) < p
     s, scan = s[keep], scan[keep]
     if len(gal) and not len(s):  # keep at least one extended detection in the chunk
@@ -550,7 +705,7 @@ def ext_rows(plan: FamilyPlan, src: tr.Sources, rng: np.random.Generator,
 
 def ext_table(plan: FamilyPlan, schema: TableSchema, src: tr.Sources, s: np.ndarray,
               scan: np.ndarray, jd: np.ndarray, key: np.ndarray, inv: np.ndarray,
-              gcntr: np.ndarray, rng: np.random.Generator,
+              mem: Membership, rng: np.random.Generator,
               ) -> tuple[pa.Table, dict[str, np.ndarray]]:
     """The extended working-database table (389/390-column XSC-like layout)."""
     n = len(s)
@@ -584,7 +739,8 @@ def ext_table(plan: FamilyPlan, schema: TableSchema, src: tr.Sources, s: np.ndar
         "hemis": _hemis_arr(g["hemis"]), "date": geo.jd_to_days1970(jd), "scan": g["scan_no"],
         "coadd": g["coadd"], "id": np.arange(n, dtype=np.int64) % 999_999 + 1,
         "x_coadd": g["x_scan"] + 256.0, "y_coadd": g["y_coadd"],
-        "ext_key": key, "rel": choose_strings(rel, ["A", "B", "C", "D"]), "gcntr": gcntr,
+        "ext_key": key, "rel": choose_strings(rel, ["A", "B", "C", "D"]),
+        "gcntr": (mem.row_gcntr, ~mem.linked),
     }
     if "cat" in schema.names:
         cat = _best_flag(inv, snr_best, np.ones(n, bool))
@@ -611,11 +767,22 @@ def _best_flag(inv: np.ndarray, score: np.ndarray, eligible: np.ndarray) -> np.n
     return out & eligible
 
 
+def _row_source(rows: Rows) -> np.ndarray:
+    """The object each row measures: a star's truth id; a unique negative id for one-off rows
+    (spurious, moving objects: each of their detections stands alone)."""
+    return np.where(rows.kind == tr.KIND_STAR, rows.truth_id, -1 - np.arange(len(rows.kind)))
+
+
+def _source_index(source: np.ndarray) -> np.ndarray:
+    return np.unique(source, return_inverse=True)[1]
+
+
 def run_chunk(plan: FamilyPlan, ci: int, gchunk: int, out: str, want: set[str],
               storage_options: dict | None = None, level: int = 1) -> ChunkResult:
     """Generate and write one chunk of a family (all its tables and truth parts)."""
     spec = plan.spec
     rng = np.random.default_rng([plan.seed, spec.code, 2, ci])
+    srng = np.random.default_rng([plan.seed, spec.code, 10, ci])  # single-apparition scans
     items = plan.chunks[ci]
     src = chunk_sources(plan, items)
     res = ChunkResult(spec.name, ci)
@@ -629,30 +796,57 @@ def run_chunk(plan: FamilyPlan, ci: int, gchunk: int, out: str, want: set[str],
         n_mov = max(n_mov, 3)
     mov, movers = _moving_rows(plan, scans, n_mov if len(scans) else 0, gchunk, rng,
                                every_class=ci == 0)
-    rows = Rows.concat([real, spur, mov])
-    order = np.lexsort((rows.ra_true, rows.jd))
-    rows = Rows(*[getattr(rows, f)[order] for f in Rows.__dataclass_fields__])
+    natural = Rows.concat([real, spur, mov])
+    # second extractions in a scan and single-apparition stars: IRSA's links/group, unlinked share
+    rep = repeat_rows(_row_source(natural), plan.proportions["pt"], srng)
+    natural = Rows.concat([natural, natural.take(rep)])
+    nat = _row_source(natural)
+    n1 = single_count(plan.proportions["pt"], len(nat), int((~linked_rows(nat)).sum()))
+    ssrc = single_sources(plan, items, n1, ci, galaxies=False)
+    sscan, scount = _one_scan(plan, ssrc.tile, srng)
+    single = _star_rows(plan, ssrc, np.arange(n1), sscan, np.zeros(n1, bool), scount)
+    single.src += len(src)
+    src = tr.Sources.concat([src, ssrc])
+    rows = Rows.concat([natural, single])
+    rows = rows.take(np.lexsort((rows.ra_true, rows.jd)))
     n = len(rows.src)
     if n >= CNTR_STRIDE:
         raise ValueError("chunk too large for the cntr stride; lower rows_per_file")
     cntr = ci * CNTR_STRIDE + 1 + np.arange(n, dtype=np.int64)
-    group_key = np.where(rows.kind == tr.KIND_STAR, rows.truth_id, -1 - np.arange(n))
-    inv, gcntr = group_ids(group_key, cntr)
+    source = _row_source(rows)
+    mem = membership(source, cntr, plan.proportions["pt"],
+                     np.random.default_rng([plan.seed, spec.code, 11, ci]))
     pt_schema = get_schema(tabs["pt"])
-    pt, pinfo = point_table(plan, pt_schema, rows, cntr, inv, gcntr, rng)
-    _write_family_tables(res, plan, "pt", pt, pt_schema, inv, gcntr, cntr, rows.jd, pinfo,
-                         rows.spos, out, want, storage_options, level, ci)
+    pt, pinfo = point_table(plan, pt_schema, rows, cntr, _source_index(source), mem, rng)
+    _write_family_tables(res, plan, "pt", pt, pt_schema, mem, cntr, rows.jd, pinfo, rows.spos,
+                         out, want, storage_options, level, ci)
     res.scan_counts = np.bincount(rows.scan, minlength=len(plan.scans)).astype(np.int64)
-    # extended sources
+    res.membership["pt"] = _membership_counts(n, mem)
+    # extended sources, with single-apparition galaxies likewise
     es, escan, ejd, espos = ext_rows(plan, src, rng)
+    rep = repeat_rows(src.truth_id[es], plan.proportions["ext"], srng)
+    es, escan, ejd, espos = (np.concatenate([a, a[rep]]) for a in (es, escan, ejd, espos))
+    nat = src.truth_id[es]
+    n1 = single_count(plan.proportions["ext"], len(nat), int((~linked_rows(nat)).sum()))
+    gsrc = single_sources(plan, items, n1, ci, galaxies=True)
+    gscan, gcount = _one_scan(plan, gsrc.tile, srng)
+    es = np.concatenate([es, len(src) + np.arange(n1)])
+    escan = np.concatenate([escan, gscan])
+    ejd = np.concatenate([ejd, _epoch(plan, gscan, gsrc.dec)])
+    espos = np.concatenate([espos, gcount])
+    src = tr.Sources.concat([src, gsrc])
     eo = np.lexsort((src.ra[es], ejd))
     es, escan, ejd, espos = es[eo], escan[eo], ejd[eo], espos[eo]
     ekey = ci * EXT_KEY_STRIDE + 1 + np.arange(len(es), dtype=np.int64)
-    einv, egcntr = group_ids(src.truth_id[es], ekey)
+    esource = src.truth_id[es]
+    emem = membership(esource, ekey, plan.proportions["ext"],
+                      np.random.default_rng([plan.seed, spec.code, 12, ci]))
     ext_schema = get_schema(tabs["ext"])
-    et, einfo = ext_table(plan, ext_schema, src, es, escan, ejd, ekey, einv, egcntr, rng)
-    _write_family_tables(res, plan, "ext", et, ext_schema, einv, egcntr, ekey, ejd, einfo,
-                         espos, out, want, storage_options, level, ci)
+    et, einfo = ext_table(plan, ext_schema, src, es, escan, ejd, ekey, _source_index(esource), emem,
+                          rng)
+    _write_family_tables(res, plan, "ext", et, ext_schema, emem, ekey, ejd, einfo, espos, out, want,
+                         storage_options, level, ci)
+    res.membership["ext"] = _membership_counts(len(es), emem)
     # associations, truth and reference parts
     res.assoc = _assoc_rows(plan, ci, rows, pt, movers)
     tag = f"{spec.name}_{ci:04d}"
@@ -695,10 +889,17 @@ def _det_table(name: str, key: np.ndarray, truth_id: np.ndarray, jd: np.ndarray,
                                 schema=DET_SCHEMA)
 
 
+def _membership_counts(n: int, mem: Membership) -> dict[str, int]:
+    """Rows, groups, links, unlinked and multiply-linked rows of a chunk's product."""
+    per_row = np.bincount(mem.link_row, minlength=n)
+    return {"detections": n, "groups": len(mem.group_gcntr), "links": len(mem.link_row),
+            "unlinked": mem.unlinked, "multiply_linked": int((per_row > 1).sum()),
+            "extra_links": int(np.maximum(per_row - 1, 0).sum())}
+
+
 def _write_family_tables(res: ChunkResult, plan: FamilyPlan, prefix: str, det: pa.Table,
-                         schema: TableSchema, inv: np.ndarray, gcntr: np.ndarray,
-                         key: np.ndarray, jd: np.ndarray, info: dict[str, np.ndarray],
-                         spos: np.ndarray, out: str, want: set[str],
+                         schema: TableSchema, mem: Membership, key: np.ndarray, jd: np.ndarray,
+                         info: dict[str, np.ndarray], spos: np.ndarray, out: str, want: set[str],
                          storage_options: dict | None, level: int, ci: int) -> None:
     tabs = plan.tables
     rng = np.random.default_rng([plan.seed, plan.spec.code, 4, ci, 0 if prefix == "pt" else 1])
@@ -706,21 +907,20 @@ def _write_family_tables(res: ChunkResult, plan: FamilyPlan, prefix: str, det: p
         res.files[schema.table] = write_bulk(out, schema.table, ci, format_table(det, schema),
                                              det.num_rows, level, storage_options)
     info_name = tabs.get(f"{prefix}_info")
-    if info_name and info_name in want:
+    if info_name and info_name in want:  # statistics over every link of a group
         s = get_schema(info_name)
-        mv = merged_values(inv, gcntr, info["ra"], info["dec"], jd,
-                           [(info[f"{b}_m"], info[f"{b}_sig"]) for b in "jhk"], spos)
-        o = np.argsort(mv["gcntr"])
-        ng = len(o)
-        vals = {k: ((v[0][o], v[1][o] if v[1] is not None else None) if isinstance(v, tuple)
-                    else np.asarray(v)[o]) for k, v in mv.items()}
-        t = make_table(s, ng, vals, rng)
+        r = mem.link_row
+        mv = merged_values(mem.link_group, mem.group_gcntr[mem.link_group], info["ra"][r],
+                           info["dec"][r], jd[r], [(info[f"{b}_m"][r], info[f"{b}_sig"][r])
+                                                   for b in "jhk"], spos[r])
+        ng = len(mem.group_gcntr)  # groups are numbered in gcntr order already
+        t = make_table(s, ng, mv, rng)
         res.files[info_name] = write_bulk(out, info_name, ci, format_table(t, s), ng, level,
                                           storage_options)
     link_name = tabs.get(f"{prefix}_link")
     if link_name and link_name in want:
         s = get_schema(link_name)
-        g, k = _sorted_link(gcntr, key)
+        g, k = _sorted_link(mem.group_gcntr[mem.link_group], key[mem.link_row])
         member = next(c for c in s.names if c != "gcntr")  # holds cntr or ext_key values
         t = make_table(s, len(g), {"gcntr": g, member: k}, rng)
         res.files[link_name] = write_bulk(out, link_name, ci, format_table(t, s), len(g), level,

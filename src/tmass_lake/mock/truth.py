@@ -17,6 +17,8 @@ VAR_NAMES = np.array(["none", "sinusoidal", "eclipsing"])
 VAR_BAND_SCALE = np.array([1.15, 1.05, 1.0])
 """Variability amplitude in J, H relative to K."""
 HIGH_PM_FRACTION = 0.003
+HIGH_PM_MAS_YR = 200.0
+"""The high-proper-motion set (0.2-5 "/yr); every chunk with stars holds at least one."""
 VARIABLE_FRACTION = 0.05
 
 
@@ -72,7 +74,7 @@ def make_sources(rng: np.random.Generator, n: int, ra: np.ndarray, dec: np.ndarr
     # Proper motions: disc-like log-normal speeds plus a small high-PM set (0.2-5 "/yr).
     pm = np.exp(rng.normal(np.log(6.0), 0.9, n))
     hi = rng.random(n) < HIGH_PM_FRACTION
-    pm[hi] = np.exp(rng.uniform(np.log(200.0), np.log(5000.0), int(hi.sum())))
+    pm[hi] = np.exp(rng.uniform(np.log(HIGH_PM_MAS_YR), np.log(5000.0), int(hi.sum())))
     theta = rng.uniform(0, 2 * np.pi, n)
     vt = np.exp(rng.normal(np.log(35.0), 0.5, n))  # tangential speed, km/s
     plx = np.clip(pm / (4.74 * vt), 0.02, 800.0)
