@@ -84,7 +84,9 @@ def _write_split(out: str, table: pa.Table, name: str, rows_per_file: int, level
     files = []
     for i, start in _blocks(table.num_rows, rows_per_file):
         part = table.slice(start, rows_per_file)
-        files.append(write_bulk(out, name, i, format_table(part, s), part.num_rows, level, so))
+        entry = write_bulk(out, name, i, format_table(part, s), part.num_rows, level, so)
+        if entry is not None:
+            files.append(entry)
     return files
 
 
@@ -318,7 +320,9 @@ def generate(out: str, *, scale: float = 1.0, seed: int = 0, tables: list[str] |
     manifest_tables: dict[str, dict] = {}
     for r in results:
         for name, entry in r.files.items():
-            manifest_tables.setdefault(name, {"files": []})["files"].append(entry)
+            files = manifest_tables.setdefault(name, {"files": []})["files"]
+            if entry is not None:
+                files.append(entry)
     families: dict[str, dict] = {}
     for p in plans:
         res = [r for r in results if r.family == p.spec.name]

@@ -39,7 +39,7 @@ class ChunkResult:
 
     family: str
     chunk: int
-    files: dict[str, dict] = field(default_factory=dict)  # table -> {name, rows, bytes}
+    files: dict[str, dict | None] = field(default_factory=dict)  # table -> {name, rows, bytes}; None: no rows
     scan_counts: np.ndarray | None = None  # point rows per scan (index = scan_key - 1)
     assoc: pa.Table | None = None
     parts: dict[str, str] = field(default_factory=dict)  # truth/reference part paths
@@ -48,8 +48,13 @@ class ChunkResult:
 
 
 def write_bulk(out: str, table: str, idx: int, data: bytes, rows: int, level: int,
-               storage_options: dict | None) -> dict:
-    """Gzip ``data`` and write ``irsa/<table>/<table>_<suffix>.gz``; return its manifest entry."""
+               storage_options: dict | None) -> dict | None:
+    """Gzip ``data`` and write ``irsa/<table>/<table>_<suffix>.gz``; return its manifest entry.
+
+    No rows, no file (None): IRSA ships no empty bulk files, and readers refuse them.
+    """
+    if rows == 0:
+        return None
     name = f"{table}_{chunk_suffix(idx)}.gz"
     z = gzip_bytes(data, level)
     with fsspec.open(f"{out.rstrip('/')}/irsa/{table}/{name}", "wb",
