@@ -68,7 +68,7 @@ from tmass_lake.storage import filesystem, join, retrying
 
 INDEX_COLUMN = "gcntr"
 MARGIN_RECORD = record_of(order=int, pixel=int, rows=int, bytes=int)
-PARTITION_RECORD = record_of(order=int, pixel=int, rows=int, bytes=int, detections=int, hist=list)
+LIGHT_CURVE_RECORD = record_of(order=int, pixel=int, rows=int, bytes=int, detections=int, hist=list)
 """What the resume records of a margin and of a main partition hold."""
 
 
@@ -225,7 +225,7 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
     with build_session(args.output, args.scratch, fingerprint, resume=args.resume,
                        storage_options=so) as plan:
         records = run_pixel_tasks(client, lambda p: partition_task(task, p), pixels, plan, "lightcurves",
-                                  args.name, args.progress, parse=PARTITION_RECORD)
+                                  args.name, args.progress, parse=LIGHT_CURVE_RECORD)
         rows = sum(r["rows"] for r in records)
         if rows != info_rows:
             raise BuildError(f"{args.name}: {rows} light curves for the {info_rows} rows of {tables.info}")

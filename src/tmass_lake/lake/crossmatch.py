@@ -44,12 +44,13 @@ from lsdb.core.crossmatch.crossmatch_args import CrossmatchArgs
 from mocpy import MOC
 from scipy.spatial import KDTree
 
+from tmass_lake.lake.stats import DAYS_PER_YEAR, JD_J2000
+
 if TYPE_CHECKING:
     from lsdb import Catalog
 
 log = logging.getLogger(__name__)
 
-JD_J2000 = 2451545.0
 MJD_OFFSET = 2400000.5
 MAS_TO_RAD = math.pi / (180.0 * 3.6e6)
 ARCSEC_TO_RAD = math.pi / (180.0 * 3600.0)
@@ -74,9 +75,9 @@ def to_jyear(values: np.ndarray | float, fmt: EpochFormat) -> np.ndarray | float
     if fmt == "jyear":
         out = v
     elif fmt == "jd":
-        out = 2000.0 + (v - JD_J2000) / 365.25
+        out = 2000.0 + (v - JD_J2000) / DAYS_PER_YEAR
     elif fmt == "mjd":
-        out = 2000.0 + (v + MJD_OFFSET - JD_J2000) / 365.25
+        out = 2000.0 + (v + MJD_OFFSET - JD_J2000) / DAYS_PER_YEAR
     else:
         raise ValueError(f"unknown epoch format {fmt!r} (jd, mjd or jyear)")
     return float(out) if np.ndim(out) == 0 else out
