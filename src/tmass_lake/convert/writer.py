@@ -305,6 +305,20 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
     _guarded(f"writing {target}", lambda: props.to_properties_file(root), [target])
 
 
+def finish_margin(url: str, primary_url: str, *, threshold_arcsec: float, pixels: list[HealpixPixel],
+                  rows: int, ra_column: str, dec_column: str, storage_options: dict | None = None) -> None:
+    """A margin catalog's metadata (:func:`finish_catalog`), written even when it has no partition.
+
+    The catalog names are the URLs' last parts (``<collection>/<margin>``, ``<collection>/<primary>``);
+    an empty margin takes its primary catalog's schema, so lsdb loads a margin for every table.
+    """
+    finish_catalog(url, positional_properties(ra_column, dec_column) | {
+        "catalog_name": url.rstrip("/").rsplit("/", 1)[-1], "catalog_type": "margin", "total_rows": rows,
+        "primary_catalog": primary_url.rstrip("/").rsplit("/", 1)[-1], "margin_threshold": threshold_arcsec,
+    }, expected_rows=rows, storage_options=storage_options, pixels=pixels,
+        empty_schema=common_schema(primary_url, storage_options))
+
+
 def _write_metadata(root: UPath, url: str, expected_rows: int, *, order_by_healpix: bool,
                     empty_schema: pa.Schema | None = None) -> None:
     """``_metadata`` and ``_common_metadata`` of the data files under ``root`` (of no file: from
