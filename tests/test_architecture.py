@@ -24,6 +24,7 @@ LAYERS = {  # package or module -> what of ours it may import
     "cli": {"cli", "convert", "readers", "lake", "mock", "schema", "storage", "cluster", "errors", "demo"},
     "demo": {"convert", "lake", "mock", "cluster", "schema", "storage", "errors"},
     "__init__": {"lake"},
+    "__main__": {"cli"},
 }
 OPTIONAL_IMPORTS = {"hats_import"}  # the 'mock' extra: imported where needed, with a clear error
 

@@ -18,7 +18,7 @@ import pytest
 
 from tmass_lake.mock import format_table, generate
 from tmass_lake.mock.bulkfmt import chunk_suffix
-from tmass_lake.mock.plan import Proportion
+from tmass_lake.mock.families import Proportion
 from tmass_lake.mock.tables import membership
 from tmass_lake.schema import list_tables, load_schema
 

@@ -38,7 +38,7 @@ from tmass_lake.readers.tap import (
     TapOptions,
     answer_block,
     identifier,
-    is_transient,
+    is_transient_tap_error,
     plan_chunks,
     read_chunk,
     service_url,
@@ -125,12 +125,12 @@ def test_chunk_is_a_string_and_a_query():
 
 
 def test_transient_failures_are_told_apart():
-    assert is_transient(requests.ConnectionError("refused"))
-    assert is_transient(AsyncJobError("job ended ERROR"))
-    assert is_transient(DALServiceError("bad gateway", 502))
-    assert is_transient(DALServiceError("Unable to access the capabilities endpoint"))
-    assert not is_transient(DALServiceError("not found", 404))
-    assert not is_transient(DALQueryError("syntax error"))
+    assert is_transient_tap_error(requests.ConnectionError("refused"))
+    assert is_transient_tap_error(AsyncJobError("job ended ERROR"))
+    assert is_transient_tap_error(DALServiceError("bad gateway", 502))
+    assert is_transient_tap_error(DALServiceError("Unable to access the capabilities endpoint"))
+    assert not is_transient_tap_error(DALServiceError("not found", 404))
+    assert not is_transient_tap_error(DALQueryError("syntax error"))
 
 
 def test_an_answer_becomes_a_typed_block_with_bad_rows_quarantined():

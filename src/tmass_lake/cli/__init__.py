@@ -45,6 +45,3 @@ def main(argv: list[str] | None = None) -> int:
         print("tmass-lake: interrupted (a build continues with --resume)", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,8 +22,8 @@ from tmass_lake.convert.resume import ResumePlan
 from tmass_lake.convert.tasks import run_tasks
 from tmass_lake.convert.writer import (
     HEALPIX_COLUMN,
-    common_schema,
     finish_catalog,
+    finish_margin,
     margin_name,
     observation_properties,
     positional_properties,
@@ -82,12 +82,10 @@ def build_collection(args: TableArguments, plan: ResumePlan, client: Client) -> 
         pixels=[HealpixPixel(r["order"], r["pixel"]) for r in records], histogram=sparse_histogram(results))
     with_margin = [r for r in records if r["margin_rows"]]
     margin_rows = sum(r["margin_rows"] for r in with_margin)
-    finish_catalog(margin_url, base | {  # always, even empty: lsdb then loads a margin for every table
-        "catalog_name": margin, "catalog_type": "margin", "total_rows": margin_rows,
-        "primary_catalog": args.table, "margin_threshold": params.margin_arcsec,
-    }, expected_rows=margin_rows, storage_options=args.storage_options,
-        pixels=[HealpixPixel(r["order"], r["pixel"]) for r in with_margin],
-        empty_schema=common_schema(catalog_url, args.storage_options))
+    finish_margin(margin_url, catalog_url, threshold_arcsec=params.margin_arcsec, rows=margin_rows,
+                  pixels=[HealpixPixel(r["order"], r["pixel"]) for r in with_margin],
+                  ra_column=schema.ra_column, dec_column=schema.dec_column,
+                  storage_options=args.storage_options)
     stages["finish"] = time.time() - clock
     return {
         "inputs": [r.report() for r in results], "lines_read": lines, "rows_written": rows,

@@ -29,8 +29,8 @@ from tmass_lake.convert.table import build_session, write_report
 from tmass_lake.convert.tasks import run_pixel_tasks
 from tmass_lake.convert.writer import (
     HEALPIX_COLUMN,
-    common_schema,
     finish_catalog,
+    finish_margin,
     margin_name,
     observation_properties,
     pixel_file,
@@ -151,12 +151,10 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
         with_margin = [r for r in kept if r["margin_rows"]]
         margin_rows = sum(r["margin_rows"] for r in with_margin)
         if margin is not None:
-            finish_catalog(join(args.output, mname), base | {
-                "catalog_name": mname, "catalog_type": "margin", "total_rows": margin_rows,
-                "primary_catalog": args.name, "margin_threshold": arcsec,
-            }, expected_rows=margin_rows, storage_options=so,
-                pixels=[HealpixPixel(r["order"], r["pixel"]) for r in with_margin],
-                empty_schema=common_schema(join(args.output, args.name), so))
+            finish_margin(join(args.output, mname), join(args.output, args.name), rows=margin_rows,
+                          pixels=[HealpixPixel(r["order"], r["pixel"]) for r in with_margin],
+                          threshold_arcsec=arcsec, ra_column=info.ra_column, dec_column=info.dec_column,
+                          storage_options=so)
         indexes = {}
         if args.indexes:
             indexes = build_indexes(

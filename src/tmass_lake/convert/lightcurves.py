@@ -41,8 +41,8 @@ from tmass_lake.convert.table import build_session, write_report
 from tmass_lake.convert.tasks import run_pixel_tasks
 from tmass_lake.convert.writer import (
     HEALPIX_COLUMN,
-    common_schema,
     finish_catalog,
+    finish_margin,
     margin_name,
     observation_properties,
     pixel_file,
@@ -68,7 +68,7 @@ from tmass_lake.storage import filesystem, join, retrying
 
 INDEX_COLUMN = "gcntr"
 MARGIN_RECORD = record_of(order=int, pixel=int, rows=int, bytes=int)
-PARTITION_RECORD = record_of(order=int, pixel=int, rows=int, bytes=int, detections=int, hist=list)
+LIGHT_CURVE_RECORD = record_of(order=int, pixel=int, rows=int, bytes=int, detections=int, hist=list)
 """What the resume records of a margin and of a main partition hold."""
 
 
@@ -225,7 +225,7 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
     with build_session(args.output, args.scratch, fingerprint, resume=args.resume,
                        storage_options=so) as plan:
         records = run_pixel_tasks(client, lambda p: partition_task(task, p), pixels, plan, "lightcurves",
-                                  args.name, args.progress, parse=PARTITION_RECORD)
+                                  args.name, args.progress, parse=LIGHT_CURVE_RECORD)
         rows = sum(r["rows"] for r in records)
         if rows != info_rows:
             raise BuildError(f"{args.name}: {rows} light curves for the {info_rows} rows of {tables.info}")
@@ -246,12 +246,9 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
                 list(info_margin.get_healpix_pixels()), plan, "lightcurve-margin", f"{args.name} margin",
                 args.progress, parse=MARGIN_RECORD) if r["rows"]]
             margin_rows = sum(r["rows"] for r in written)
-            finish_catalog(margin_out, positional_properties(props["ra_column"], props["dec_column"]) | {
-                "catalog_name": margin, "catalog_type": "margin", "total_rows": margin_rows,
-                "primary_catalog": args.name, "margin_threshold": arcsec,
-            }, expected_rows=margin_rows, storage_options=so,
-                pixels=[HealpixPixel(r["order"], r["pixel"]) for r in written],
-                empty_schema=common_schema(task.output, so))
+            finish_margin(margin_out, task.output, threshold_arcsec=arcsec, rows=margin_rows,
+                          pixels=[HealpixPixel(r["order"], r["pixel"]) for r in written],
+                          ra_column=props["ra_column"], dec_column=props["dec_column"], storage_options=so)
         stages["margin"], clock = time.time() - clock, time.time()
 
         indexes = build_indexes(

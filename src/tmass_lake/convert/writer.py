@@ -287,18 +287,8 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
                  lambda: info.write_to_file(paths.get_partition_info_pointer(root)))
         extra = {"hats_order": info.get_highest_order() if pixels else 0,
                  "moc_sky_fraction": f"{info.calculate_fractional_coverage() if pixels else 0:0.5f}"}
-    metadata = [paths.get_parquet_metadata_pointer(root), paths.get_common_metadata_pointer(root)]
-    if pixels == [] and empty_schema is not None:
-        written = _guarded(f"writing {metadata[0]}", lambda: _write_empty_metadata(empty_schema, metadata),
-                           metadata)
-    else:
-        by_pixel = pixels is not None
-        written = _guarded(f"writing {metadata[0]}",
-                           lambda: write_parquet_metadata(root, order_by_healpix=by_pixel), metadata)
-    if written != expected_rows:
-        for p in metadata:
-            p.unlink(missing_ok=True)
-        raise StorageError(f"{url}: the data files hold {written} rows, {expected_rows} were written")
+    _write_metadata(root, url, expected_rows, order_by_healpix=pixels is not None,
+                    empty_schema=empty_schema if pixels == [] else None)
     write_voparquet(root, name=properties["catalog_name"],
                     description=properties.get("obs_description") or properties.get("obs_title"))
     if histogram is not None:
@@ -313,6 +303,37 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
     props = TableProperties(**(provenance | properties | extra))
     target = root / "hats.properties"
     _guarded(f"writing {target}", lambda: props.to_properties_file(root), [target])
+
+
+def finish_margin(url: str, primary_url: str, *, threshold_arcsec: float, pixels: list[HealpixPixel],
+                  rows: int, ra_column: str, dec_column: str, storage_options: dict | None = None) -> None:
+    """A margin catalog's metadata (:func:`finish_catalog`), written even when it has no partition.
+
+    The catalog names are the URLs' last parts (``<collection>/<margin>``, ``<collection>/<primary>``);
+    an empty margin takes its primary catalog's schema, so lsdb loads a margin for every table.
+    """
+    finish_catalog(url, positional_properties(ra_column, dec_column) | {
+        "catalog_name": url.rstrip("/").rsplit("/", 1)[-1], "catalog_type": "margin", "total_rows": rows,
+        "primary_catalog": primary_url.rstrip("/").rsplit("/", 1)[-1], "margin_threshold": threshold_arcsec,
+    }, expected_rows=rows, storage_options=storage_options, pixels=pixels,
+        empty_schema=common_schema(primary_url, storage_options))
+
+
+def _write_metadata(root: UPath, url: str, expected_rows: int, *, order_by_healpix: bool,
+                    empty_schema: pa.Schema | None = None) -> None:
+    """``_metadata`` and ``_common_metadata`` of the data files under ``root`` (of no file: from
+    ``empty_schema``); removed again, and an error raised, unless they count ``expected_rows`` rows."""
+    targets = [paths.get_parquet_metadata_pointer(root), paths.get_common_metadata_pointer(root)]
+    if empty_schema is not None:
+        written = _guarded(f"writing {targets[0]}", lambda: _write_empty_metadata(empty_schema, targets),
+                           targets)
+    else:
+        written = _guarded(f"writing {targets[0]}",
+                           lambda: write_parquet_metadata(root, order_by_healpix=order_by_healpix), targets)
+    if written != expected_rows:
+        for p in targets:
+            p.unlink(missing_ok=True)
+        raise StorageError(f"{url}: the data files hold {written} rows, {expected_rows} were written")
 
 
 def _write_empty_metadata(schema: pa.Schema, targets: list[UPath]) -> int:
@@ -333,13 +354,7 @@ def finish_parquet_table(url: str, properties: dict, *, expected_rows: int,
                          storage_options: dict | None = None) -> None:
     """A plain Parquet table's ``_metadata``/``_common_metadata`` and, last, ``table.properties``."""
     root = written_by_workers(url, storage_options)
-    metadata = [paths.get_parquet_metadata_pointer(root), paths.get_common_metadata_pointer(root)]
-    written = _guarded(f"writing {metadata[0]}",
-                       lambda: write_parquet_metadata(root, order_by_healpix=False), metadata)
-    if written != expected_rows:
-        for p in metadata:
-            p.unlink(missing_ok=True)
-        raise StorageError(f"{url}: the data files hold {written} rows, {expected_rows} were written")
+    _write_metadata(root, url, expected_rows, order_by_healpix=False)
     write_voparquet(root, name=properties["table"], description=properties.get("title"))
     stamp = {"builder": BUILDER, "creation_date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%MUTC")}
     text = "".join(f"{k}={v}\n" for k, v in (properties | stamp).items() if v is not None)

@@ -40,7 +40,19 @@ REFERENCE_DIRS = ("", "reference")
 
 @dataclass(frozen=True)
 class TableEntry:
-    """Where one lake table lives and how it is stored (``hats`` or ``parquet``)."""
+    """Where one lake table lives and how it is stored.
+
+    Parameters
+    ----------
+    name : str
+        The table's name in the lake (``pt_src_c``, ``cf_link``...).
+    url : str
+        Where the table is: the HATS collection (or catalogue) or the Parquet dataset directory.
+    format : str
+        ``"hats"`` (a collection or catalogue) or ``"parquet"`` (a plain Parquet table).
+    schema : str or None, optional
+        The schema's name when it differs from ``name`` (derived tables take their source's).
+    """
 
     name: str
     url: str
@@ -49,7 +61,37 @@ class TableEntry:
 
 
 class Lake:
-    """A tmass-lake root: ``lake.tables``, ``lake["pt_src_c"]``, crossmatches and light curves."""
+    """A tmass-lake root: ``lake.tables``, ``lake["pt_src_c"]``, crossmatches and light curves.
+
+    Tables are found in the root's ``manifest.json`` (when there is one) and as the directories
+    holding a HATS collection or catalogue (or, for a table our schemas know, Parquet files).
+    ``lake[name]`` is :meth:`open` with its defaults; ``name in lake`` and ``iter(lake)`` go
+    over the table names. Usually made by :func:`open_lake`.
+
+    Parameters
+    ----------
+    url : str
+        The lake's root: a local path or an fsspec URL (``s3://bucket/lake``).
+    storage_options : dict or None, optional
+        fsspec options of the lake's filesystem (credentials, endpoint...), passed on to every
+        read.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no directory at ``url``.
+
+    See Also
+    --------
+    open_lake : The usual way to make a ``Lake``.
+
+    Examples
+    --------
+    >>> lake = Lake("s3://bucket/lake", {"anon": True})  # doctest: +SKIP
+    >>> lake.tables  # doctest: +SKIP
+    ['cf_info', 'cf_lightcurves', 'cf_link', 'pt_src_c', ...]
+    >>> cone = lake.open("pt_src_c", search_filter=lsdb.ConeSearch(83.8, -5.4, 60))  # doctest: +SKIP
+    """
 
     def __init__(self, url: str, storage_options: dict | None = None) -> None:
         self.url = url.rstrip("/")
@@ -67,7 +109,7 @@ class Lake:
 
     @cached_property
     def manifest(self) -> dict:
-        """The root ``manifest.json`` (empty if absent)."""
+        """The root ``manifest.json`` as a dict (empty if the lake has none)."""
         path = join(self._root, "manifest.json")
         if not self._fs.exists(path):
             return {}
@@ -108,7 +150,24 @@ class Lake:
         return None
 
     def parquet_files(self, name: str) -> list[str]:
-        """The data files of a plain Parquet table (e.g. a link table)."""
+        """The data files of a plain Parquet table (e.g. a link table).
+
+        Parameters
+        ----------
+        name : str
+            A table of the lake stored as Parquet.
+
+        Returns
+        -------
+        list of str
+            The paths of its ``*.parquet`` files, sorted, leaving out any under a directory whose
+            name starts with ``_`` (``_metadata``...).
+
+        Raises
+        ------
+        KeyError
+            If the lake has no table ``name``.
+        """
         return self._parquet_files_under(self.entry(name).url)
 
     def _parquet_files_under(self, url: str) -> list[str]:
@@ -128,13 +187,47 @@ class Lake:
         return iter(self.tables)
 
     def entry(self, name: str) -> TableEntry:
+        """Where a table is and how it is stored.
+
+        Parameters
+        ----------
+        name : str
+            A table of the lake.
+
+        Returns
+        -------
+        TableEntry
+            Its URL, format (``hats`` or ``parquet``) and schema name.
+
+        Raises
+        ------
+        KeyError
+            If the lake has no table ``name`` (the message lists the tables it has).
+        """
         try:
             return self._entries[name]
         except KeyError:
             raise KeyError(f"no table {name!r} in {self.url} (has: {', '.join(self.tables)})") from None
 
     def schema(self, name: str) -> TableSchema:
-        """The table's documented schema (units, descriptions, provenance)."""
+        """A table's documented schema (units, descriptions, provenance).
+
+        Parameters
+        ----------
+        name : str
+            A table name: one of the lake's, or a schema name (``pt_src_6x2_cat`` gives
+            ``pt_src_6x2``'s; a derived table its source's).
+
+        Returns
+        -------
+        TableSchema
+            The schema loaded from the package's ``schemas/<table>.yaml``.
+
+        Raises
+        ------
+        UnknownTableError
+            If there is no schema of that name.
+        """
         base = self._six_x_base(name)
         if base is None and name in self._entries:
             base = self._entries[name].schema
@@ -149,9 +242,41 @@ class Lake:
              **kwargs: Any) -> lsdb.Catalog | dd.DataFrame:
         """Open a table lazily: an lsdb catalogue (with its margin) or, for Parquet tables, Dask.
 
-        ``columns`` and ``filters`` are pushed down to the Parquet reads (``columns="all"``
-        loads every column); ``search_filter`` is any lsdb search (``lsdb.ConeSearch``...).
-        ``pt_src_6x2_cat``/``ext_src_6x2_cat`` give the 6x Catalog rows (``cat == "1"``).
+        Parameters
+        ----------
+        name : str
+            A table of the lake; ``pt_src_6x2_cat``/``ext_src_6x2_cat`` give the 6x Catalog rows
+            (``cat == "1"``, see :meth:`six_x_catalog`).
+        columns : list of str or str or None, optional
+            Columns to load, pushed down to the Parquet reads; ``"all"`` loads every column,
+            ``None`` the catalogue's default columns (every column of a Parquet table).
+        filters : list or None, optional
+            pyarrow filters (``[("j_m", "<", 12.0)]``), pushed down to the Parquet reads.
+        search_filter : lsdb search or None, optional
+            Any lsdb search (``lsdb.ConeSearch``, ``lsdb.BoxSearch``...), applied when opening
+            (HATS tables only).
+        margin : bool, default True
+            Open the collection with its margin catalogue; ``False`` opens the main catalogue
+            alone.
+        **kwargs
+            Passed to :func:`lsdb.open_catalog` (HATS) or :func:`dask.dataframe.read_parquet`
+            (Parquet tables).
+
+        Returns
+        -------
+        lsdb.Catalog or dask.dataframe.DataFrame
+            The lazy catalogue of a HATS table, or the lazy frame of a Parquet table.
+
+        Raises
+        ------
+        KeyError
+            If the lake has no table ``name``.
+
+        Examples
+        --------
+        >>> bright = lake.open("pt_src_c", columns=["cntr", "ra", "dec", "jdate", "k_m"],
+        ...                    filters=[("k_m", "<", 10.0)])  # doctest: +SKIP
+        >>> links = lake.open("cf_link").compute()  # doctest: +SKIP
         """
         base = self._six_x_base(name)
         if base is not None:
@@ -170,7 +295,24 @@ class Lake:
         return lsdb.open_catalog(entry.url, **opts)
 
     def main_catalog_url(self, name: str) -> str:
-        """URL of a table's main HATS catalogue (inside its collection)."""
+        """URL of a table's main HATS catalogue (inside its collection).
+
+        Parameters
+        ----------
+        name : str
+            A table of the lake.
+
+        Returns
+        -------
+        str
+            The main catalogue of the table's collection (``LAKE/<table>/<table>``), or the
+            table's own URL when it is a catalogue (or Parquet table) rather than a collection.
+
+        Raises
+        ------
+        KeyError
+            If the lake has no table ``name``.
+        """
         entry = self.entry(name)
         root = UPath(entry.url, **self.storage_options)
         if (root / "collection.properties").exists():
@@ -179,7 +321,26 @@ class Lake:
         return entry.url
 
     def index_url(self, name: str, column: str) -> str | None:
-        """URL of the collection's index catalog on ``column`` (``None``: no such index)."""
+        """URL of a collection's index catalog on a column.
+
+        Parameters
+        ----------
+        name : str
+            A table of the lake.
+        column : str
+            The indexed column (``cntr``, ``gcntr``...).
+
+        Returns
+        -------
+        str or None
+            The index catalog's URL, or ``None`` when the table is not a HATS collection or its
+            ``collection.properties`` lists no index on ``column``.
+
+        Raises
+        ------
+        KeyError
+            If the lake has no table ``name``.
+        """
         entry = self.entry(name)
         root = UPath(entry.url, **self.storage_options)
         if entry.format != "hats" or not (root / "collection.properties").exists():
@@ -197,8 +358,26 @@ class Lake:
     def six_x_catalog(self, kind: str = "point", **kwargs: Any) -> lsdb.Catalog:
         """The 6x Catalog: 6x detections flagged ``cat == "1"`` (one per 6x Catalog source).
 
-        ``kind`` is ``"point"``/``"extended"`` or a table name; the filter is pushed down to
-        Parquet, margins included. Other keywords as :meth:`open`.
+        The filter is pushed down to Parquet, margins included; ``cat`` is added to a list of
+        ``columns`` that lacks it.
+
+        Parameters
+        ----------
+        kind : str, default "point"
+            ``"point"`` or ``"extended"``, or the table name (``pt_src_6x2``, ``ext_src_6x2``).
+        **kwargs
+            As :meth:`open` (``columns``, ``filters``, ``search_filter``, ``margin``...);
+            ``filters`` are combined with ``cat == "1"``.
+
+        Returns
+        -------
+        lsdb.Catalog
+            The filtered catalogue, named ``pt_src_6x2_cat`` or ``ext_src_6x2_cat``.
+
+        Raises
+        ------
+        ValueError
+            If ``kind`` names no 6x table.
         """
         table = SIX_X_TABLES.get(kind, kind)
         if table not in SIX_X_TABLES.values():
@@ -212,7 +391,25 @@ class Lake:
         return cat.rename_catalog(f"{table}{SIX_X_SUFFIX}")
 
     def parquet_dataset(self, name: str) -> pads.Dataset:
-        """A plain Parquet table (e.g. a link table) as a pyarrow dataset."""
+        """A plain Parquet table (e.g. a link table) as a pyarrow dataset.
+
+        Parameters
+        ----------
+        name : str
+            A Parquet table of the lake.
+
+        Returns
+        -------
+        pyarrow.dataset.Dataset
+            The dataset of its data files, on the lake's filesystem.
+
+        Raises
+        ------
+        KeyError
+            If the lake has no table ``name``.
+        TypeError
+            If the table is a HATS catalogue (open it with ``lake[name]``).
+        """
         entry = self.entry(name)
         if entry.format != "parquet":
             raise TypeError(f"{name} is a HATS catalogue; use lake[{name!r}]")
@@ -221,8 +418,25 @@ class Lake:
 
     # -- references ----------------------------------------------------------------------
     def reference_url(self, name_or_url: str) -> str:
-        """A reference catalogue URL: a path/URL as is; ``gaia_dr3``/``allwise`` from the lake
-        (``LAKE/<name>`` or ``LAKE/reference/<name>``) or else the public LSDB copy."""
+        """Where a reference catalogue is.
+
+        Parameters
+        ----------
+        name_or_url : str
+            A path or URL (anything with a ``/``), returned as is; or a name (``gaia_dr3``,
+            ``allwise``), looked for as a HATS catalogue at ``LAKE/<name>`` then
+            ``LAKE/reference/<name>``, and else the public LSDB copy of a known reference.
+
+        Returns
+        -------
+        str
+            The catalogue's URL.
+
+        Raises
+        ------
+        KeyError
+            If a name is neither in the lake nor a known reference.
+        """
         if "/" in name_or_url or "://" in name_or_url:
             return name_or_url
         for sub in REFERENCE_DIRS:
@@ -237,7 +451,35 @@ class Lake:
     def open_reference(self, name_or_url: str, *, columns: list[str] | None = None,
                        reference: ReferenceProfile | str | None = None,
                        storage_options: dict | None = None, **kwargs: Any) -> lsdb.Catalog:
-        """Open a reference catalogue with the astrometry columns the epoch-aware match needs."""
+        """Open a reference catalogue with the astrometry columns the epoch-aware match needs.
+
+        Parameters
+        ----------
+        name_or_url : str
+            A reference name (``gaia_dr3``, ``allwise``) or path/URL, as :meth:`reference_url`.
+        columns : list of str or None, optional
+            Columns to load besides the astrometry ones (default: the catalogue's default
+            columns).
+        reference : ReferenceProfile or str or None, optional
+            Where the catalogue keeps its positions, proper motions and epoch (a profile, or
+            ``"gaia_dr3"``/``"allwise"``); ``None`` recognises it by name or columns.
+        storage_options : dict or None, optional
+            fsspec options of the reference's filesystem (not the lake's).
+        **kwargs
+            Passed to :func:`lsdb.open_catalog` (``search_filter``...).
+
+        Returns
+        -------
+        lsdb.Catalog
+            The reference catalogue (with its margin when it is a collection).
+
+        Raises
+        ------
+        KeyError
+            If a name is neither in the lake nor a known reference.
+        ValueError
+            If ``reference`` is ``None`` and the catalogue's astrometry columns cannot be told.
+        """
         return open_reference(self.reference_url(name_or_url), columns=columns, reference=reference,
                               storage_options=storage_options, name=name_or_url, **kwargs)
 
@@ -246,7 +488,47 @@ class Lake:
                    epoch_aware: bool = True, columns: list[str] | None = None,
                    other_columns: list[str] | None = None, search_filter: Any = None,
                    reference: ReferenceProfile | str | None = None, **kwargs: Any) -> lsdb.Catalog:
-        """Crossmatch a lake table with Gaia DR3/AllWISE/any HATS catalogue (see ``crossmatch``)."""
+        """Crossmatch a lake table with Gaia DR3, AllWISE or any HATS catalogue.
+
+        Parameters
+        ----------
+        table : str
+            The lake table on the left (2MASS detections with ``jdate``: ``pt_src_c``...).
+        other : str or lsdb.Catalog
+            The reference: a name or URL (opened by :meth:`open_reference`) or an opened
+            catalogue.
+        radius_arcsec : float, default 1.0
+            Match radius in arcseconds, at each detection's epoch when ``epoch_aware``.
+        epoch_aware : bool, default True
+            Move the reference stars by their proper motions to each detection's epoch
+            (:class:`~tmass_lake.lake.crossmatch.EpochCrossmatch`); ``False`` is lsdb's plain
+            positional match.
+        columns : list of str or None, optional
+            Columns of ``table`` to load (default: its default columns).
+        other_columns : list of str or None, optional
+            Columns of the reference to load besides its astrometry (when ``other`` is a name or
+            URL).
+        search_filter : lsdb search or None, optional
+            Restricts ``table`` (``lsdb.ConeSearch``...).
+        reference : ReferenceProfile or str or None, optional
+            The reference's astrometry columns; ``None`` takes ``other``'s name, or recognises the
+            catalogue by its columns.
+        **kwargs
+            Passed to :func:`~tmass_lake.lake.crossmatch.crossmatch` (``n_neighbors``, ``how``,
+            ``suffixes``, ``fast_movers``, ``margin_policy``...).
+
+        Returns
+        -------
+        lsdb.Catalog
+            The lazy matches, as :func:`~tmass_lake.lake.crossmatch.crossmatch` returns them.
+
+        Examples
+        --------
+        >>> matches = lake.crossmatch("pt_src_c", "gaia_dr3", radius_arcsec=1.0,
+        ...                           columns=["cntr", "ra", "dec", "jdate", "k_m"])  # doctest: +SKIP
+        >>> found = matches.compute()  # doctest: +SKIP
+        >>> found[["cntr_2mass", "source_id_gaia_dr3", "_dist_arcsec", "_dt_yr"]]  # doctest: +SKIP
+        """
         left = self.open(table, columns=columns, search_filter=search_filter)
         if isinstance(other, str):
             right = self.open_reference(other, columns=other_columns, reference=reference)
@@ -257,7 +539,28 @@ class Lake:
                           reference=reference, **kwargs)
 
     def light_curves(self, product: str = "calibration", **kwargs: Any) -> lsdb.Catalog:
-        """Merged sources of a product with their detections nested (see ``lightcurves``)."""
+        """Merged sources of a product with their detections nested.
+
+        Parameters
+        ----------
+        product : str, default "calibration"
+            ``survey``, ``6x``, ``calibration`` or ``calibration_sc`` (or an alias: ``cal``,
+            ``sc``...).
+        **kwargs
+            As :func:`~tmass_lake.lake.lightcurves.light_curves` (``kind``, ``detection_columns``,
+            ``search_filter``, ``stats``...).
+
+        Returns
+        -------
+        lsdb.Catalog
+            One row per merged source with its detections nested, as
+            :func:`~tmass_lake.lake.lightcurves.light_curves` returns it.
+
+        Examples
+        --------
+        >>> curves = lake.light_curves("calibration")  # doctest: +SKIP
+        >>> curves.query("is_variable").compute()  # doctest: +SKIP
+        """
         return light_curves(self, product, **kwargs)
 
 
@@ -267,7 +570,38 @@ def open_reference(url: str, *, columns: list[str] | None = None,
     """Open a reference HATS catalogue (collection with margin, or catalogue) for crossmatching.
 
     Loads the catalogue's default columns (or ``columns``) plus the position, proper-motion
-    and epoch columns of its :class:`ReferenceProfile`.
+    and epoch columns of its :class:`~tmass_lake.lake.crossmatch.ReferenceProfile`.
+
+    Parameters
+    ----------
+    url : str
+        The catalogue's path or URL.
+    columns : list of str or None, optional
+        Columns to load besides the astrometry ones (default: the catalogue's default columns).
+    reference : ReferenceProfile or str or None, optional
+        Where the catalogue keeps its astrometry (a profile, or ``"gaia_dr3"``/``"allwise"``);
+        ``None`` recognises it by ``name`` or by its columns.
+    storage_options : dict or None, optional
+        fsspec options of the catalogue's filesystem.
+    name : str or None, optional
+        A name to recognise the profile by (``gaia_dr3``, ``allwise``).
+    **kwargs
+        Passed to :func:`lsdb.open_catalog` (``search_filter``...).
+
+    Returns
+    -------
+    lsdb.Catalog
+        The lazy catalogue with the astrometry columns loaded.
+
+    Raises
+    ------
+    ValueError
+        If ``reference`` is ``None`` and the astrometry columns cannot be told.
+
+    Examples
+    --------
+    >>> gaia = open_reference("https://data.lsdb.io/hats/gaia_dr3", columns=["phot_g_mean_mag"],
+    ...                       reference="gaia_dr3")  # doctest: +SKIP
     """
     opts = {"storage_options": storage_options} if storage_options else {}
     cat = lsdb.open_catalog(url, columns=columns, **opts, **kwargs)
@@ -279,5 +613,29 @@ def open_reference(url: str, *, columns: list[str] | None = None,
 
 
 def open_lake(url: str, **storage_options: Any) -> Lake:
-    """Open a tmass-lake root (local path or fsspec URL; ``storage_options`` for the filesystem)."""
+    """Open a tmass-lake root.
+
+    Parameters
+    ----------
+    url : str
+        The lake's root: a local path or an fsspec URL (``s3://bucket/lake``).
+    **storage_options
+        fsspec options of its filesystem (``anon=True``, ``endpoint_url=...``).
+
+    Returns
+    -------
+    Lake
+        The lake; tables are opened lazily, when asked for.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no directory at ``url``.
+
+    Examples
+    --------
+    >>> from tmass_lake import open_lake
+    >>> lake = open_lake("s3://bucket/lake", anon=True)  # doctest: +SKIP
+    >>> lake["pt_src_c"]  # doctest: +SKIP
+    """
     return Lake(url, storage_options)

@@ -44,12 +44,13 @@ from lsdb.core.crossmatch.crossmatch_args import CrossmatchArgs
 from mocpy import MOC
 from scipy.spatial import KDTree
 
+from tmass_lake.lake.stats import DAYS_PER_YEAR, JD_J2000
+
 if TYPE_CHECKING:
     from lsdb import Catalog
 
 log = logging.getLogger(__name__)
 
-JD_J2000 = 2451545.0
 MJD_OFFSET = 2400000.5
 MAS_TO_RAD = math.pi / (180.0 * 3.6e6)
 ARCSEC_TO_RAD = math.pi / (180.0 * 3600.0)
@@ -69,14 +70,39 @@ class MarginWarning(UserWarning):
 
 
 def to_jyear(values: np.ndarray | float, fmt: EpochFormat) -> np.ndarray | float:
-    """Convert JD, MJD or Julian-year epochs to Julian years."""
+    """Convert JD, MJD or Julian-year epochs to Julian years.
+
+    Parameters
+    ----------
+    values : numpy.ndarray or float
+        Epochs in ``fmt``.
+    fmt : {"jd", "mjd", "jyear"}
+        Julian date, modified Julian date or Julian year.
+
+    Returns
+    -------
+    numpy.ndarray or float
+        The epochs as Julian years (``2000.0`` is JD 2451545.0), a float for a scalar input.
+
+    Raises
+    ------
+    ValueError
+        If ``fmt`` is none of the three.
+
+    Examples
+    --------
+    >>> to_jyear(2451545.0, "jd")
+    2000.0
+    >>> round(to_jyear(55400.0, "mjd"), 4)
+    2010.5558
+    """
     v = np.asarray(values, dtype=float)
     if fmt == "jyear":
         out = v
     elif fmt == "jd":
-        out = 2000.0 + (v - JD_J2000) / 365.25
+        out = 2000.0 + (v - JD_J2000) / DAYS_PER_YEAR
     elif fmt == "mjd":
-        out = 2000.0 + (v + MJD_OFFSET - JD_J2000) / 365.25
+        out = 2000.0 + (v + MJD_OFFSET - JD_J2000) / DAYS_PER_YEAR
     else:
         raise ValueError(f"unknown epoch format {fmt!r} (jd, mjd or jyear)")
     return float(out) if np.ndim(out) == 0 else out
@@ -87,9 +113,38 @@ class ReferenceProfile:
     """Where a reference catalogue keeps its astrometry, and its epoch.
 
     ``epoch_column`` (per-row epoch, in ``epoch_format``) wins over the constant ``epoch``
-    (Julian year). Proper motions are in mas/yr with ``pmra`` = mu_alpha cos delta. A proper
-    motion is applied only when its significance is at least ``min_pm_snr`` (needs the error
-    columns); below that the catalogued position is used as is.
+    (Julian year); rows where it is null take ``epoch``. Proper motions are in mas/yr with
+    ``pmra`` = mu_alpha cos delta. A proper motion is applied only when its significance is at
+    least ``min_pm_snr`` (needs the error columns); below that the catalogued position is used as
+    is. :data:`GAIA_DR3` and :data:`ALLWISE` are the profiles of the two public references.
+
+    Parameters
+    ----------
+    name : str
+        The reference's name, used in column suffixes (``_gaia_dr3``) and messages.
+    url : str or None, optional
+        Where the public copy is (the LSDB HATS catalogue), used when a lake has none.
+    ra, dec : str, default "ra", "dec"
+        Position columns (degrees).
+    pmra, pmdec : str, default "pmra", "pmdec"
+        Proper-motion columns (mas/yr, ``pmra`` = mu_alpha cos delta).
+    pmra_error, pmdec_error : str or None, optional
+        Their uncertainty columns (mas/yr), needed when ``min_pm_snr`` > 0.
+    epoch : float or None, optional
+        The catalogue's epoch as a Julian year (Gaia DR3: 2016.0).
+    epoch_column : str or None, optional
+        A per-row epoch column, in ``epoch_format``.
+    epoch_format : {"jyear", "jd", "mjd"}, default "jyear"
+        Units of ``epoch_column``.
+    min_pm_snr : float, default 0.0
+        Proper motions less significant than this are not applied.
+    id_column : str or None, optional
+        The reference's identifier (``source_id``), used to tell stars apart.
+
+    Examples
+    --------
+    >>> ReferenceProfile("my_ref", epoch=2015.5, id_column="id").columns
+    ['ra', 'dec', 'pmra', 'pmdec', 'id']
     """
 
     name: str
@@ -129,7 +184,26 @@ PROFILES = {p.name: p for p in (GAIA_DR3, ALLWISE)}
 
 
 def detect_profile(catalog: Catalog, name: str | None = None) -> ReferenceProfile:
-    """Recognise Gaia DR3 (``ref_epoch``) or AllWISE (``sigpmra``/``w1mpro``) by name or columns."""
+    """Recognise Gaia DR3 (``ref_epoch``) or AllWISE (``sigpmra``/``w1mpro``) by name or columns.
+
+    Parameters
+    ----------
+    catalog : lsdb.Catalog
+        The reference catalogue (its columns and name are looked at).
+    name : str or None, optional
+        A profile name (``gaia_dr3``, ``allwise``) or any name hinting at one (``...gaia...``,
+        ``...wise...``); default: the catalogue's name.
+
+    Returns
+    -------
+    ReferenceProfile
+        :data:`GAIA_DR3` or :data:`ALLWISE`.
+
+    Raises
+    ------
+    ValueError
+        If neither the name nor the columns tell which reference it is.
+    """
     if name in PROFILES:
         return PROFILES[name]
     cols = set(catalog.all_columns) if hasattr(catalog, "all_columns") else set(catalog.columns)
@@ -176,8 +250,41 @@ def _numeric(df: pd.DataFrame, col: str) -> np.ndarray:
 class EpochCrossmatch(AbstractCrossmatchAlgorithm):
     """Nearest neighbours after moving the right catalogue to each left row's epoch.
 
-    Extra columns: ``_dist_arcsec`` (separation at the left row's epoch) and ``_dt_yr``
-    (left epoch minus right epoch, years).
+    An lsdb crossmatch algorithm (``left.crossmatch(right, algorithm=EpochCrossmatch(...))``):
+    every right (reference) star is moved by its proper motion to the epoch of each left row
+    before the separation is measured. Extra columns: ``_dist_arcsec`` (separation at the left
+    row's epoch) and ``_dt_yr`` (left epoch minus right epoch, years). Usually made by
+    :func:`crossmatch`.
+
+    Parameters
+    ----------
+    radius_arcsec : float, default 1.0
+        Match radius (arcsec) at the left row's epoch.
+    n_neighbors : int, default 1
+        Matches kept per left row at most, nearest first.
+    reference : ReferenceProfile, default GAIA_DR3
+        The right catalogue's astrometry columns and epoch.
+    left_epoch : str or float, default "jdate"
+        The left rows' epoch column, or one epoch for every row.
+    left_epoch_format : {"jd", "mjd", "jyear"}, default "jd"
+        Units of ``left_epoch``.
+    max_pm_mas_yr : float or None, optional
+        The fastest proper motion to plan the margin for (default: from the right catalogue's
+        Parquet statistics when it is local, else 1000 mas/yr).
+    margin_policy : {"warn", "raise", "ignore"}, default "warn"
+        What a right catalogue without a margin (or, with ``fast_movers=False``, one too narrow
+        for the fastest stars) does.
+    left_epoch_range : tuple of float or None, optional
+        (first, last) left epoch in Julian years (default: the left column's statistics, else
+        the Extended Mission's span).
+    fast_movers : bool, default True
+        Gather the reference stars fast enough to leave the right margin before the tasks run
+        and add them to every task (see the module documentation).
+
+    Attributes
+    ----------
+    fast_movers : nested_pandas.NestedFrame or None
+        The gathered fast movers, once :meth:`validate` has run (``None`` when none were needed).
     """
 
     extra_columns = pd.DataFrame({
@@ -205,6 +312,23 @@ class EpochCrossmatch(AbstractCrossmatchAlgorithm):
 
     # -- validation ----------------------------------------------------------------------
     def validate(self, left: Catalog, right: Catalog) -> None:
+        """Check the arguments and columns, and the right margin (:meth:`check_margin`).
+
+        Called once by lsdb while it builds the crossmatch graph.
+
+        Parameters
+        ----------
+        left : lsdb.Catalog
+            The 2MASS catalogue (needs the ``left_epoch`` column).
+        right : lsdb.Catalog
+            The reference catalogue (needs the profile's columns).
+
+        Raises
+        ------
+        ValueError
+            If the radius or ``n_neighbors`` is out of range, a column is missing, or the margin
+            is too narrow (see :meth:`check_margin`).
+        """
         super().validate(left, right)
         if not self.radius_arcsec > 0:
             raise ValueError("radius_arcsec must be positive")
@@ -220,7 +344,21 @@ class EpochCrossmatch(AbstractCrossmatchAlgorithm):
         self.check_margin(left, right)
 
     def required_margin_arcsec(self, left: Catalog, right: Catalog) -> tuple[float, float, float]:
-        """(required margin, max |dt| in years, max proper motion in mas/yr) for this match."""
+        """The right margin this match needs to find every star without gathering fast movers.
+
+        Parameters
+        ----------
+        left : lsdb.Catalog
+            The 2MASS catalogue.
+        right : lsdb.Catalog
+            The reference catalogue.
+
+        Returns
+        -------
+        tuple of float
+            (required margin in arcsec = radius + max proper motion x max |dt|, max |dt| in
+            years between the two catalogues' epochs, max proper motion in mas/yr).
+        """
         need, max_dt, max_pm, _ = self._requirement(left, right)
         return need, max_dt, max_pm
 
@@ -238,8 +376,30 @@ class EpochCrossmatch(AbstractCrossmatchAlgorithm):
         return self.radius_arcsec + max_pm * max_dt / 1000.0, max_dt, max_pm, known
 
     def check_margin(self, left: Catalog, right: Catalog) -> None:
-        """Raise if the margin is narrower than the radius; when it is narrower than the fastest motion
-        needs, gather the fast movers (or, with ``fast_movers=False``, warn or raise)."""
+        """Check the right margin against the radius and the fastest motion.
+
+        Raises if the margin is narrower than the radius; when it is narrower than the fastest
+        motion needs, gathers the fast movers into :attr:`fast_movers` (or, with
+        ``fast_movers=False``, warns or raises by ``margin_policy``).
+
+        Parameters
+        ----------
+        left : lsdb.Catalog
+            The 2MASS catalogue.
+        right : lsdb.Catalog
+            The reference catalogue.
+
+        Raises
+        ------
+        ValueError
+            If the margin is narrower than the radius, or ``margin_policy="raise"`` and the right
+            catalogue has no margin (or, without fast movers, too narrow a one).
+
+        Warns
+        -----
+        MarginWarning
+            With ``margin_policy="warn"``, in the same cases.
+        """
         if right.margin is None:
             msg = (f"right catalogue {right.name!r} has no margin: matches across its partition "
                    "boundaries will be missed")
@@ -274,10 +434,44 @@ class EpochCrossmatch(AbstractCrossmatchAlgorithm):
     # -- the match -----------------------------------------------------------------------
     def crossmatch(self, crossmatch_args: CrossmatchArgs, how: str, suffixes: tuple[str, str],
                    suffix_method: str = "all_columns") -> npd.NestedFrame:
+        """lsdb's crossmatch of one pair of partitions, the fast movers in reach added to the right.
+
+        Parameters
+        ----------
+        crossmatch_args : CrossmatchArgs
+            The partitions and their pixel information.
+        how : str
+            ``"inner"`` or ``"left"``.
+        suffixes : tuple of str
+            Suffixes of the left and right columns.
+        suffix_method : str, default "all_columns"
+            lsdb's suffix method.
+
+        Returns
+        -------
+        nested_pandas.NestedFrame
+            The matched rows.
+        """
         return super().crossmatch(self._with_fast_movers(crossmatch_args), how, suffixes, suffix_method)
 
     def crossmatch_nested(self, crossmatch_args: CrossmatchArgs, nested_column_name: str,
                           how: str) -> npd.NestedFrame:
+        """lsdb's nested crossmatch of one pair of partitions, the fast movers in reach added.
+
+        Parameters
+        ----------
+        crossmatch_args : CrossmatchArgs
+            The partitions and their pixel information.
+        nested_column_name : str
+            The nested column holding each left row's matches.
+        how : str
+            ``"inner"`` or ``"left"``.
+
+        Returns
+        -------
+        nested_pandas.NestedFrame
+            The left rows with their matches nested.
+        """
         return super().crossmatch_nested(self._with_fast_movers(crossmatch_args), nested_column_name, how)
 
     def _with_fast_movers(self, args: CrossmatchArgs) -> CrossmatchArgs:
@@ -311,6 +505,19 @@ class EpochCrossmatch(AbstractCrossmatchAlgorithm):
 
     def perform_crossmatch(self, crossmatch_args: CrossmatchArgs,
                            ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """Match one pair of partitions with :func:`match_moving`.
+
+        Parameters
+        ----------
+        crossmatch_args : CrossmatchArgs
+            The partitions and their pixel information.
+
+        Returns
+        -------
+        tuple
+            (left row positions, right row positions, extra columns ``_dist_arcsec`` and
+            ``_dt_yr``), one entry per match.
+        """
         left, right = crossmatch_args.left_df, crossmatch_args.right_df
         linfo, rinfo = crossmatch_args.left_catalog_info, crossmatch_args.right_catalog_info
         ref = self.reference
@@ -399,8 +606,7 @@ FAST_MOVER_BATCH = 16
 
 def fast_movers(left: Catalog, right: Catalog, ref: ReferenceProfile, min_pm_mas_yr: float,
                 reach_arcsec: float) -> npd.NestedFrame:
-    """The rows of ``right`` (its columns and filters) moving faster than ``min_pm_mas_yr`` whose
-    catalogued position is within ``reach_arcsec`` of the left catalogue's coverage.
+    """The rows of ``right`` moving faster than ``min_pm_mas_yr`` near the left catalogue.
 
     Tasks on the current Dask scheduler, each over a few right partitions around the footprint,
     read the proper motions with the filter pushed down to Parquet (``|pmra|`` or ``|pmdec|``
@@ -408,6 +614,24 @@ def fast_movers(left: Catalog, right: Catalog, ref: ReferenceProfile, min_pm_mas
     whole rows of the fast stars only (a ``_healpix_29`` filter: the row groups holding them), as
     lsdb reads partitions. A catalogue not on storage (``lsdb.from_dataframe``) is filtered in
     memory.
+
+    Parameters
+    ----------
+    left : lsdb.Catalog
+        The 2MASS catalogue, whose coverage (MOC, else partitions) sets the area.
+    right : lsdb.Catalog
+        The reference catalogue; its loaded columns and filters are kept.
+    ref : ReferenceProfile
+        Its proper-motion (and error) columns.
+    min_pm_mas_yr : float
+        Only stars faster than this (mas/yr), and as significant as ``ref.min_pm_snr``.
+    reach_arcsec : float
+        How far around the left coverage (arcsec, at least) a star's catalogued position may be.
+
+    Returns
+    -------
+    nested_pandas.NestedFrame
+        The fast stars, indexed by ``_healpix_29`` like lsdb partitions (empty: ``right.meta``).
     """
     region = _footprint(left, reach_arcsec)
     config, path = right.loading_config, right.hc_structure.catalog_path
@@ -459,13 +683,35 @@ def _faster(df: pd.DataFrame, ref: ReferenceProfile, min_pm_mas_yr: float) -> np
 def match_moving(l_xyz: np.ndarray, t_left: np.ndarray, r_ra: np.ndarray, r_dec: np.ndarray,
                  pmra: np.ndarray, pmdec: np.ndarray, t_right: np.ndarray, radius_arcsec: float,
                  n_neighbors: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Match left unit vectors at epochs ``t_left`` to moving right stars (epochs in years).
+    """Match left unit vectors at epochs ``t_left`` to moving right stars.
 
     Candidates come from a k-d tree of the right stars moved to the left rows' median epoch,
     searched within ``radius + tolerance``; the few stars that move more than the tolerance
     over the left rows' epoch spread get their own wider ball search. Every candidate is then
-    moved to its left row's own epoch and kept if within ``radius``; the ``n_neighbors``
-    nearest per left row are returned as (left index, right index, separation ", dt yr).
+    moved to its left row's own epoch and kept if within ``radius``.
+
+    Parameters
+    ----------
+    l_xyz : numpy.ndarray
+        Left positions as unit vectors, shape (n, 3).
+    t_left : numpy.ndarray
+        Left epochs (Julian years); rows with a non-finite epoch are not matched.
+    r_ra, r_dec : numpy.ndarray
+        Right catalogued positions (degrees).
+    pmra, pmdec : numpy.ndarray
+        Right proper motions (mas/yr, ``pmra`` = mu_alpha cos delta; 0 for none).
+    t_right : numpy.ndarray
+        Right epochs (Julian years).
+    radius_arcsec : float
+        Match radius at the left epoch (arcsec).
+    n_neighbors : int, default 1
+        Matches kept per left row at most, nearest first.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (left index, right index, separation in arcsec, left minus right epoch in years), one
+        entry per match, sorted by left index.
     """
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
     if len(l_xyz) == 0 or len(r_ra) == 0:
@@ -673,11 +919,74 @@ def crossmatch(left: Catalog, right: Catalog, *, radius_arcsec: float = 1.0, epo
     """Crossmatch 2MASS rows (``left``) with a reference catalogue (``right``).
 
     ``epoch_aware=True`` uses :class:`EpochCrossmatch` (reference positions moved to each
-    detection's ``jdate``); ``False`` is lsdb's plain positional k-d tree match. The result is an
-    lsdb catalogue with both sides' columns suffixed (default ``_2mass`` and ``_<reference>``)
-    plus ``_dist_arcsec`` and, when epoch-aware, ``_dt_yr``. ``fast_movers`` (default) gathers the
-    reference stars fast enough to leave the right margin before the partition tasks run, so
-    stars at partition edges are found at any speed (see the module documentation).
+    detection's ``jdate``); ``False`` is lsdb's plain positional k-d tree match.
+
+    Parameters
+    ----------
+    left : lsdb.Catalog
+        2MASS detections (with the ``left_epoch`` column when epoch-aware).
+    right : lsdb.Catalog
+        The reference catalogue, best with a margin (:func:`~tmass_lake.lake.api.open_reference`
+        loads its astrometry columns).
+    radius_arcsec : float, default 1.0
+        Match radius (arcsec), at each detection's epoch when epoch-aware.
+    epoch_aware : bool, default True
+        Move the reference stars by their proper motions to each detection's epoch.
+    n_neighbors : int, default 1
+        Matches kept per left row at most, nearest first.
+    reference : ReferenceProfile or str or None, optional
+        The reference's astrometry columns and epoch (a profile, or ``"gaia_dr3"``/``"allwise"``);
+        ``None`` recognises it by its name or columns. Its ``ra``/``dec`` are taken from
+        ``right``'s HATS properties.
+    left_epoch : str or float, default "jdate"
+        The left epoch column, or one epoch for every row.
+    left_epoch_format : {"jd", "mjd", "jyear"}, default "jd"
+        Units of ``left_epoch``.
+    suffixes : tuple of str or None, optional
+        Column suffixes of the two sides (default ``("_2mass", "_<reference name>")``).
+    how : {"inner", "left"}, default "inner"
+        ``"left"`` keeps left rows without a match.
+    max_pm_mas_yr : float or None, optional
+        The fastest proper motion to plan the margin for (default: from the reference's local
+        Parquet statistics, else 1000 mas/yr).
+    margin_policy : {"warn", "raise", "ignore"}, default "warn"
+        What a right catalogue without a margin (or, with ``fast_movers=False``, one too narrow
+        for the fastest stars) does.
+    fast_movers : bool, default True
+        Gather the reference stars fast enough to leave the right margin before the partition
+        tasks run, so stars at partition edges are found at any speed (see the module
+        documentation).
+    output_catalog_name : str or None, optional
+        Name of the resulting catalogue.
+
+    Returns
+    -------
+    lsdb.Catalog
+        The lazy matches: both sides' columns suffixed, plus ``_dist_arcsec`` and, when
+        epoch-aware, ``_dt_yr`` (detection epoch minus reference epoch, years).
+
+    Raises
+    ------
+    ValueError
+        If the reference cannot be recognised, lacks a column, or its margin is narrower than the
+        radius (or, with ``margin_policy="raise"``, missing).
+
+    Warns
+    -----
+    MarginWarning
+        With ``margin_policy="warn"``, when the right catalogue has no margin (or, with
+        ``fast_movers=False``, too narrow a one for the fastest stars).
+
+    See Also
+    --------
+    tmass_lake.lake.api.Lake.crossmatch : The same from a lake, opening both sides.
+
+    Examples
+    --------
+    >>> from tmass_lake.lake import crossmatch, open_lake, open_reference
+    >>> lake = open_lake("lake")  # doctest: +SKIP
+    >>> gaia = open_reference(lake.reference_url("gaia_dr3"), reference="gaia_dr3")  # doctest: +SKIP
+    >>> matches = crossmatch(lake["pt_src_c"], gaia, radius_arcsec=1.0)  # doctest: +SKIP
     """
     profile = reference if isinstance(reference, ReferenceProfile) else detect_profile(right, reference)
     if right.hc_structure.catalog_info.ra_column and profile.ra != right.hc_structure.catalog_info.ra_column:

@@ -81,7 +81,23 @@ NESTED = "detections"
 
 @dataclass(frozen=True)
 class ProductTables:
-    """The three tables of a product's multi-epoch join, from the schema files."""
+    """The three tables of a product's multi-epoch join, from the schema files.
+
+    Parameters
+    ----------
+    product : str
+        ``survey``, ``6x``, ``calibration`` or ``calibration_sc``.
+    info : str
+        The merged-source information table (``cf_info``...): one row per merged source.
+    detections : str
+        The working-database detections (``pt_src_c``...).
+    link : str or None
+        The cross-reference table (``cf_link``...) listing every (group, detection) pair.
+    key : str
+        The detections' key column (``cntr``, ``ext_key``).
+    kind : str
+        ``"point"`` or ``"extended"``.
+    """
 
     product: str
     info: str
@@ -97,7 +113,11 @@ class ProductTables:
 
     @property
     def mag_columns(self) -> dict[str, str]:
-        """Detection columns to stats names (``{b}_m``, ``{b}_msigcom``)."""
+        """Detection columns renamed for :func:`~tmass_lake.lake.stats.light_curve_stats`.
+
+        Extended sources' ``{b}_m_k20fe``/``{b}_msig_k20fe`` become ``{b}_m``/``{b}_msigcom``;
+        point sources need no renaming (empty).
+        """
         if self.kind == "point":
             return {}
         return {f"{b}_{s}_k20fe": f"{b}_{t}" for b in BANDS for s, t in (("m", "m"), ("msig", "msigcom"))}
@@ -105,7 +125,33 @@ class ProductTables:
 
 @cache
 def product_tables(product: str, kind: str = "point") -> ProductTables:
-    """Resolve ``product`` (``calibration``, ``cal``, ``6x``, ``survey``...) to its tables."""
+    """The tables of a product's light curves, read from the schema files.
+
+    Parameters
+    ----------
+    product : str
+        ``survey``, ``6x``, ``calibration``, ``calibration_sc`` or an alias (``cal``, ``sc``,
+        ``lmc``, ``six_x``, ``6x2``).
+    kind : {"point", "extended"}, default "point"
+        Point or extended sources.
+
+    Returns
+    -------
+    ProductTables
+        Its merged-source, detection and link tables and the detection key.
+
+    Raises
+    ------
+    KeyError
+        If no merged-source table of that product and kind has detections (the message lists
+        the products).
+
+    Examples
+    --------
+    >>> cal = product_tables("cal")
+    >>> cal.info, cal.detections, cal.link, cal.collection
+    ('cf_info', 'pt_src_c', 'cf_link', 'cf_lightcurves')
+    """
     product = PRODUCT_ALIASES.get(product, product)
     det_kind = {"point": "point_detections", "extended": "extended_detections"}[kind]
     for name in list_tables():
@@ -125,7 +171,23 @@ def product_tables(product: str, kind: str = "point") -> ProductTables:
 
 @cache
 def info_tables(info: str) -> ProductTables:
-    """The tables joined for the merged-source table ``info`` (``ecf_info``: calibration, extended)."""
+    """The tables joined for a merged-source table.
+
+    Parameters
+    ----------
+    info : str
+        A merged-source information table (``ecf_info``: calibration, extended).
+
+    Returns
+    -------
+    ProductTables
+        Its product's tables (of the right kind).
+
+    Raises
+    ------
+    KeyError
+        If ``info`` is not the merged-source table of a product with detections.
+    """
     product = load_schema(info).product
     for kind in ("point", "extended"):
         with contextlib.suppress(KeyError):
@@ -136,7 +198,19 @@ def info_tables(info: str) -> ProductTables:
 
 @dataclass(frozen=True)
 class LinkSource:
-    """Where group membership comes from: the link table's Parquet files, or None (detections)."""
+    """Where group membership comes from: the link table's Parquet files, or none (detections).
+
+    Parameters
+    ----------
+    files : tuple of str, default ()
+        The link table's Parquet files; empty: the detections' own ``gcntr`` decide.
+    storage_options : str, default "{}"
+        The filesystem's fsspec options as JSON (hashable, so datasets can be cached per worker).
+    key : str, default "cntr"
+        The detection key (``cntr``, ``ext_key``).
+    column : str, default "cntr"
+        The link table's column holding that key.
+    """
 
     files: tuple[str, ...] = ()
     storage_options: str = "{}"  # JSON: hashable, so datasets can be cached per worker
@@ -145,10 +219,22 @@ class LinkSource:
 
     @property
     def table(self) -> bool:
+        """Whether membership comes from the link table."""
         return bool(self.files)
 
     def pairs(self, gcntr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The (gcntr, key) links of the given groups (range + set filter pushed to Parquet)."""
+        """The links of some groups.
+
+        Parameters
+        ----------
+        gcntr : numpy.ndarray
+            Group identifiers; a range and set filter on them is pushed down to Parquet.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            (``gcntr``, detection key) of every link of those groups, as int64.
+        """
         if len(gcntr) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         ds = _dataset(self.files, self.storage_options)
@@ -219,7 +305,21 @@ def _count_by(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class DetectionSource:
-    """Reads detection rows by key or gcntr from any partition (for groups cut by partitions)."""
+    """Reads detection rows by key or gcntr from any partition (for groups cut by partitions).
+
+    Parameters
+    ----------
+    url : str
+        The detection catalogue (``LAKE/<table>/<table>``).
+    storage_options : str
+        Its filesystem's fsspec options as JSON.
+    columns : tuple of str
+        The detection columns read, the key first.
+    radius_arcsec : float, default 60.0
+        How far around a group :meth:`fetch` first looks for its rows.
+    margin_url : str or None, optional
+        The detection catalogue's margin, read by :meth:`near`.
+    """
 
     url: str  # the detection catalogue (LAKE/<table>/<table>)
     storage_options: str  # JSON
@@ -229,8 +329,24 @@ class DetectionSource:
 
     def fetch(self, column: str, values: np.ndarray, ra: np.ndarray, dec: np.ndarray,
               expected: np.ndarray) -> pa.Table:
-        """Rows whose ``column`` is in ``values`` (``expected`` rows of each): the partitions
-        within ``radius_arcsec`` of (``ra``, ``dec``) first, every partition if still short."""
+        """Rows whose ``column`` is in ``values``, looked for near the groups first.
+
+        Parameters
+        ----------
+        column : str
+            The column matched (the detection key or ``gcntr``).
+        values : numpy.ndarray
+            The values wanted.
+        ra, dec : numpy.ndarray
+            Positions (degrees) around which to look: the partitions within ``radius_arcsec``.
+        expected : numpy.ndarray
+            Rows expected for each of ``values``; if any is short, every partition is read.
+
+        Returns
+        -------
+        pyarrow.Table
+            The rows found (``columns``, ``gcntr`` and ``column``).
+        """
         cat = _hats_catalog(self.url, self.storage_options)
         pixels: set = set()
         for r, d in zip(ra, dec, strict=True):
@@ -245,8 +361,21 @@ class DetectionSource:
         return rows
 
     def near(self, pixel: HealpixPixel, gcntr: np.ndarray) -> pa.Table:
-        """Rows of groups ``gcntr`` in the partitions overlapping ``pixel`` and in their margins, each
-        row once (keyed by the first of ``columns``): what a partition-wise join sees."""
+        """The rows of some groups that a partition-wise join on ``pixel`` sees.
+
+        Parameters
+        ----------
+        pixel : HealpixPixel
+            The partition of the merged sources.
+        gcntr : numpy.ndarray
+            The groups.
+
+        Returns
+        -------
+        pyarrow.Table
+            Their rows in the detection partitions overlapping ``pixel`` and in those partitions'
+            margins, each row once (keyed by the first of ``columns``).
+        """
         cat = _hats_catalog(self.url, self.storage_options)
         lo, hi = _pixel_range(pixel)
         parts = [p for p in cat.get_healpix_pixels() if _overlaps(p, lo, hi)]
@@ -273,13 +402,32 @@ class DetectionSource:
 
 @dataclass(frozen=True)
 class IndexCounts:
-    """How many detection rows carry each ``gcntr``, from the detections' gcntr index catalog."""
+    """How many detection rows carry each ``gcntr``, from the detections' gcntr index catalog.
+
+    Parameters
+    ----------
+    url : str
+        The index catalog (``LAKE/<table>/<table>_gcntr_index``).
+    storage_options : str
+        Its filesystem's fsspec options as JSON.
+    """
 
     url: str  # the index catalog (LAKE/<table>/<table>_gcntr_index)
     storage_options: str  # JSON
 
     def counts(self, gcntr: np.ndarray) -> np.ndarray:
-        """Rows carrying each of ``gcntr``."""
+        """Rows carrying each of some groups' ``gcntr``.
+
+        Parameters
+        ----------
+        gcntr : numpy.ndarray
+            The groups.
+
+        Returns
+        -------
+        numpy.ndarray
+            The number of detection rows of each, as int64.
+        """
         if len(gcntr) == 0:
             return np.zeros(0, np.int64)
         g = pc.field("gcntr")
@@ -316,6 +464,26 @@ class LightCurveJob:
 
     The on-the-fly join (:func:`light_curves`) and the stored collections the lake build writes
     (:mod:`tmass_lake.convert.lightcurves`) both finish their partitions with :meth:`finish`.
+    Made by :func:`light_curve_job`.
+
+    Parameters
+    ----------
+    links : LinkSource
+        Where membership comes from.
+    source : DetectionSource or None
+        Restores members missing from a partition; ``None``: no repair.
+    counts : IndexCounts or None
+        Rows carrying each gcntr (``links="detections"``); ``None``: the sources' ``napp``.
+    nested : str
+        The nested column's name.
+    stats : bool
+        Add the :func:`~tmass_lake.lake.stats.light_curve_stats` columns.
+    thresholds : Thresholds
+        The flags' thresholds.
+    rename : tuple of (str, str)
+        Detection columns renamed for the statistics (:attr:`ProductTables.mag_columns`).
+    det_columns : tuple of str
+        The nested detection columns, the key first.
     """
 
     links: LinkSource
@@ -329,12 +497,25 @@ class LightCurveJob:
 
     def finish(self, base: pd.DataFrame, group: np.ndarray, flat: pa.Table,
                ) -> tuple[pd.DataFrame, pa.StructArray]:
-        """Merged sources ``base`` (``gcntr``, ``ra``, ``dec``[, ``napp``]) and candidate member rows
-        ``flat`` (``group``: each row's position in ``base``) into (``base`` with the statistics,
-        the nested detections: one struct of lists per source, sorted by epoch).
+        """Merged sources and their candidate member rows into light curves.
 
         Keeps exactly the links (the link table's pairs, or the detections' ``gcntr``) and reads
         members missing from ``flat`` (beyond the partition and its margin) wherever they are.
+
+        Parameters
+        ----------
+        base : pandas.DataFrame
+            The merged sources (``gcntr``, ``ra``, ``dec``, and ``napp`` when it counts them).
+        group : numpy.ndarray
+            Each row of ``flat``'s position in ``base``.
+        flat : pyarrow.Table
+            Candidate member rows (at least ``det_columns``).
+
+        Returns
+        -------
+        tuple
+            (``base`` with the statistics columns when ``stats``, the detections as a
+            ``pyarrow.StructArray``: one struct of lists per source, sorted by epoch).
         """
         flat = flat.select(list(self.det_columns))
         if len(base):
@@ -393,7 +574,18 @@ class LightCurveJob:
                 pa.concat_tables([flat.take(keep), rows.select(flat.column_names).cast(flat.schema)]))
 
     def finish_partition(self, df: npd.NestedFrame) -> npd.NestedFrame:
-        """A partition of the lsdb join (merged sources, candidate members nested), finished."""
+        """A partition of the lsdb join (merged sources, candidate members nested), finished.
+
+        Parameters
+        ----------
+        df : nested_pandas.NestedFrame
+            The partition, candidate members nested under ``nested``.
+
+        Returns
+        -------
+        nested_pandas.NestedFrame
+            The merged sources with their statistics and exactly their members nested.
+        """
         group, flat = _groups(df, self.nested)
         out, nested = self.finish(pd.DataFrame(df.drop(columns=[self.nested])), group, flat)
         out[self.nested] = pd.Series(nested, dtype=NestedDtype(nested.type), index=out.index)
@@ -407,7 +599,22 @@ def _unique_rows(table: pa.Table, key: str) -> pa.Table:
 
 
 def nest_sorted(flat: pa.Table, group: np.ndarray, n: int) -> pa.StructArray:
-    """Rows of ``flat`` sorted by ``group`` (0..n-1) as ``n`` structs of lists (empty for no rows)."""
+    """Rows sorted by group as one struct of lists per group.
+
+    Parameters
+    ----------
+    flat : pyarrow.Table
+        The rows, already sorted by ``group``.
+    group : numpy.ndarray
+        Each row's group, 0 to ``n - 1``.
+    n : int
+        The number of groups (groups without rows get empty lists).
+
+    Returns
+    -------
+    pyarrow.StructArray
+        ``n`` structs with one list per column of ``flat`` (large lists past 2**31 rows).
+    """
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(group, minlength=n), out=offsets[1:])
     large = offsets[-1] >= 2**31
@@ -422,7 +629,46 @@ def light_curve_job(lake: Lake, tables: ProductTables, *, detection_columns: lis
                     thresholds: Thresholds = DEFAULT_THRESHOLDS, complete: bool = True,
                     nested_name: str = NESTED, repair_arcsec: float = 60.0,
                     margin_url: str | None = None) -> LightCurveJob:
-    """The :class:`LightCurveJob` of a product's tables in ``lake`` (see :func:`light_curves`)."""
+    """The :class:`LightCurveJob` of a product's tables in a lake.
+
+    Parameters
+    ----------
+    lake : Lake
+        The lake holding the tables.
+    tables : ProductTables
+        The product's tables (:func:`product_tables`).
+    detection_columns : list of str or None, optional
+        Detection columns to nest (default: key, epoch, position and errors, J/H/K magnitudes and
+        errors, quality flags); the key and ``jdate`` are always nested.
+    links : {"auto", "table", "detections"}, default "auto"
+        Membership from the link table (``"auto"``: when the lake has it as Parquet) or from the
+        detections' ``gcntr``.
+    stats : bool, default True
+        Add the per-source statistics and flags.
+    thresholds : Thresholds, default DEFAULT_THRESHOLDS
+        The flags' thresholds.
+    complete : bool, default True
+        Restore members beyond a partition and its margin.
+    nested_name : str, default "detections"
+        The nested column's name.
+    repair_arcsec : float, default 60.0
+        How far around a group missing members are looked for first.
+    margin_url : str or None, optional
+        The detections' margin catalogue, for :meth:`DetectionSource.near`.
+
+    Returns
+    -------
+    LightCurveJob
+        How each partition is finished.
+
+    Raises
+    ------
+    KeyError
+        With ``links="table"``, if the lake lacks the link table as Parquet.
+    ValueError
+        If ``links`` is not one of the three, or membership from the detections needs the
+        sources' ``napp`` and there is neither a gcntr index nor ``napp``.
+    """
     link_src = _link_source(lake, tables, links)
     det_schema = load_schema(tables.detections)
     det_default = POINT_COLUMNS if tables.kind == "point" else EXTENDED_COLUMNS
@@ -445,7 +691,21 @@ def light_curve_job(lake: Lake, tables: ProductTables, *, detection_columns: lis
 
 
 def source_columns_for(tables: ProductTables, source_columns: list[str] | None = None) -> list[str]:
-    """The merged-source columns of the result: ``gcntr, ra, dec, napp`` and ``source_columns``."""
+    """The merged-source columns of the light curves.
+
+    Parameters
+    ----------
+    tables : ProductTables
+        The product's tables.
+    source_columns : list of str or None, optional
+        Columns wanted besides ``gcntr, ra, dec, napp``.
+
+    Returns
+    -------
+    list of str
+        ``gcntr, ra, dec, napp`` and ``source_columns``, each once, those the information table
+        has.
+    """
     names = load_schema(tables.info).names
     return [c for c in dict.fromkeys([*SOURCE_COLUMNS, *(source_columns or [])]) if c in names]
 
@@ -458,20 +718,62 @@ def light_curves(lake: Lake, product: str = "calibration", *, kind: Literal["poi
                  repair_arcsec: float = 60.0, stored: bool | None = None) -> lsdb.Catalog:
     """One row per merged source of ``product`` with its detections nested, sorted by epoch.
 
-    ``detection_columns`` (default: key, epoch, position and errors, J/H/K magnitudes and
-    errors, quality flags) are nested under ``nested_name``; ``source_columns`` (default
-    ``gcntr, ra, dec, napp``) come from the information table. ``links``: ``"table"`` uses the
-    lake's link table, ``"detections"`` the detections' ``gcntr``, ``"auto"`` the table when
-    present. ``complete=True`` restores groups whose members lie beyond the partition margins
-    (searching ``repair_arcsec`` around them first), so every link appears exactly once;
-    ``margin=False`` joins without the detections' margin (cheaper reads; more repairs).
-    ``search_filter`` (an lsdb search) restricts the sources. ``stats`` adds
-    :func:`~tmass_lake.lake.stats.light_curve_stats` columns and flags (``thresholds``).
+    Parameters
+    ----------
+    lake : Lake
+        The lake.
+    product : str, default "calibration"
+        ``survey``, ``6x``, ``calibration``, ``calibration_sc`` or an alias (``cal``, ``sc``...).
+    kind : {"point", "extended"}, default "point"
+        Point or extended sources.
+    detection_columns : list of str or None, optional
+        Detection columns nested under ``nested_name`` (default: key, epoch, position and errors,
+        J/H/K magnitudes and errors, quality flags); the key and ``jdate`` always are.
+    source_columns : list of str or None, optional
+        Information-table columns besides ``gcntr, ra, dec, napp``.
+    links : {"auto", "table", "detections"}, default "auto"
+        ``"table"`` uses the lake's link table, ``"detections"`` the detections' ``gcntr``,
+        ``"auto"`` the table when present.
+    stats : bool, default True
+        Add the :func:`~tmass_lake.lake.stats.light_curve_stats` columns and flags.
+    thresholds : Thresholds, default DEFAULT_THRESHOLDS
+        The flags' thresholds.
+    complete : bool, default True
+        Restore groups whose members lie beyond the partition margins (searching
+        ``repair_arcsec`` around them first), so every link appears exactly once.
+    search_filter : lsdb search or None, optional
+        Restricts the merged sources (``lsdb.ConeSearch``...).
+    nested_name : str, default "detections"
+        The nested column's name.
+    margin : bool, default True
+        Join with the detections' margin; ``False``: cheaper reads, more repairs.
+    repair_arcsec : float, default 60.0
+        How far around a group missing members are looked for first.
+    stored : bool or None, optional
+        The lake build writes each product's light curves as a collection
+        (``cf_lightcurves``...): ``None`` (default) opens it when the lake has it and it holds
+        what is asked (a subset of its columns, the same links and thresholds), else joins on the
+        fly; ``True`` requires it, ``False`` always joins.
 
-    ``stored``: the lake build writes each product's light curves as a collection
-    (``cf_lightcurves``...); ``None`` (default) opens it when the lake has it and it holds what
-    is asked (a subset of its columns, the same links and thresholds), else joins on the fly;
-    ``True`` requires it, ``False`` always joins.
+    Returns
+    -------
+    lsdb.Catalog
+        Lazy, partitioned like the information table: the source columns, the statistics (with
+        ``stats``) and the nested detections.
+
+    Raises
+    ------
+    KeyError
+        If the product has no tables of that kind, the lake lacks one, or ``stored=True`` and
+        the stored collection cannot serve the request (the message says why).
+    ValueError
+        If ``links`` is not one of the three, or membership needs ``napp`` that is missing.
+
+    Examples
+    --------
+    >>> curves = light_curves(lake, "calibration", source_columns=["spos"])  # doctest: +SKIP
+    >>> variables = curves.query("is_variable").compute()  # doctest: +SKIP
+    >>> plot_light_curve(variables.iloc[[0]], path="variable.png")  # doctest: +SKIP
     """
     tables = product_tables(product, kind)
     if stored is not False:
@@ -547,7 +849,23 @@ def _select_nested(df: npd.NestedFrame, nested: str, columns: tuple[str, ...]) -
 
 def plot_light_curve(row: pd.Series | npd.NestedFrame, nested_name: str = NESTED,
                      path: str | None = None) -> Figure:
-    """J, H, K magnitude against epoch for one merged source (a row of :func:`light_curves`)."""
+    """J, H, K magnitude against epoch for one merged source.
+
+    Parameters
+    ----------
+    row : pandas.Series or nested_pandas.NestedFrame
+        A row of :func:`light_curves` (of a frame: its first row).
+    nested_name : str, default "detections"
+        The nested detections' column.
+    path : str or None, optional
+        Also save the figure there (PNG, PDF... by the extension).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure: magnitudes with their errors against JD - 2450000, the title naming the
+        source and its ``is_variable``/``is_moving`` flags.
+    """
     if isinstance(row, pd.DataFrame):
         row = row.iloc[0]
     det = row[nested_name]

@@ -39,13 +39,38 @@ MAS_PER_DEG = 3.6e6
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Flag thresholds, chosen on the mock truth (see docs/api.md, "Light curves").
+    """Flag thresholds, chosen on the mock truth (see the README, "Light curves").
 
     ``is_variable``: at least ``var_min_points`` good photometric points over all bands, and
     the probability that a constant source reaches the observed chi-square (bands combined,
-    ``sigma_floor`` added in quadrature to every uncertainty) below ``10**var_log10_p``.
+    ``sigma_floor`` added in quadrature to every uncertainty) at most ``10**var_log10_p``.
     ``is_moving``: at least ``pm_min_epochs`` epochs over at least ``pm_min_baseline_yr``, a
     fitted motion of at least ``pm_min_mas_yr`` detected at ``pm_min_sig`` sigma or more.
+
+    Parameters
+    ----------
+    var_log10_p : float, default -5.0
+        log10 of the largest chance probability of a constant source that is flagged variable.
+    var_min_points : int, default 10
+        Fewest good photometric points (all bands) to flag a source variable.
+    sigma_floor : float, default 0.0
+        Magnitude error floor (mag), added in quadrature to every photometric uncertainty.
+    pm_min_mas_yr : float, default 100.0
+        Slowest fitted motion (mas/yr) flagged moving.
+    pm_min_sig : float, default 5.0
+        Least significance (sigma) of a motion flagged moving.
+    pm_min_epochs : int, default 5
+        Fewest epochs to flag a source moving.
+    pm_min_baseline_yr : float, default 0.5
+        Shortest first-to-last epoch span (years) to flag a source moving.
+    astrometric_floor_mas : float, default 0.0
+        Position error floor (mas), added in quadrature to every per-axis position uncertainty.
+
+    Examples
+    --------
+    >>> strict = Thresholds(var_log10_p=-8.0, sigma_floor=0.01)
+    >>> strict.pm_min_mas_yr
+    100.0
     """
 
     var_log10_p: float = -5.0
@@ -123,7 +148,28 @@ def _percentile_range(g: np.ndarray, m: np.ndarray, counts: np.ndarray, lo: floa
 
 
 def chi2_log10_sf(chi2: np.ndarray, dof: np.ndarray) -> np.ndarray:
-    """log10 of the chi-square survival function (0 where ``dof`` < 1)."""
+    """log10 of the chi-square survival function, accurate deep in the tail.
+
+    Parameters
+    ----------
+    chi2 : numpy.ndarray
+        Chi-square values.
+    dof : numpy.ndarray
+        Degrees of freedom (broadcast against ``chi2``).
+
+    Returns
+    -------
+    numpy.ndarray
+        log10 of the probability of a chi-square at least ``chi2``; 0 where ``dof`` < 1 or
+        ``chi2`` is not finite. Where the probability underflows, the Wilson-Hilferty normal
+        approximation.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> chi2_log10_sf(np.array([2.0, 100.0]), np.array([2, 2])).round(3)
+    array([ -0.434, -21.715])
+    """
     chi2 = np.asarray(chi2, dtype=float)
     dof = np.asarray(dof, dtype=float)
     out = np.zeros(np.broadcast(chi2, dof).shape)
@@ -180,10 +226,44 @@ def light_curve_stats(group: np.ndarray, n_groups: int, frame: pd.DataFrame,
                       thresholds: Thresholds = DEFAULT_THRESHOLDS) -> pd.DataFrame:
     """Statistics of ``n_groups`` light curves from flat detections.
 
-    ``group`` gives each row of ``frame`` its source (0..n_groups-1); ``frame`` holds
-    ``jdate`` (JD), ``ra``/``dec`` (deg), optionally ``err_maj``/``err_min``/``err_ang`` and, per
-    band, ``{b}_m`` with ``{b}_msigcom`` (or ``{b}_cmsig``). ``ra0``/``dec0`` are the sources'
-    reference positions (default: the mean of their detections).
+    Every statistic is one ``numpy.bincount`` (or one sort) over all rows, so the cost is linear
+    in the number of detections. The columns are described in the module documentation and in
+    :data:`STAT_COLUMNS`.
+
+    Parameters
+    ----------
+    group : numpy.ndarray
+        Each row's source, 0 to ``n_groups - 1``.
+    n_groups : int
+        The number of sources (sources without rows get NaN statistics and no flags).
+    frame : pandas.DataFrame
+        The detections: ``jdate`` (JD), ``ra``/``dec`` (deg), optionally ``err_maj``/``err_min``
+        (arcsec) and ``err_ang`` (deg E of N; default 100 mas per axis), and per band ``{b}_m``
+        with ``{b}_msigcom`` (or ``{b}_cmsig``); a band without ``{b}_m`` is left out.
+    ra0, dec0 : numpy.ndarray or None, optional
+        The sources' reference positions (deg) for the astrometry; default: the mean position
+        of their detections (:func:`mean_positions`).
+    thresholds : Thresholds, default DEFAULT_THRESHOLDS
+        The flags' thresholds and error floors.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per source (0 to ``n_groups - 1``): ``n_epochs``, ``baseline_yr``, per band
+        ``{b}_n``, ``{b}_mean``, ``{b}_mean_err``, ``{b}_rms``, ``{b}_chi2dof``, ``{b}_amp``,
+        then ``var_chi2dof``, ``var_log10_p``, ``pos_rms_arcsec``, ``pmra``, ``pmdec``,
+        ``pmra_err``, ``pmdec_err``, ``pm``, ``pm_sig``, ``is_variable``, ``is_moving``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> frame = pd.DataFrame({"jdate": 2451000.0 + np.arange(6.0), "ra": 10.0, "dec": -5.0,
+    ...                       "k_m": [12.0, 12.1, 11.9, 12.0, 12.1, 11.9], "k_msigcom": 0.05})
+    >>> st = light_curve_stats(np.array([0, 0, 0, 1, 1, 1]), 2, frame)
+    >>> st[["n_epochs", "k_n", "k_mean", "is_variable"]]
+       n_epochs  k_n  k_mean  is_variable
+    0         3    3    12.0        False
+    1         3    3    12.0        False
     """
     g = np.asarray(group, dtype=np.int64)
     n = int(n_groups)
@@ -278,7 +358,29 @@ def light_curve_stats(group: np.ndarray, n_groups: int, frame: pd.DataFrame,
 
 def mean_positions(g: np.ndarray, n: int, ra: np.ndarray, dec: np.ndarray,
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean position per group (unit-vector mean; safe across RA 0/360)."""
+    """Mean position per group (unit-vector mean; safe across RA 0/360).
+
+    Parameters
+    ----------
+    g : numpy.ndarray
+        Each row's group, 0 to ``n - 1``.
+    n : int
+        The number of groups.
+    ra, dec : numpy.ndarray
+        The rows' positions (deg).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (mean RA, mean Dec) in degrees, per group, RA from 0 to 360.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ra, dec = mean_positions(np.array([0, 0]), 1, np.array([350.0, 20.0]), np.array([0.0, 0.0]))
+    >>> round(float(ra[0]), 9), round(float(dec[0]), 9)
+    (5.0, 0.0)
+    """
     r, d = np.radians(ra), np.radians(dec)
     x = _sum(g, np.cos(d) * np.cos(r), n)
     y = _sum(g, np.cos(d) * np.sin(r), n)

@@ -5,9 +5,9 @@
 AllWISE-like reference catalogues (HATS) and a manifest. Per product, merged groups, links and
 detections follow IRSA's proportions (the schemas' ``rows``; the manifest's ``proportions``).
 ``format_table`` turns any typed Arrow table into IRSA bulk text. Modules: ``geometry`` (fields,
-regions, tiles, coordinates), ``plan`` (scans, chunks, IRSA's proportions), ``truth`` (sources,
-light curves, noise), ``tables`` (one chunk's rows and groups), ``references`` (Gaia/AllWISE),
-``bulkfmt`` (text), ``columns`` (Arrow building), ``generator``.
+regions, tiles, coordinates), ``families`` (each family's scans and chunks, IRSA's proportions),
+``truth`` (sources, light curves, noise), ``tables`` (one chunk's rows and groups), ``references``
+(Gaia/AllWISE), ``bulkfmt`` (text), ``columns`` (Arrow building), ``generator``.
 """
 
 from tmass_lake.mock.bulkfmt import format_table

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from upath import UPath
 
 from tmass_lake.cluster import dask_client
+from tmass_lake.mock import families as fam
 from tmass_lake.mock import geometry as geo
-from tmass_lake.mock import plan as pl
 from tmass_lake.mock import truth as tr
 from tmass_lake.mock.bulkfmt import format_table
 from tmass_lake.mock.columns import choose_strings, fixed_strings, make_table
@@ -80,7 +80,7 @@ def _blocks(n: int, size: int) -> Iterable[tuple[int, int]]:
 
 def _write_split(out: str, table: pa.Table, name: str, rows_per_file: int, level: int,
                  so: dict | None) -> list[dict]:
-    s = pl.get_schema(name)
+    s = fam.get_schema(name)
     files = []
     for i, start in _blocks(table.num_rows, rows_per_file):
         part = table.slice(start, rows_per_file)
@@ -90,12 +90,12 @@ def _write_split(out: str, table: pa.Table, name: str, rows_per_file: int, level
     return files
 
 
-def scan_tables(plan: pl.FamilyPlan, counts: np.ndarray | None) -> tuple[pa.Table, pa.Table]:
+def scan_tables(plan: fam.FamilyPlan, counts: np.ndarray | None) -> tuple[pa.Table, pa.Table]:
     """The scan-information and atlas-image tables of a family (every planned scan)."""
     sc, tl = plan.scans, plan.tiles
     rng = np.random.default_rng([plan.seed, plan.spec.code, 6])
     n = len(sc)
-    ss = pl.get_schema(plan.tables["scan"])
+    ss = fam.get_schema(plan.tables["scan"])
     date = geo.jd_to_days1970(sc.jd_start)
     scan_t = make_table(ss, n, {
         "scan_key": sc.scan_key, "hemis": choose_strings(sc.hemis, ["n", "s"]), "date": date,
@@ -105,7 +105,7 @@ def scan_tables(plan: pl.FamilyPlan, counts: np.ndarray | None) -> tuple[pa.Tabl
         "j_seeing": rng.uniform(0.9, 1.6, n), "k_zp": rng.normal(20.0, 0.05, n),
         "qual": rng.choice([10, 9, 8, 7, 5], n, p=[0.5, 0.25, 0.15, 0.07, 0.03]),
     }, rng)
-    cs = pl.get_schema(plan.tables["coadd"])
+    cs = fam.get_schema(plan.tables["coadd"])
     s = np.repeat(np.arange(n), sc.n_coadd)
     c = np.arange(len(s)) - np.repeat(sc.coadd_base, sc.n_coadd) + 1
     f = (c - 0.5) / sc.n_coadd[s]
@@ -123,13 +123,13 @@ def scan_tables(plan: pl.FamilyPlan, counts: np.ndarray | None) -> tuple[pa.Tabl
     return scan_t, coadd_t
 
 
-def deep_tables(plan: pl.FamilyPlan) -> tuple[pa.Table, pa.Table]:
+def deep_tables(plan: fam.FamilyPlan) -> tuple[pa.Table, pa.Table]:
     """Combined calibration-scan source lists of the regular fields, and their truth map.
 
     Per field: every truth source of the field (measured on the deep combined image) plus
     fainter sources down to ~4 mag below the survey limit; ids run by increasing Dec.
     """
-    schema = pl.get_schema(plan.tables["deep"])
+    schema = fam.get_schema(plan.tables["deep"])
     m10 = np.array(plan.spec.m10) + DEEP_MAG_GAIN
     tabs, maps = [], []
     for fi, fld in enumerate(plan.fields):
@@ -181,12 +181,12 @@ def deep_tables(plan: pl.FamilyPlan) -> tuple[pa.Table, pa.Table]:
 def assoc_tables(results: list[ChunkResult]) -> dict[str, pa.Table]:
     """Association lists (asteroids, comets, planets/satellites), sorted by designation."""
     parts = [r.assoc for r in results if r.assoc is not None and r.assoc.num_rows]
-    names = pl.association_tables()
+    names = fam.association_tables()
     by_cls = {n: i for i, n in enumerate(["ast_assoc", "com_assoc", "pla_assoc"])}
     out: dict[str, pa.Table] = {}
     allrows = pa.concat_tables(parts) if parts else None
     for name in names:
-        s = pl.get_schema(name)
+        s = fam.get_schema(name)
         rng = np.random.default_rng([sum(name.encode()), 8])
         if allrows is None:
             out[name] = make_table(s, 0, {}, rng)
@@ -265,13 +265,13 @@ def import_reference(out: str, name: str, parts: list[str], so: dict | None, sor
 
 
 def _plans(seed: int, scale: float, rows_per_file: int, want: set[str],
-           ) -> list[pl.FamilyPlan]:
+           ) -> list[fam.FamilyPlan]:
     plans = []
-    every = bool(want & set(pl.association_tables()))  # association lists draw on all families
-    for spec in pl.FAMILIES:
-        tabs = pl.family_tables(spec.product)
+    every = bool(want & set(fam.association_tables()))  # association lists draw on all families
+    for spec in fam.FAMILIES:
+        tabs = fam.family_tables(spec.product)
         if every or want & set(tabs.values()):
-            plans.append(pl.plan_family(spec, seed, scale, rows_per_file))
+            plans.append(fam.plan_family(spec, seed, scale, rows_per_file))
     return plans
 
 
@@ -309,7 +309,7 @@ def generate(out: str, *, scale: float = 1.0, seed: int = 0, tables: list[str] |
             results.append(run_chunk(p, ci, g, out, want, so, compresslevel))
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=pl.preload_schemas,
+        with ProcessPoolExecutor(max_workers=workers, initializer=fam.preload_schemas,
                                  initargs=(schemas,)) as ex:
             futs = [ex.submit(run_chunk, p, ci, g, out, want, so, compresslevel)
                     for g, (p, ci) in enumerate(tasks)]
@@ -389,11 +389,11 @@ def generate(out: str, *, scale: float = 1.0, seed: int = 0, tables: list[str] |
     return manifest
 
 
-def _proportion_entry(plan: pl.FamilyPlan, prefix: str, results: list[ChunkResult]) -> dict:
+def _proportion_entry(plan: fam.FamilyPlan, prefix: str, results: list[ChunkResult]) -> dict:
     """IRSA's groups : links : detections of a product beside what the run generated."""
     counts = [r.membership[prefix] for r in results if r.family == plan.spec.name]
     total = {k: sum(c[k] for c in counts) for k in counts[0]} if counts else {}
-    mock = pl.Proportion(total.get("groups", 0), total.get("links", 0), total.get("detections", 0))
+    mock = fam.Proportion(total.get("groups", 0), total.get("links", 0), total.get("detections", 0))
     return {"tables": {"groups": plan.tables[f"{prefix}_info"], "links": plan.tables[f"{prefix}_link"],
                        "detections": plan.tables[prefix]},
             "irsa": plan.proportions[prefix].as_dict(),

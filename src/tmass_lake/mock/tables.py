@@ -2,7 +2,7 @@
 them (point and extended working databases, merged information and link tables), written as
 IRSA bulk files, plus truth and reference-catalogue parts.
 
-Merged groups follow IRSA's proportions per product (:class:`~tmass_lake.mock.plan.Proportion`):
+Merged groups follow IRSA's proportions per product (:class:`~tmass_lake.mock.families.Proportion`):
 :func:`repeat_rows` adds second extractions in a scan, :func:`single_sources` single-apparition
 sources, and :func:`membership` makes the groups (a source seen at least twice) and, where IRSA's
 links exceed its detections, second groups sharing a window of a source's detections.
@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from tmass_lake.mock import geometry as geo
 from tmass_lake.mock import truth as tr
 from tmass_lake.mock.bulkfmt import chunk_suffix, format_table, gzip_bytes
 from tmass_lake.mock.columns import choose_strings, fixed_strings, make_table
-from tmass_lake.mock.plan import SATELLITE_SHARE, FamilyPlan, FamilySpec, Proportion, get_schema
+from tmass_lake.mock.families import SATELLITE_SHARE, FamilyPlan, FamilySpec, Proportion, get_schema
 from tmass_lake.mock.references import allwise_part, gaia_part
 from tmass_lake.schema import TableSchema
+from tmass_lake.storage import filesystem, join, write_parquet
 
 CNTR_STRIDE = 10_000_000  # cntr = chunk * stride + n (10-digit %10d keys, up to 999 chunks)
 EXT_KEY_STRIDE = 1_000_000  # ext_key %9d
@@ -63,10 +63,10 @@ def write_bulk(out: str, table: str, idx: int, data: bytes, rows: int, level: in
     return {"name": name, "rows": rows, "bytes": len(z)}
 
 
-def write_parquet(out: str, rel: str, table: pa.Table, storage_options: dict | None) -> str:
-    path = f"{out.rstrip('/')}/{rel}"
-    with fsspec.open(path, "wb", **(storage_options or {})) as f:
-        pq.write_table(table, f, compression="lz4")
+def write_part(out: str, rel: str, table: pa.Table, storage_options: dict | None) -> str:
+    """Write the truth or reference part ``out/rel`` (Parquet, lz4); returns ``rel``."""
+    fs, root = filesystem(out, storage_options)
+    write_parquet(table, fs, join(root, rel), compression="lz4")
     return rel
 
 
@@ -860,21 +860,18 @@ def run_chunk(plan: FamilyPlan, ci: int, gchunk: int, out: str, want: set[str],
         _det_table(tabs["pt"], cntr, np.where(rows.kind == tr.KIND_SPURIOUS, -1, rows.truth_id),
                    rows.jd, rows.mag_true[:, 2]),
         _det_table(tabs["ext"], ekey, src.truth_id[es], ejd, src.mag[es, 2])])
-    res.parts["detections"] = write_parquet(out, f"{pdir}/detections_{tag}.parquet", det_all,
-                                            storage_options)
-    res.parts["sources"] = write_parquet(out, f"{pdir}/sources_{tag}.parquet",
-                                         _sources_table(spec, src, rows),
-                                         storage_options)
-    res.parts["moving"] = write_parquet(out, f"{pdir}/moving_{tag}.parquet",
-                                        _moving_table(plan, rows, movers, cntr),
-                                        storage_options)
+    res.parts["detections"] = write_part(out, f"{pdir}/detections_{tag}.parquet", det_all, storage_options)
+    res.parts["sources"] = write_part(out, f"{pdir}/sources_{tag}.parquet", _sources_table(spec, src, rows),
+                                      storage_options)
+    res.parts["moving"] = write_part(out, f"{pdir}/moving_{tag}.parquet",
+                                     _moving_table(plan, rows, movers, cntr), storage_options)
     ref_rng = np.random.default_rng([plan.seed, spec.code, 3, ci])
     extra_area = (plan.tiles, np.unique([it[0] for it in items]).astype(np.int64))
     gaia, gmap = gaia_part(src, gchunk, ref_rng, extra_area)
     wise, wmap = allwise_part(src, gchunk, ref_rng)
     for name, t in (("gaia", gaia), ("gaia_map", gmap), ("allwise", wise),
                     ("allwise_map", wmap)):
-        res.parts[name] = write_parquet(out, f"{pdir}/{name}_{tag}.parquet", t, storage_options)
+        res.parts[name] = write_part(out, f"{pdir}/{name}_{tag}.parquet", t, storage_options)
         res.parts_rows[name] = t.num_rows
     return res
 

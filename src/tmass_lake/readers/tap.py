@@ -198,7 +198,7 @@ class TapClient:
             try:
                 return fn()
             except Exception as e:  # noqa: BLE001 - classified below
-                if not is_transient(e):
+                if not is_transient_tap_error(e):
                     raise TapError(f"{self.url}: {what}: {_reason(e)}") from e
                 if attempt == opts.retries:
                     raise TapError(f"{self.url}: {what}: {_reason(e)} "
@@ -316,14 +316,14 @@ class AsyncJobError(RuntimeError):
     """An async job that did not complete (a restarted service loses its running jobs): retried."""
 
 
-def is_transient(e: BaseException) -> bool:
+def is_transient_tap_error(e: BaseException) -> bool:
     """Connection errors, timeouts, 5xx/408/429 answers, unfinished jobs and cut-off VOTables."""
     if isinstance(e, DALQueryError):
         return False
     if isinstance(e, DALServiceError):
         if e.code in RETRY_STATUS or not e.code:  # no HTTP status: the service could not be reached
             return True
-        return e.cause is not None and is_transient(e.cause)
+        return e.cause is not None and is_transient_tap_error(e.cause)
     if isinstance(e, requests.HTTPError):
         return e.response is not None and e.response.status_code in RETRY_STATUS
     return isinstance(e, requests.ConnectionError | requests.Timeout

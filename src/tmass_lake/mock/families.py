@@ -1,4 +1,4 @@
-"""Deterministic plan of a mock run: families, tiles, scans, coadds and work chunks.
+"""The mock's families (survey, 6x, calibration, LMC/SMC), planned: tiles, scans, coadds, work chunks.
 
 Row budget at ``scale=1`` (~1 M point working-database rows; every count scales linearly, our
 choice of sizes, not IRSA's, so that the 6x and calibration families are big enough to test):
