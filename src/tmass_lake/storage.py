@@ -175,17 +175,22 @@ def write_parquet(table: pa.Table, fs: fsspec.AbstractFileSystem, path: str, **k
     def put() -> int:
         with open_atomic(fs, path) as f:
             pq.write_table(table, f, **kwargs)
-        return int(fs.size(path))
+            return int(f.tell())  # the bytes written: no second request to ask the store
 
     return retrying(put, what=f"writing {url_of(fs, path)}")
 
 
-def write_text(fs: fsspec.AbstractFileSystem, path: str, text: str) -> None:
+def write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to one file atomically (with retries)."""
     def put() -> None:
         with open_atomic(fs, path) as f:
-            f.write(text.encode())
+            f.write(data)
 
     retrying(put, what=f"writing {url_of(fs, path)}")
+
+
+def write_text(fs: fsspec.AbstractFileSystem, path: str, text: str) -> None:
+    write_bytes(fs, path, text.encode())
 
 
 def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes:

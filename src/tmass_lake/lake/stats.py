@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import gammaincc
+from scipy.special import gammaincc, gammaln
 
 BANDS = ("j", "h", "k")
 JD_J2000 = 2451545.0
@@ -161,8 +161,8 @@ def chi2_log10_sf(chi2: np.ndarray, dof: np.ndarray) -> np.ndarray:
     -------
     numpy.ndarray
         log10 of the probability of a chi-square at least ``chi2``; 0 where ``dof`` < 1 or
-        ``chi2`` is not finite. Where the probability underflows, the Wilson-Hilferty normal
-        approximation.
+        ``chi2`` is not finite. Where the probability underflows a double, from the Legendre
+        continued fraction of the upper incomplete gamma function, in logarithms.
 
     Examples
     --------
@@ -177,14 +177,33 @@ def chi2_log10_sf(chi2: np.ndarray, dof: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         p = gammaincc(dof[ok] / 2.0, np.maximum(chi2[ok], 0.0) / 2.0)
         lp = np.log10(p)
-        # Deep in the tail gammaincc underflows; use the Wilson-Hilferty normal approximation.
-        bad = ~np.isfinite(lp)
+        bad = ~np.isfinite(lp)  # deep in the tail gammaincc underflows
         if bad.any():
-            k, x = dof[ok][bad], chi2[ok][bad]
-            z = ((x / k) ** (1 / 3) - (1 - 2 / (9 * k))) / np.sqrt(2 / (9 * k))
-            lp[bad] = (-0.5 * z**2 - np.log(z * np.sqrt(2 * np.pi))) / np.log(10)
+            lp[bad] = _log10_gamma_q(dof[ok][bad] / 2.0, chi2[ok][bad] / 2.0)
     out[ok] = lp
     return out
+
+
+def _log10_gamma_q(a: np.ndarray, x: np.ndarray, terms: int = 300) -> np.ndarray:
+    """log10 of the regularised upper incomplete gamma Q(a, x) for x > a + 1 (modified Lentz)."""
+    tiny = 1e-300
+    b = x + 1.0 - a
+    c = np.full_like(x, 1.0 / tiny)
+    d = 1.0 / b
+    h = d.copy()
+    for i in range(1, terms + 1):
+        an = -i * (i - a)
+        b = b + 2.0
+        d = an * d + b
+        d = np.where(np.abs(d) < tiny, tiny, d)
+        c = b + an / c
+        c = np.where(np.abs(c) < tiny, tiny, c)
+        d = 1.0 / d
+        delta = d * c
+        h = h * delta
+        if np.all(np.abs(delta - 1.0) < 1e-15):
+            break
+    return (a * np.log(x) - x - gammaln(a) + np.log(h)) / np.log(10.0)
 
 
 def _axis_sigmas(err_maj: np.ndarray, err_min: np.ndarray, err_ang: np.ndarray,
@@ -385,7 +404,8 @@ def mean_positions(g: np.ndarray, n: int, ra: np.ndarray, dec: np.ndarray,
     x = _sum(g, np.cos(d) * np.cos(r), n)
     y = _sum(g, np.cos(d) * np.sin(r), n)
     z = _sum(g, np.sin(d), n)
-    return np.degrees(np.arctan2(y, x)) % 360.0, np.degrees(np.arctan2(z, np.hypot(x, y)))
+    ra = np.degrees(np.arctan2(y, x)) % 360.0
+    return np.where(ra >= 360.0, 0.0, ra), np.degrees(np.arctan2(z, np.hypot(x, y)))
 
 
 def _col(frame: pd.DataFrame, name: str) -> np.ndarray:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 
@@ -23,7 +22,7 @@ from tmass_lake.mock.columns import choose_strings, fixed_strings, make_table
 from tmass_lake.mock.families import SATELLITE_SHARE, FamilyPlan, FamilySpec, Proportion, get_schema
 from tmass_lake.mock.references import allwise_part, gaia_part
 from tmass_lake.schema import TableSchema
-from tmass_lake.storage import filesystem, join, write_parquet
+from tmass_lake.storage import filesystem, join, write_bytes, write_parquet
 
 CNTR_STRIDE = 10_000_000  # cntr = chunk * stride + n (10-digit %10d keys, up to 999 chunks)
 EXT_KEY_STRIDE = 1_000_000  # ext_key %9d
@@ -57,9 +56,8 @@ def write_bulk(out: str, table: str, idx: int, data: bytes, rows: int, level: in
         return None
     name = f"{table}_{chunk_suffix(idx)}.gz"
     z = gzip_bytes(data, level)
-    with fsspec.open(f"{out.rstrip('/')}/irsa/{table}/{name}", "wb",
-                     **(storage_options or {})) as f:
-        f.write(z)
+    fs, root = filesystem(out, storage_options)
+    write_bytes(fs, join(root, "irsa", table, name), z)
     return {"name": name, "rows": rows, "bytes": len(z)}
 
 
