@@ -16,8 +16,11 @@ from datetime import UTC, datetime
 
 import hats
 import matplotlib
+import numpy as np
 from dask.distributed import Client
-from hats.inspection import plot_density, plot_pixels
+from hats.inspection import plot_pixels
+from hats.inspection.visualize_catalog import plot_healpix_map
+from hats.io.skymap import read_skymap
 from matplotlib import pyplot as plt
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
@@ -80,12 +83,14 @@ def plot_collection(lake: str, entry: dict, storage_options: dict) -> dict[str, 
     fig, _ = plot_pixels(catalog, plot_title=f"{entry['name']}: partitions by HEALPix order")
     out["orders"] = _png(fig)
     plt.close("all")
-    alt = catalog.catalog_info.skymap_alt_orders or []
-    order = COVERAGE_ORDER if COVERAGE_ORDER in alt else None
+    # Only the pixels holding rows are drawn (the whole sky at order 6 is 49,152 polygons)
+    counts = read_skymap(catalog, COVERAGE_ORDER)
+    pixels = np.flatnonzero(counts)
+    area = 4 * np.pi * (180 / np.pi) ** 2 / len(counts)  # deg² per pixel
     cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("white")  # empty sky (log of zero)
-    fig, _ = plot_density(catalog, order=order, norm=LogNorm(), cmap=cmap,
-                          plot_title=f"{entry['name']}: sky coverage (sources / deg², order {order or 10})")
+    fig, _ = plot_healpix_map(counts[pixels] / area, ipix=pixels, depth=np.full(len(pixels), COVERAGE_ORDER),
+                              norm=LogNorm(), cmap=cmap,
+                              title=f"{entry['name']}: sky coverage (sources / deg², order {COVERAGE_ORDER})")
     out["coverage"] = _png(fig)
     plt.close("all")
     return out
