@@ -273,33 +273,81 @@ def cloud(s3_endpoint, tmp_path_factory):
         cloud.stop()
 
 
-@pytest.mark.slow
-def test_the_readme_runs_top_to_bottom(tmp_path, cloud):
-    workdir = tmp_path / "user"
-    workdir.mkdir()
+class BlockFailed(AssertionError):
+    """A README block failed: its line, its code and the end of its stderr."""
+
+
+def run_blocks(blocks: list[Block], workdir: Path, cloud: Cloud | None = None) -> list[tuple[int, float]]:
+    """Run the blocks in order in ``workdir`` as a user would; returns (line, seconds) of each run."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     python = PythonSession(workdir, env)
     ran = []
     try:
-        for block in readme_blocks():
+        for block in blocks:
             if block.lang not in RUN or block.mark == "skip":
                 continue
             code, extra, started = block.code, {}, time.monotonic()
             if block.mark == "cloud":
+                assert cloud is not None, f"{block.where}: a cloud block needs the cloud"
                 cloud.start(workdir)
                 code, extra = cloud.substitute(code), cloud.env
             if block.lang == "sh":
                 proc = subprocess.run(["bash", "-c", "set -euo pipefail\n" + code], cwd=workdir,
                                       env=env | extra, capture_output=True, text=True, timeout=TIMEOUT)
-                ok, stderr = proc.returncode == 0, f"exit {proc.returncode}\n{proc.stderr}"
+                ok, stderr = proc.returncode == 0, f"exit status {proc.returncode}\n{proc.stderr}"
             else:
                 ok, stderr = python.run(block, code, extra)
             if not ok:
-                pytest.fail(f"{block.where} failed:\n{block.code}\n--- stderr, last lines ---\n"
-                            f"{tail(stderr)}", pytrace=False)
+                raise BlockFailed(f"{block.where} failed:\n{block.code}--- stderr, last lines ---\n"
+                                  f"{tail(stderr)}")
             ran.append((block.line, round(time.monotonic() - started, 1)))
     finally:
         with contextlib.suppress(Exception):
             python.close()
+    return ran
+
+
+def test_a_failing_block_is_named_with_its_stderr(tmp_path):
+    text = textwrap.dedent("""\
+        ```sh
+        echo made > made.txt
+        ```
+        ```python
+        from pathlib import Path
+        made = Path("made.txt").read_text().strip()
+        ```
+        ```python
+        assert made == "made"                        # the namespace carries over
+        print("to stdout"); open("seen.txt", "w").write(made)
+        ```
+        <!-- readme: skip (never run) -->
+        ```sh
+        exit 1
+        ```
+        ```sh
+        command -v tmass-lake >/dev/null           # the installed command is on PATH
+        echo "something went wrong" >&2
+        false
+        echo never
+        ```
+        """)
+    with pytest.raises(BlockFailed) as failed:
+        run_blocks(readme_blocks(text), tmp_path)
+    message = str(failed.value)
+    assert message.startswith("README.md line 16 (sh block) failed:") and "something went wrong" in message
+    assert "exit status 1" in message
+    assert (tmp_path / "seen.txt").read_text() == "made"
+    with pytest.raises(BlockFailed, match=r"README.md line 1 \(python block\)[\s\S]*NameError: name 'nope'"):
+        run_blocks(readme_blocks("```python\nnope\n```\n"), tmp_path)
+
+
+@pytest.mark.slow
+def test_the_readme_runs_top_to_bottom(tmp_path, cloud):
+    workdir = tmp_path / "user"
+    workdir.mkdir()
+    try:
+        ran = run_blocks(readme_blocks(), workdir, cloud)
+    except BlockFailed as e:
+        pytest.fail(str(e), pytrace=False)
     print("README blocks run (line, seconds):", ran)
     assert len(ran) >= 10
