@@ -14,7 +14,8 @@ temporary directory, as a user follows it.
   README's placeholders (``tcp://scheduler:8786``, ``https://s3.example.org``, ...) are replaced by
   the real addresses.
 
-The whole run is ``slow`` (a few minutes: every command starts its own local Dask cluster); the
+The whole run is ``slow`` (about six minutes on 2 cores shared with other jobs: every command
+starts its own local Dask cluster, every lake build draws its report's plots); the
 quick tests check that the blocks parse, every ``tmass-lake`` command line is accepted by the real
 argument parser, and the markers are well formed, so ``make test-fast`` catches drift cheaply.
 """
@@ -25,6 +26,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import shlex
 import subprocess
 import sys
@@ -216,6 +218,9 @@ class PythonSession:
     def run(self, block: Block, code: str, env: dict) -> tuple[bool, str]:
         self.proc.stdin.write(json.dumps({"code": code, "name": block.where, "env": env}) + "\n")
         self.proc.stdin.flush()
+        if not select.select([self.proc.stdout], [], [], TIMEOUT)[0]:
+            self.proc.kill()
+            return False, f"no answer in {TIMEOUT} s:\n{tail(self.log.read_text())}"
         answer = self.proc.stdout.readline()
         if not answer:
             return False, f"the Python process died (exit {self.proc.wait()}):\n{tail(self.log.read_text())}"
@@ -342,6 +347,7 @@ def test_a_failing_block_is_named_with_its_stderr(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # six minutes on 2 cores shared with other jobs; a block may take TIMEOUT
 def test_the_readme_runs_top_to_bottom(tmp_path, cloud):
     workdir = tmp_path / "user"
     workdir.mkdir()
