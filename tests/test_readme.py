@@ -50,6 +50,7 @@ MIRROR_TABLES = ("pt_src_6x2", "pt_src_c")  # the tables the README's cloud bloc
 SCHEDULER_PLACEHOLDERS = ("tcp://scheduler.example.org:8786", "tcp://scheduler:8786")
 ENDPOINT_PLACEHOLDER = "https://s3.example.org"
 TIMEOUT = 900  # one block, seconds
+WARNING = re.compile(r"\b[A-Z]\w*Warning: .*")  # what warnings.warn prints
 
 
 @dataclass(frozen=True)
@@ -282,8 +283,17 @@ class BlockFailed(AssertionError):
     """A README block failed: its line, its code and the end of its stderr."""
 
 
-def run_blocks(blocks: list[Block], workdir: Path, cloud: Cloud | None = None) -> list[tuple[int, float]]:
-    """Run the blocks in order in ``workdir`` as a user would; returns (line, seconds) of each run."""
+@dataclass(frozen=True)
+class Ran:
+    """A block that ran: where, how long, what it printed on stderr."""
+
+    block: Block
+    seconds: float
+    stderr: str
+
+
+def run_blocks(blocks: list[Block], workdir: Path, cloud: Cloud | None = None) -> list[Ran]:
+    """Run the blocks in order in ``workdir`` as a user would; a failing one raises :class:`BlockFailed`."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     python = PythonSession(workdir, env)
     ran = []
@@ -305,7 +315,7 @@ def run_blocks(blocks: list[Block], workdir: Path, cloud: Cloud | None = None) -
             if not ok:
                 raise BlockFailed(f"{block.where} failed:\n{block.code}--- stderr, last lines ---\n"
                                   f"{tail(stderr)}")
-            ran.append((block.line, round(time.monotonic() - started, 1)))
+            ran.append(Ran(block, round(time.monotonic() - started, 1), stderr))
     finally:
         with contextlib.suppress(Exception):
             python.close()
@@ -355,5 +365,8 @@ def test_the_readme_runs_top_to_bottom(tmp_path, cloud):
         ran = run_blocks(readme_blocks(), workdir, cloud)
     except BlockFailed as e:
         pytest.fail(str(e), pytrace=False)
-    print("README blocks run (line, seconds):", ran)
+    print("README blocks run (line, seconds):", [(r.block.line, r.seconds) for r in ran])
     assert len(ran) >= 10
+    # nothing the reader cannot act on: no Python warning from any example
+    warned = {r.block.where: WARNING.findall(r.stderr) for r in ran if WARNING.search(r.stderr)}
+    assert not warned, f"README examples print warnings: {warned}"
