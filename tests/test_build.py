@@ -31,9 +31,9 @@ def mock_root(tmp_path_factory) -> Path:
     return root
 
 
-def build(client, table: str, inputs: list[str], out: Path, **params) -> dict:
+def build(client, table: str, inputs: list[str], out: Path, resume: bool = False, **params) -> dict:
     args = table_arguments(load_schema(table), inputs, str(out), params=resolve_parameters(params),
-                           progress=False)
+                           resume=resume, progress=False)
     return build_table(args, client)
 
 
@@ -120,8 +120,15 @@ def test_bad_lines_are_quarantined_and_accounted(local_client, mock_root, tmp_pa
 def test_existing_output_is_not_overwritten(local_client, mock_root, tmp_path):
     inputs = expand_inputs([str(mock_root / "irsa" / "pt_src_6x2")])
     build(local_client, "pt_src_6x2", inputs, tmp_path / "x")
-    with pytest.raises(BuildError, match="is not empty"):
+    with pytest.raises(BuildError, match="is not empty .*: it is a finished build; choose a new output"):
         build(local_client, "pt_src_6x2", inputs, tmp_path / "x")
+    with pytest.raises(BuildError, match="is a finished build: there is nothing to resume"):
+        build(local_client, "pt_src_6x2", inputs, tmp_path / "x", resume=True)
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "notes.txt").write_text("mine")
+    with pytest.raises(BuildError, match="not empty .*notes.txt.*pass --resume to continue an interrupted"):
+        build(local_client, "pt_src_6x2", inputs, tmp_path / "y")
+    assert (tmp_path / "y" / "notes.txt").read_text() == "mine"
     shutil.rmtree(tmp_path / "x")
 
 

@@ -298,6 +298,7 @@ def build_lake(args: LakeArguments, client: Client) -> dict:
         fs, scratch = filesystem(args.scratch, args.storage_options)
         if fs.exists(scratch) and not fs.ls(scratch):
             fs.rm(scratch, recursive=True)
-    echo(f"lake {args.output}: {manifest['totals']['tables']} tables, {manifest['totals']['rows']:,} rows "
+    totals = manifest["totals"]
+    echo(f"{args.output}: a lake of {totals['tables']} tables, {totals['rows']:,} rows "
          f"({time.time() - started:.1f} s); manifest.json and report/ written")
     return manifest

@@ -40,6 +40,15 @@ def _entries(url: str, storage_options: dict) -> list[str]:
         return []
 
 
+FINISHED_MARKS = {"collection.properties", "hats.properties", "table.properties"}
+"""Files a finished build leaves at the top of its output (a collection, a catalog, a Parquet table)."""
+
+
+def _exists(url: str, storage_options: dict) -> bool:
+    fs, path = filesystem(url, storage_options)
+    return fs.exists(path)
+
+
 @contextlib.contextmanager
 def build_session(output: str, scratch: str, fingerprint: dict, *, resume: bool,
                   storage_options: dict) -> Iterator[ResumePlan]:
@@ -53,9 +62,17 @@ def build_session(output: str, scratch: str, fingerprint: dict, *, resume: bool,
         found = [e for e in _entries(output, storage_options) if e not in (LOCK_FILE, scratch_name)]
         if found and not resume:
             fs, root = filesystem(output, storage_options)
-            raise BuildError(f"{url_of(fs, root)} is not empty (it holds {', '.join(sorted(found)[:4])}"
-                             f"{', ...' if len(found) > 4 else ''}): choose a new output, or pass --resume "
-                             "to continue an interrupted build there")
+            held = f"{url_of(fs, root)} is not empty (it holds {', '.join(sorted(found)[:4])}" \
+                   f"{', ...' if len(found) > 4 else ''})"
+            if set(found) & FINISHED_MARKS:
+                raise BuildError(f"{held}: it is a finished build; choose a new output, or remove it to "
+                                 "build again (lakes: --rebuild TABLE)")
+            raise BuildError(f"{held}: choose a new output, or pass --resume to continue an interrupted "
+                             "build there")
+        if resume and set(found) & FINISHED_MARKS and not _exists(scratch, storage_options):
+            fs, root = filesystem(output, storage_options)
+            raise BuildError(f"{url_of(fs, root)} is a finished build: there is nothing to resume; choose a "
+                             "new output, or remove it to build again")
         space = Scratch(scratch, output, storage_options).claim()
         yield ResumePlan(join(scratch, "plan"), fingerprint, resume=resume, storage_options=storage_options)
         space.remove()
