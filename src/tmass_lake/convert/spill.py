@@ -55,7 +55,7 @@ def write_run(table: pa.Table, url: str, storage_options: dict | None = None,
     """Write ``table`` as a run of fixed-size batches, atomically; returns its in-memory bytes.
 
     Atomic because a task Dask reruns after losing a worker rewrites its runs while readers may
-    be memory-mapping them: they must see the old file or the new one, never half of one.
+    be reading them: they must see the old file or the new one, never half of one.
     """
     fs, path = filesystem(url, storage_options)
 
@@ -70,11 +70,13 @@ def write_run(table: pa.Table, url: str, storage_options: dict | None = None,
 
 def _gather(url: str, batches: np.ndarray, storage_options: dict | None,
             finish: Callable[[pa.Table], pa.Table]) -> pa.Table:
-    """``finish`` applied to the given batches of a run; it must copy (the file may be mapped)."""
+    """``finish`` applied to the given batches of a run (read from its footer's offsets)."""
     fs, path = filesystem(url, storage_options)
 
     def read() -> pa.Table:
-        source = pa.memory_map(path) if is_local(fs) else fs.open(path, "rb")
+        # Plain reads, not a memory map: only the batches asked for are read, and the worker's
+        # memory (which Dask watches) holds them alone, not every page of the run it touched.
+        source = pa.OSFile(path, "rb") if is_local(fs) else fs.open(path, "rb")
         with source:
             reader = ipc.open_file(source)
             table = pa.Table.from_batches([reader.get_batch(int(b)) for b in batches], schema=reader.schema)
