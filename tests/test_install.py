@@ -127,9 +127,9 @@ def test_installed_package_mocks_builds_and_describes_a_lake_from_an_empty_direc
     assert "mock Extended Mission written to mock: 6 tables" in tmass_lake("mock", "mock", "--scale", "0.01",
                                                                             "--tables", *SIXX)
     built = tmass_lake("build", "6x", "--input", "mock", "--output", "lake", "--workers", "1", "--quiet")
-    assert "lake: a lake of 8 tables" in built
+    assert "lake: a lake of 10 tables" in built  # 6 from inputs, 2 6x Catalogs, 2 light-curve collections
     info = tmass_lake("info", "lake")
     assert "pipeline 6x: 6x working databases" in info and f"[{installed}" in info  # the packaged file
-    for table in [*SIXX, "pt_src_6x2_cat", "ext_src_6x2_cat"]:
+    for table in [*SIXX, "pt_src_6x2_cat", "ext_src_6x2_cat", "sixxf_lightcurves", "esixxf_lightcurves"]:
         assert f"\n{table} " in info
     assert sorted(p.name for p in work.iterdir()) == ["lake", "mock"]  # nothing else written here
