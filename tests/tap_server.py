@@ -252,6 +252,23 @@ class DachsServer:
             self._lock = None
 
 
+@contextlib.contextmanager
+def postgres_running() -> Iterator[None]:
+    """DaCHS's database: every PostgreSQL cluster that is down is started, and stopped again after."""
+    listed = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True)
+    started = []
+    for line in listed.stdout.splitlines():
+        version, name, _port, status = line.split()[:4]
+        if status != "online":
+            subprocess.run(["pg_ctlcluster", version, name, "start"], check=True, capture_output=True)
+            started.append((version, name))
+    try:
+        yield
+    finally:
+        for version, name in started:
+            subprocess.run(["pg_ctlcluster", version, name, "stop"], capture_output=True)
+
+
 # -- the session's service -----------------------------------------------------------------------
 TABLES = ("pt_src_c", "cf_info", "cf_link")
 MOCK_SCALE = 0.4  # pt_src_c and cf_link ~126k rows each: a 12k-row harvest is 11 chunks
@@ -287,6 +304,11 @@ def tap_service(tmp_path_factory) -> Iterator[TapService]:
              progress=False)
     tables = {name: served_table(load_schema(name), sorted((base / "mock" / "irsa" / name).glob("*.gz")))
               for name in TABLES}
+    with postgres_running():
+        yield from _serve(base, tables)
+
+
+def _serve(base: Path, tables: dict[str, ServedTable]) -> Iterator[TapService]:
     server = DachsServer(base)
     server.lock()
     try:

@@ -269,5 +269,5 @@ def test_metadata_scan_sees_what_workers_wrote_after_the_client_listed_the_outpu
     worker = s3fs.S3FileSystem(**so, skip_instance_cache=True)  # another process, in effect
     with worker.open(f"{root}/dataset/part-00000.parquet", "wb") as f:
         pq.write_table(pa.table({"x": [1, 2, 3]}), f)
-    finish_parquet_table(out, {"name": "sixxf_link"}, expected_rows=3, storage_options=so)
+    finish_parquet_table(out, {"table": "sixxf_link"}, expected_rows=3, storage_options=so)
     assert worker.exists(f"{root}/dataset/_metadata") and worker.exists(f"{root}/table.properties")

@@ -28,7 +28,7 @@ from upath import UPath
 from tmass_lake.lake.crossmatch import PROFILES, ReferenceProfile, crossmatch, detect_profile
 from tmass_lake.lake.lightcurves import light_curves
 from tmass_lake.schema import TableSchema, list_tables, load_schema
-from tmass_lake.storage import filesystem, join
+from tmass_lake.storage import filesystem, join, url_of
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,8 @@ class Lake:
         Returns
         -------
         list of str
-            The paths of its ``*.parquet`` files, sorted, leaving out any under a directory whose
-            name starts with ``_`` (``_metadata``...).
+            The URLs of its ``*.parquet`` files (protocol included), sorted, leaving out any under
+            a directory whose name starts with ``_`` (``_metadata``...).
 
         Raises
         ------
@@ -172,7 +172,7 @@ class Lake:
 
     def _parquet_files_under(self, url: str) -> list[str]:
         fs, path = filesystem(url, self.storage_options)
-        return sorted(p for p in fs.glob(join(path, "**/*.parquet"))
+        return sorted(url_of(fs, p) for p in fs.glob(join(path, "**/*.parquet"))
                       if not any(part.startswith("_") for part in p[len(path):].split("/")))
 
     @property
@@ -414,7 +414,8 @@ class Lake:
         if entry.format != "parquet":
             raise TypeError(f"{name} is a HATS catalogue; use lake[{name!r}]")
         fs, _ = filesystem(entry.url, self.storage_options)
-        return pads.dataset(self.parquet_files(name), filesystem=fs, format="parquet")
+        paths = [filesystem(url, self.storage_options)[1] for url in self.parquet_files(name)]
+        return pads.dataset(paths, filesystem=fs, format="parquet")
 
     # -- references ----------------------------------------------------------------------
     def reference_url(self, name_or_url: str) -> str:
