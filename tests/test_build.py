@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -122,8 +123,11 @@ def test_existing_output_is_not_overwritten(local_client, mock_root, tmp_path):
     build(local_client, "pt_src_6x2", inputs, tmp_path / "x")
     with pytest.raises(BuildError, match="is not empty .*: it is a finished build; choose a new output"):
         build(local_client, "pt_src_6x2", inputs, tmp_path / "x")
+    before = json.loads((tmp_path / "x" / "build_report.json").read_text())
+    again = build(local_client, "pt_src_6x2", inputs, tmp_path / "x", resume=True)  # idempotent
+    assert again.pop("already_complete") and again == before
     with pytest.raises(BuildError, match="is a finished build: there is nothing to resume"):
-        build(local_client, "pt_src_6x2", inputs, tmp_path / "x", resume=True)
+        build(local_client, "pt_src_6x2", inputs, tmp_path / "x", resume=True, pixel_threshold=1234)
     (tmp_path / "y").mkdir()
     (tmp_path / "y" / "notes.txt").write_text("mine")
     with pytest.raises(BuildError, match="not empty .*notes.txt.*pass --resume to continue an interrupted"):

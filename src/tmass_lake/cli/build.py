@@ -40,6 +40,8 @@ def cmd_build(ns: argparse.Namespace) -> int:
                            progress=not ns.quiet)
     with cluster(ns) as client:
         report = build_table(args, client)
+    if report.get("already_complete"):
+        print(f"{ns.output} is already complete (same inputs and parameters): nothing to resume")
     print(f"{schema.table}: {report['lines_read']:,} lines read, {report['rows_written']:,} rows "
           f"written in {report['partitions']} partitions, {report['rows_quarantined']:,} quarantined "
           f"({report['seconds']:.1f} s) -> {ns.output}")

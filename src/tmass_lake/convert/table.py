@@ -104,6 +104,17 @@ def read_report(output: str, storage_options: dict) -> dict | None:
         return json.load(f)
 
 
+def _finished(args: TableArguments) -> dict | None:
+    """The report of a finished build of the same inputs and parameters in ``args.output`` (its
+    scratch gone: nothing left to resume), or None."""
+    report = read_report(args.output, args.storage_options)
+    if report is None or _exists(args.scratch, args.storage_options):
+        return None
+    same = ([i.get("path") for i in report.get("inputs", [])] == list(args.inputs)
+            and report.get("parameters") == args.params.as_dict())
+    return report if same else None
+
+
 def build_table(args: TableArguments, client: Client, *, index_rows_per_file: int = 5_000_000) -> dict:
     """Convert one table (a TAP input harvested first; indexed); returns the build report, also
     ``build_report.json``."""
@@ -111,6 +122,8 @@ def build_table(args: TableArguments, client: Client, *, index_rows_per_file: in
     if args.params.run_bytes is None:
         args = args.with_params(run_bytes=run_bytes_for(worker_memory(client)))
     so = args.storage_options
+    if args.resume and (done := _finished(args)) is not None:
+        return done | {"already_complete": True}
     with build_session(args.output, args.scratch, fingerprint(args), resume=args.resume,
                        storage_options=so) as plan:
         args, tap = harvest_inputs(args, plan, client)
