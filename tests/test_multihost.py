@@ -193,7 +193,7 @@ def test_whole_lake_of_every_family_with_scratch_on_s3_equals_a_local_build(host
     local = json.loads((local_lake / "manifest.json").read_text())
     every = sorted(n for p in load_pipelines("all") for n in p.names)
     assert sorted(manifest["tables"]) == sorted(local["tables"])
-    assert manifest["skipped"] == local["skipped"]  # tables without rows at this scale, and what needs them
+    assert sorted(manifest["skipped"]) == sorted(local["skipped"])  # no rows at this scale
     assert sorted([*manifest["tables"], *manifest["skipped"]]) == every
     for name, entry in manifest["tables"].items():
         assert entry["rows"] == local["tables"][name]["rows"], name
