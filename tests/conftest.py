@@ -325,7 +325,10 @@ def private_mounts(tmp: Path) -> None:
 @pytest.fixture(scope="session")
 def local_client():
     """One local cluster (2 single-threaded worker processes) shared by the session."""
-    with dask_client(workers=2, memory_limit="1GiB") as client:
+    # 2 GiB: the session's workers run every test's tasks for ~20 minutes; at 1 GiB the pages they
+    # keep (pyarrow's pool, imported modules) reached Dask's 80 % pause threshold and a late
+    # build waited for ever on two paused workers.
+    with dask_client(workers=2, memory_limit="2GiB") as client:
         yield client
 
 

@@ -34,7 +34,7 @@ import json
 import logging
 import warnings
 from dataclasses import asdict, dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 import hats
@@ -77,6 +77,9 @@ POINT_COLUMNS = ["jdate", "ra", "dec", "err_maj", "err_min", "err_ang",
 EXTENDED_COLUMNS = ["jdate", "ra", "dec", *[f"{b}_{s}_k20fe" for b in BANDS for s in ("m", "msig")],
                     "cc_flg", "rel"]
 NESTED = "detections"
+OPENED_PER_WORKER = 16
+"""Datasets and catalogs a worker keeps open between tasks (bounded: a long-lived cluster serves
+many lakes)."""
 
 
 @dataclass(frozen=True)
@@ -244,7 +247,7 @@ class LinkSource:
         return _ints(t, "gcntr"), _ints(t, self.column)
 
 
-@cache
+@lru_cache(maxsize=OPENED_PER_WORKER)
 def _dataset(files: tuple[str, ...], storage_options: str) -> pads.Dataset:
     so = json.loads(storage_options)
     fs, _ = filesystem(files[0], so)
@@ -436,7 +439,7 @@ class IndexCounts:
         return _count_by(gcntr, _ints(t, "gcntr"))
 
 
-@cache
+@lru_cache(maxsize=OPENED_PER_WORKER)
 def _index_dataset(url: str, storage_options: str) -> pads.Dataset:
     fs, path = filesystem(url, json.loads(storage_options))
     return pads.dataset(f"{path.rstrip('/')}/dataset", filesystem=fs, format="parquet")  # skips _metadata
@@ -453,7 +456,7 @@ def _overlaps(pixel: HealpixPixel, lo: int, hi: int) -> bool:
     return a < hi and lo < b
 
 
-@cache
+@lru_cache(maxsize=OPENED_PER_WORKER)
 def _hats_catalog(url: str, storage_options: str) -> Any:
     return hats.read_hats(UPath(url, **json.loads(storage_options)))
 
