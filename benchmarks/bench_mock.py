@@ -22,7 +22,7 @@ from tmass_lake.schema import list_tables, load_schema
 
 def _run(out: str, **kw) -> tuple[dict, float]:
     t0 = time.perf_counter()
-    manifest = generate(out, progress=False, **kw)
+    manifest = generate(out, progress=False, overwrite=True, **kw)
     return manifest, time.perf_counter() - t0
 
 

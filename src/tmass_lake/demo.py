@@ -16,17 +16,21 @@ import numpy as np
 from tmass_lake.cluster import dask_client
 from tmass_lake.convert import LakeArguments, build_lake, load_pipelines
 from tmass_lake.convert.pipelines import ALL
+from tmass_lake.errors import UserError
 from tmass_lake.lake import open_lake, plot_light_curve
 from tmass_lake.mock import generate
+from tmass_lake.storage import OUTPUT_MARK, filesystem, mark_output
 
 
 def run_demo(out: str, *, scale: float = 0.05, seed: int = 0, workers: int | None = None,
              memory_limit: str = "3GiB") -> dict:
-    """Run the whole demo under ``out`` (cleared first); returns the summary it prints."""
+    """Run the whole demo under ``out``; returns the summary it prints.
+
+    ``out`` must be missing, empty or a previous demo's output (whose entries are replaced);
+    a directory holding anything the demo does not write is refused, untouched.
+    """
     root = Path(out).resolve()
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    clear_previous_demo(root)
     mock, lake_dir = root / "mock", root / "lake"
     summary: dict = {}
 
@@ -77,6 +81,35 @@ def run_demo(out: str, *, scale: float = 0.05, seed: int = 0, workers: int | Non
     summary["plots"] = sorted(str(p) for p in (lake_dir / "report").glob("*.png"))[:6]
     _print(summary, lake_dir)
     return summary
+
+
+DEMO_ENTRIES = ("mock", "lake", OUTPUT_MARK)  # and lightcurve_<gcntr>.png
+
+
+def clear_previous_demo(root: Path) -> None:
+    """Make ``root`` an empty directory marked as the demo's, removing only a previous demo's entries.
+
+    Refused (``UserError``) when ``root`` is a file, or a non-empty directory the demo did not
+    create, or one holding anything the demo does not write: nothing there is touched.
+    """
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root} is a file, not a directory: the demo needs a directory of its own")
+    entries = sorted(root.iterdir()) if root.exists() else []
+    if entries:
+        if not (root / OUTPUT_MARK).is_file():
+            raise UserError(f"{root} is not empty and was not written by tmass-lake demo: nothing is "
+                            "removed; give a new or empty directory")
+        foreign = [p.name for p in entries if p.name not in DEMO_ENTRIES
+                   and not (p.name.startswith("lightcurve_") and p.name.endswith(".png"))]
+        if foreign:
+            raise UserError(f"{root} holds {', '.join(foreign[:5])}"
+                            f"{' ...' if len(foreign) > 5 else ''}, which the demo did not write: "
+                            "nothing is removed; move it or give another directory")
+        for p in entries:
+            if p.name != OUTPUT_MARK:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    fs, path = filesystem(str(root))
+    mark_output(fs, path, "demo")
 
 
 def _print(s: dict, lake_dir: Path) -> None:

@@ -249,3 +249,61 @@ def identity(fs: fsspec.AbstractFileSystem, path: str) -> dict:
             out["version"] = value if isinstance(value, int | float | str) else str(value)
             break
     return out
+
+
+OUTPUT_MARK = ".tmass-lake-output"  # what a command leaves in a directory it created as its output
+
+
+class OutputExistsError(StorageError):
+    """An output that exists and may not be replaced (no ``--overwrite``, or not ours to remove)."""
+
+
+def owned_by_tmass_lake(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Whether the directory ``path`` was created by a tmass-lake command (it holds the mark)."""
+    return bool(retrying(lambda: fs.exists(join(path, OUTPUT_MARK)),
+                         what=f"inspecting {url_of(fs, path)}"))
+
+
+def mark_output(fs: fsspec.AbstractFileSystem, path: str, command: str) -> None:
+    """Leave the mark of ``command`` in the output directory ``path`` (created here if local)."""
+    ensure_dir(fs, path)
+    write_json(fs, join(path, OUTPUT_MARK), {"written_by": f"tmass-lake {command}"})
+
+
+def claim_output(fs: fsspec.AbstractFileSystem, path: str, *, overwrite: bool, command: str,
+                 directory: bool, owned: Callable[[], bool] | None = None, check_only: bool = False) -> None:
+    """Make ``path`` free for a new output of ``command``, or refuse with one clear line.
+
+    A missing path (or an empty directory) is free. Anything else is refused unless
+    ``overwrite``; with it a file is left to be replaced atomically by the writer, and a
+    directory is removed whole only when a tmass-lake command created it (its mark, or
+    ``owned()``): what the command did not create is never removed. A directory output is
+    marked before anything else is written into it, so a killed run can be replaced too.
+    ``check_only`` refuses as above but removes and marks nothing (call it before a long
+    computation, and again without it just before writing).
+    """
+    url = url_of(fs, path)
+    forget_listings(fs, path)
+    is_dir = retrying(lambda: fs.isdir(path), what=f"inspecting {url}")
+    exists = is_dir or retrying(lambda: fs.exists(path), what=f"inspecting {url}")
+    if is_dir and not retrying(lambda: fs.ls(path, detail=False), what=f"listing {url}"):
+        exists = False
+    if exists:
+        if not overwrite:
+            raise OutputExistsError(f"{url} already exists; pass --overwrite to replace it "
+                                    "(the whole output is replaced)")
+        if is_dir != directory:
+            have, want = ("a directory", "a file") if is_dir else ("a file", "a directory")
+            raise OutputExistsError(f"{url} is {have}, and {command} writes {want} there: "
+                                    "not replaced; remove it yourself or pick another output")
+        if is_dir:
+            if not (owned_by_tmass_lake(fs, path) or (owned is not None and owned())):
+                raise OutputExistsError(f"{url} was not written by tmass-lake (no {OUTPUT_MARK}): "
+                                        "not removed even with --overwrite; remove it yourself "
+                                        "or pick another output")
+            if check_only:
+                return
+            retrying(lambda: fs.rm(path, recursive=True), what=f"removing {url}")
+            forget_listings(fs, path)
+    if directory and not check_only:
+        mark_output(fs, path, command)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-import fsspec
 import yaml
 
 from tmass_lake.cli.options import add_storage_option, storage_options
@@ -19,6 +18,7 @@ from tmass_lake.errors import InputError, UserError
 from tmass_lake.readers import detect_format, expand_inputs, read_input
 from tmass_lake.readers.diagnose import SAMPLE_LINES, diagnose, format_diagnosis, proposed_schema
 from tmass_lake.schema import load_schema
+from tmass_lake.storage import claim_output, filesystem, write_text
 
 
 def _headed(path: str, description: str, schema, so: dict) -> str:
@@ -41,7 +41,10 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
     so = storage_options(ns.storage_option)
     schema = load_schema(ns.table) if ns.table else None
     bulk: list[str] = []
-    for path in expand_inputs(ns.files, so):
+    inputs = expand_inputs(ns.files, so)
+    if ns.write_schema:
+        check_schema_output(ns.write_schema, inputs, so, ns.overwrite)
+    for path in inputs:
         found = detect_format(path, so, schema)
         if found.format == "bulk":
             bulk.append(path)
@@ -59,10 +62,21 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
         doc = proposed_schema(d, schema.table if schema else None)
         text = (f"# {doc['table']}: layout proposed by tmass-lake inspect; review before use.\n"
                 + yaml.safe_dump(doc, sort_keys=False, width=110, allow_unicode=True))
-        with fsspec.open(ns.write_schema, "w", **so) as f:
-            f.write(text)
+        fs, out = filesystem(ns.write_schema, so)
+        write_text(fs, out, text)
         print(f"\nproposed schema written to {ns.write_schema} (build with --table {ns.write_schema})")
     return 0
+
+
+def check_schema_output(output: str, inputs: list[str], so: dict, overwrite: bool) -> None:
+    """Refuse a ``--write-schema`` target that is one of the inputs, or exists without ``--overwrite``."""
+    fs, out = filesystem(output, so)
+    for path in inputs:
+        in_fs, in_path = filesystem(path, so)
+        if type(in_fs) is type(fs) and in_fs._strip_protocol(in_path) == fs._strip_protocol(out):
+            raise UserError(f"--write-schema {output} is one of the inputs: refused (even with "
+                            "--overwrite); pick another file")
+    claim_output(fs, out, overwrite=overwrite, command="inspect", directory=False, check_only=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,7 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "with a schema; for files with a header, how their names match it.")
     p.add_argument("files", nargs="+", metavar="FILE", help="input files, globs or directories (fsspec URLs)")
     p.add_argument("--table", help="IRSA table name or schema YAML file to line the files up with")
-    p.add_argument("--write-schema", metavar="OUT.yaml", help="write the proposed layout as a schema file")
+    p.add_argument("--write-schema", metavar="OUT.yaml", help="write the proposed layout as a schema file "
+                   "(an existing file is refused unless --overwrite; an input file always)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --write-schema file")
     p.add_argument("--sample", type=int, default=SAMPLE_LINES,
                    help=f"lines read from each bulk file (default {SAMPLE_LINES:,})")
     add_storage_option(p)

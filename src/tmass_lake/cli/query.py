@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 import warnings
@@ -13,13 +14,12 @@ import lsdb
 import nested_pandas as npd
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 from upath import UPath
 
 from tmass_lake.cli.options import add_cluster, add_storage_option, cluster, storage_options
 from tmass_lake.lake import MarginWarning, open_lake, plot_light_curve
 from tmass_lake.lake.lightcurves import product_tables
-from tmass_lake.storage import filesystem, join, write_parquet
+from tmass_lake.storage import claim_output, filesystem, join, mark_output, write_bytes, write_parquet
 
 
 def _output_args(p: argparse.ArgumentParser) -> None:
@@ -27,17 +27,35 @@ def _output_args(p: argparse.ArgumentParser) -> None:
     add_storage_option(p)
     p.add_argument("--format", choices=["hats", "parquet"], default=None,
                    help="output format (default: parquet for a .parquet OUTPUT or lightcurves, else hats)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUTPUT whole (without it an existing OUTPUT is refused; a "
+                        "directory tmass-lake did not write is never removed)")
+
+
+def check_output(output: str, fmt: str, storage_options: dict, overwrite: bool, command: str) -> None:
+    """Refuse a taken OUTPUT before any work (``write_output`` replaces it only at the end)."""
+    fs, root = filesystem(output, storage_options)
+    claim_output(fs, root, overwrite=overwrite, command=command, check_only=True,
+                 directory=not (fmt == "parquet" and output.endswith(".parquet")))
 
 
 def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: dict,
-                 name: str) -> int:
-    """Write a catalogue as a HATS catalogue, one Parquet file, or a directory of Parquet parts."""
+                 name: str, *, overwrite: bool = False, command: str = "export") -> int:
+    """Write a catalogue as a HATS catalogue, one Parquet file, or a directory of Parquet parts.
+
+    An existing output is refused unless ``overwrite``; with it the whole output is replaced
+    (a directory only when tmass-lake wrote it), and a single file atomically.
+    """
+    fs, root = filesystem(output, storage_options)
+    single = fmt == "parquet" and output.endswith(".parquet")
+    claim_output(fs, root, overwrite=overwrite, command=command, directory=not single)
     if fmt == "hats":
+        # lsdb clears the (claimed, freshly marked) directory before writing: mark it again after
         catalog.write_catalog(UPath(output, **storage_options), catalog_name=name, overwrite=True,
                               progress_bar=False)
+        mark_output(fs, root, command)
         written = lsdb.open_catalog(UPath(output, **storage_options))
         return int(written.hc_structure.catalog_info.total_rows or 0)
-    fs, root = filesystem(output, storage_options)
 
     def part(df: npd.NestedFrame, path: str) -> int:
         if len(df) == 0:
@@ -45,14 +63,11 @@ def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: 
         write_parquet(npd.NestedFrame(df).to_pyarrow(), fs, path)
         return len(df)
 
-    if output.endswith(".parquet"):
+    if single:
         df = catalog.compute(progress_bar=False)
         table = npd.NestedFrame(df).to_pyarrow()
-        fs.makedirs(fs._parent(root), exist_ok=True)
-        with fs.open(root, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
+        write_parquet(table, fs, root)
         return len(df)
-    fs.makedirs(root, exist_ok=True)
     parts = catalog.to_delayed()
     tasks = [dask.delayed(part)(p, join(root, f"part-{i:05d}.parquet")) for i, p in enumerate(parts)]
     return int(sum(dask.compute(*tasks)))
@@ -60,8 +75,9 @@ def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: 
 
 def cmd_crossmatch(ns: argparse.Namespace) -> int:
     so = storage_options(ns.storage_option)
-    lake = open_lake(ns.lake, **so)
     fmt = ns.format or ("parquet" if ns.output.endswith(".parquet") else "hats")
+    check_output(ns.output, fmt, so, ns.overwrite, "crossmatch")
+    lake = open_lake(ns.lake, **so)
     started = time.time()
     with cluster(ns):
         right = lake.open_reference(ns.with_, storage_options=so or None)
@@ -74,7 +90,8 @@ def cmd_crossmatch(ns: argparse.Namespace) -> int:
         for w in caught:
             if issubclass(w.category, MarginWarning):
                 print(f"tmass-lake: warning: {w.message}", file=sys.stderr)
-        rows = write_output(result, ns.output, fmt, so, f"{ns.table}_x_{right.name}")
+        rows = write_output(result, ns.output, fmt, so, f"{ns.table}_x_{right.name}",
+                            overwrite=ns.overwrite, command="crossmatch")
     kind = "positional" if ns.plain else "epoch-aware"
     print(f"{ns.table} x {right.name}: {rows:,} {kind} matches within {ns.radius:g}\" "
           f"({time.time() - started:.1f} s) -> {ns.output}")
@@ -83,8 +100,15 @@ def cmd_crossmatch(ns: argparse.Namespace) -> int:
 
 def cmd_lightcurves(ns: argparse.Namespace) -> int:
     so = storage_options(ns.storage_option)
-    lake = open_lake(ns.lake, **so)
     fmt = ns.format or "parquet"
+    check_output(ns.output, fmt, so, ns.overwrite, "lightcurves")
+    png = None
+    if ns.plot is not None:
+        png = ns.plot_file or _default_png(ns.output, ns.plot)
+        png_fs, png_path = filesystem(png, so)
+        claim_output(png_fs, png_path, overwrite=ns.overwrite, command="lightcurves", directory=False,
+                     check_only=True)
+    lake = open_lake(ns.lake, **so)
     search = None
     if ns.cone:
         search = lsdb.ConeSearch(ra=ns.cone[0], dec=ns.cone[1], radius_arcsec=ns.cone[2])
@@ -92,13 +116,13 @@ def cmd_lightcurves(ns: argparse.Namespace) -> int:
     with cluster(ns):
         cat = lake.light_curves(ns.product, kind=ns.kind, links=ns.links, complete=not ns.no_repair,
                                 search_filter=search, stored=False if ns.join else None)
-        rows = write_output(cat, ns.output, fmt, so, f"{ns.product}_lightcurves")
+        rows = write_output(cat, ns.output, fmt, so, f"{ns.product}_lightcurves",
+                            overwrite=ns.overwrite, command="lightcurves")
     stored = product_tables(ns.product, ns.kind).collection
     how = f"read from {stored}" if cat.name == stored else "joined on the fly"
     print(f"{ns.product}: {rows:,} merged sources with nested detections, {how} "
           f"({time.time() - started:.1f} s) -> {ns.output}")
-    if ns.plot is not None:
-        png = ns.plot_file or _default_png(ns.output, ns.plot)
+    if ns.plot is not None and png is not None:
         plot_from_output(ns.output, ns.plot, png, so)
         print(f"light curve of gcntr {ns.plot} -> {png}")
     return 0
@@ -130,8 +154,9 @@ def plot_from_output(output: str, gcntr: int, png: str, storage_options: dict | 
     row = read_source(output, gcntr, storage_options)
     fig = plot_light_curve(row)
     fs, path = filesystem(png, storage_options)
-    with fs.open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    write_bytes(fs, path, buf.getvalue())
 
 
 def register(sub: argparse._SubParsersAction) -> None:

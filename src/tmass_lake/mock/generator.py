@@ -27,6 +27,7 @@ from tmass_lake.mock.bulkfmt import format_table
 from tmass_lake.mock.columns import choose_strings, fixed_strings, make_table
 from tmass_lake.mock.tables import ChunkResult, chunk_sources, run_chunk, write_bulk
 from tmass_lake.schema import list_tables, load_schema
+from tmass_lake.storage import claim_output, open_atomic, read_json, write_parquet, write_text
 
 GENERATOR_VERSION = "1.0"
 DEFAULT_ROWS_PER_FILE = 1_000_000
@@ -68,10 +69,6 @@ NOTES = [
     "with observation time inside a file; pxcntr points at a random row of the same file; "
     "deepcal_src pts_key/ext_key are null (no All-Sky mock).",
 ]
-
-
-def _open(out: str, rel: str, mode: str, so: dict | None):
-    return fsspec.open(f"{out.rstrip('/')}/{rel}", mode, **(so or {}))
 
 
 def _blocks(n: int, size: int) -> Iterable[tuple[int, int]]:
@@ -205,7 +202,7 @@ def _merge_parts(out: str, results: list[ChunkResult], kind: str, dest: str,
     paths = [f"{root.rstrip('/')}/{r.parts[kind]}" for r in results if kind in r.parts]
     rows = 0
     writer = None
-    with fs.open(f"{root.rstrip('/')}/{dest}", "wb") as fh:
+    with open_atomic(fs, f"{root.rstrip('/')}/{dest}") as fh:
         for p in paths:
             with fs.open(p, "rb") as f:
                 t = pq.read_table(f)
@@ -278,14 +275,16 @@ def _plans(seed: int, scale: float, rows_per_file: int, want: set[str],
 def generate(out: str, *, scale: float = 1.0, seed: int = 0, tables: list[str] | None = None,
              storage_options: dict | None = None, workers: int | None = None,
              progress: bool = True, rows_per_file: int = DEFAULT_ROWS_PER_FILE,
-             compresslevel: int = 1, reference: bool = True) -> dict:
+             compresslevel: int = 1, reference: bool = True, overwrite: bool = False) -> dict:
     """Write a deterministic mock 2MASS Extended Mission under ``out`` (local path or URL).
 
     Layout: ``irsa/<table>/<table>_aaa.gz ...`` (IRSA bulk text, ``|``/``\\N``, gzip with
     mtime 0), ``truth/*.parquet``, ``reference/{gaia_dr3,allwise}`` (HATS collections) and
     ``manifest.json``. The same ``seed``/``scale``/``rows_per_file`` give byte-identical bulk
     and truth files. ``tables`` restricts the IRSA tables written (all but fp_psc/fp_xsc by
-    default). Returns the manifest.
+    default). An existing non-empty ``out`` is refused unless ``overwrite``; with it a previous
+    mock there is removed whole first (never mixed with the new one), anything else is refused.
+    Returns the manifest.
     """
     if scale <= 0:
         raise ValueError("scale must be positive")
@@ -296,6 +295,9 @@ def generate(out: str, *, scale: float = 1.0, seed: int = 0, tables: list[str] |
     if unknown:
         raise KeyError(f"unknown tables: {sorted(unknown)}")
     so = storage_options or {}
+    fs, root = fsspec.core.url_to_fs(out, **so)
+    claim_output(fs, root, overwrite=overwrite, command="mock", directory=True,
+                 owned=lambda: _is_mock(fs, root))
     plans = _plans(seed, scale, rows_per_file, want)
     tasks = []
     for p in plans:
@@ -338,8 +340,7 @@ def generate(out: str, *, scale: float = 1.0, seed: int = 0, tables: list[str] |
             dt, dmap = deep_tables(p)
             manifest_tables[deep] = {"files": _write_split(out, dt, deep, rows_per_file,
                                                            compresslevel, so)}
-            with _open(out, "truth/deepcal_map.parquet", "wb", so) as f:
-                pq.write_table(dmap, f, compression="zstd")
+            write_parquet(dmap, fs, f"{root.rstrip('/')}/truth/deepcal_map.parquet")
         families[p.spec.name] = {
             "product": p.spec.product, "tables": p.tables, "chunks": len(p.chunks),
             "tiles": len(p.tiles), "scans": len(p.scans), "sources": int(p.n_src.sum()),
@@ -372,7 +373,6 @@ def generate(out: str, *, scale: float = 1.0, seed: int = 0, tables: list[str] |
                 refs[name] = write_reference(out, name, _read_parts(out, results, kind, so), so,
                                              key)
             refs[name]["rows"] = rows
-    fs, root = fsspec.core.url_to_fs(out, **so)
     if fs.exists(f"{root.rstrip('/')}/truth/_parts"):
         fs.rm(f"{root.rstrip('/')}/truth/_parts", recursive=True)
     manifest = {
@@ -384,9 +384,19 @@ def generate(out: str, *, scale: float = 1.0, seed: int = 0, tables: list[str] |
         "truth": truth, "reference": refs, "families": families, "proportions": proportions,
         "notes": NOTES,
     }
-    with _open(out, "manifest.json", "w", so) as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
+    write_text(fs, f"{root.rstrip('/')}/manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
     return manifest
+
+
+def _is_mock(fs: fsspec.AbstractFileSystem, root: str) -> bool:
+    """A finished mock written before outputs were marked: its manifest names the generator."""
+    path = f"{root.rstrip('/')}/manifest.json"
+    try:
+        manifest = read_json(fs, path) if fs.exists(path) else None
+    except OSError:
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get("generator"), dict) \
+        and manifest["generator"].get("name") == "tmass_lake.mock"
 
 
 def _proportion_entry(plan: fam.FamilyPlan, prefix: str, results: list[ChunkResult]) -> dict:

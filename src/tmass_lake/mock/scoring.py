@@ -58,7 +58,8 @@ def mock_lake(base: str | Path, build: Callable[[MockLake], None], *, scale: flo
     if ready.exists():
         return env
     env.root.mkdir(parents=True, exist_ok=True)
-    generate(str(env.mock), scale=scale, seed=seed, tables=list(tables), workers=workers, progress=False)
+    generate(str(env.mock), scale=scale, seed=seed, tables=list(tables), workers=workers, progress=False,
+             overwrite=True)  # a run killed before READY left a mock of its own there
     build(env)
     ready.touch()
     return env
