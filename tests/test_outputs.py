@@ -169,7 +169,7 @@ def test_crossmatch_and_lightcurves_outputs_are_replaced_only_with_overwrite(env
     for fmt_out in (tmp_path / "x.parquet", tmp_path / "x_hats", tmp_path / "x_parts"):
         extra = ["--format", "parquet"] if fmt_out.name == "x_parts" else []
         argv = ["crossmatch", "--lake", str(env.lake), "--table", "pt_src_c", "--with", gaia, "--radius", "1",
-                "--columns", "cntr", "--workers", "1", "--output", str(fmt_out), *extra]
+                "--columns", "cntr", "jdate", "--workers", "1", "--output", str(fmt_out), *extra]
         assert run_cli(*argv).returncode == 0
         refused(run_cli(*argv, "--radius", "0.1"), "already exists")
         again = run_cli(*argv, "--overwrite")

@@ -220,15 +220,75 @@ def light_curve_collection(info_table: str) -> str:
     return f"{info_table.removesuffix('_info')}_lightcurves"
 
 
+class SchemaFileError(UserError, ValueError):
+    """A schema file that is not valid YAML or not a schema; one line naming the file and key."""
+
+
+_REQUIRED = {"table": str, "title": str, "kind": str, "layout_status": str, "columns": list}
+_OPTIONAL = {"product": str, "layout_note": str, "key_column": str, "ra_column": str, "dec_column": str,
+             "epoch_column": str, "rows": int, "rows_source": str, "sources": list, "links": dict,
+             "irsa_key": str, "irsa_columns": int, "default_constraint": str, "documentation": str}
+_COLUMN_TYPES = {"name": str, "type": str, "arrow": str, "unit": str, "ucd": str, "description": str,
+                 "nullable": bool, "provenance": str, "source": str, "aliases": list, "principal": bool,
+                 "indexed": bool, "origin": dict}
+_TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "a mapping"}
+
+
+def _kind_ok(value: object, kind: type) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def read_schema_document(text: str, path: str) -> dict:
+    """The mapping a schema file holds, type-checked, or a :class:`SchemaFileError` naming the file.
+
+    Safe YAML only (a ``!!python`` tag is refused, never executed); a list, a syntax error, a
+    missing key or a value of the wrong type is one line saying where and what is allowed.
+    """
+    try:
+        doc = yaml.load(text, Loader=_YAML_LOADER)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SchemaFileError(f"{path}{where}: not a schema file: YAML error: {problem}") from None
+    if not isinstance(doc, dict):
+        raise SchemaFileError(f"{path}: not a schema file: expected a mapping of keys (table, title, kind, "
+                              f"layout_status, columns), not {type(doc).__name__}")
+    for key in _REQUIRED:
+        if key not in doc:
+            raise SchemaFileError(f"{path}: not a schema file: no {key!r} key")
+    for key, kind in (_REQUIRED | _OPTIONAL).items():
+        if doc.get(key) is not None and not _kind_ok(doc[key], kind):
+            raise SchemaFileError(f"{path}: {key} must be {_TYPE_WORDS[kind]}, not {type(doc[key]).__name__}")
+    for i, c in enumerate(doc["columns"]):
+        if not isinstance(c, dict):
+            raise SchemaFileError(f"{path}: columns[{i}] must be a mapping (name, type, arrow, ...), "
+                                  f"not {type(c).__name__}")
+        for key, kind in _COLUMN_TYPES.items():
+            if c.get(key) is not None and not _kind_ok(c[key], kind):
+                raise SchemaFileError(f"{path}: columns[{i}] {c.get('name', '?')!s:.40}: {key} must be "
+                                      f"{_TYPE_WORDS[kind]}, not {type(c[key]).__name__}")
+        if not isinstance(c.get("name"), str) or not c["name"]:
+            raise SchemaFileError(f"{path}: columns[{i}]: every column needs a name (a string)")
+        if not all(isinstance(a, str) for a in c.get("aliases") or ()):
+            raise SchemaFileError(f"{path}: column {c['name']}: aliases must be a list of strings")
+    if not all(isinstance(s, str) for s in doc.get("sources") or ()):
+        raise SchemaFileError(f"{path}: sources must be a list of strings")
+    return doc
+
+
 def _parse(doc: dict, path: str | None) -> TableSchema:
     check_table_name(doc.get("table"), f"{path}: table")
     columns = tuple(_column(c) for c in doc["columns"])
     names = [n.lower() for c in columns for n in (c.name, *c.aliases)]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: duplicate column names or aliases")
+        raise SchemaFileError(f"{path}: duplicate column names or aliases")
     for c in columns:
         if c.arrow not in _ARROW_TYPES:
-            raise ValueError(f"{path}: column {c.name}: unknown arrow type {c.arrow!r}")
+            raise SchemaFileError(f"{path}: column {c.name}: unknown arrow type {c.arrow!r} "
+                                  f"(allowed: {', '.join(_ARROW_TYPES)})")
     return TableSchema(
         table=doc["table"], title=doc["title"], product=doc.get("product", ""), kind=doc["kind"],
         layout_status=doc["layout_status"], layout_note=doc.get("layout_note", ""),
@@ -249,7 +309,11 @@ def load_schema(name_or_path: str) -> TableSchema:
         path = schema_dir() / f"{check_table_name(name_or_path)}.yaml"
     if not path.is_file():
         raise UnknownTableError(f"no schema for table {name_or_path!r} (looked for {path})")
-    return _parse(yaml.load(path.read_text(), Loader=_YAML_LOADER), str(path))
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SchemaFileError(f"{path}: cannot be read as a schema file: {e}") from None
+    return _parse(read_schema_document(text, str(path)), str(path))
 
 
 def list_tables() -> list[str]:

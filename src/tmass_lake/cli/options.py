@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,17 +13,35 @@ from dask.distributed import Client
 from tmass_lake.cluster import dask_client
 from tmass_lake.convert.parameters import BuildParameters
 
+_OPTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
 
 def storage_options(pairs: list[str] | None) -> dict:
-    """``--storage-option key=value`` pairs (JSON values allowed) into fsspec storage options."""
+    """``--storage-option key=value`` pairs (JSON values allowed) into fsspec storage options.
+
+    A key is a Python identifier, given once; a value that looks like JSON (``{``, ``[``, ``"``)
+    must be valid JSON (no NaN or Infinity), anything else is kept as a string.
+    """
     out: dict = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise argparse.ArgumentTypeError(f"--storage-option {pair!r}: expected KEY=VALUE")
+            raise argparse.ArgumentTypeError(f"--storage-option {pair[:60]!r}: expected KEY=VALUE")
+        if not _OPTION_KEY.fullmatch(key):
+            raise argparse.ArgumentTypeError(f"--storage-option {key[:60]!r}: a key is a name "
+                                             "(letters, digits, _), e.g. endpoint_url")
+        if key in out:
+            raise argparse.ArgumentTypeError(f"--storage-option {key}: given twice")
         try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
+            out[key] = json.loads(value, parse_constant=_no_constant)
+        except ValueError as e:
+            if value.lstrip().startswith(("{", "[", '"')) or "is not a JSON number" in str(e):
+                raise argparse.ArgumentTypeError(f"--storage-option {key}: not valid JSON ({e}); "
+                                                 "allowed: a JSON value or a plain string") from None
             out[key] = value
     return out
 

@@ -140,7 +140,38 @@ def read_manifest(lake: str, storage_options: dict | None = None) -> dict:
     fs, root = filesystem(join(lake, MANIFEST), storage_options)
     if not fs.exists(root):
         raise UserError(f"{lake} has no {MANIFEST}: not a tmass-lake lake (or its build never finished)")
-    return read_json(fs, root)
+    return check_manifest(read_json(fs, root), join(lake, MANIFEST))
+
+
+_ENTRY_COUNTS = ("rows", "rows_quarantined", "partitions", "lines_read", "margin_rows", "bytes")
+
+
+def check_manifest(doc: object, url: str) -> dict:
+    """``doc`` if it is a manifest tmass-lake could have written, else one line naming the file and key.
+
+    Table entries must be mappings with a table ``name``, a ``type``, counts that are integers
+    >= 0, and a ``path`` inside the lake (relative, no ``..``).
+    """
+    if not isinstance(doc, dict) or not isinstance(doc.get("tables"), dict):
+        raise UserError(f"{url}: not a tmass-lake manifest (no 'tables' mapping)")
+    for name, entry in doc["tables"].items():
+        where = f"{url}: tables.{str(name)[:40]}"
+        if not isinstance(entry, dict):
+            raise UserError(f"{where}: must be a mapping, not {type(entry).__name__}")
+        if not isinstance(name, str) or not name.replace("_", "").isalnum() or not name.islower():
+            raise UserError(f"{where}: not a table name (lower-case letters, digits and _ only)")
+        path = entry.get("path")
+        if not isinstance(path, str) or not path or "://" in path or path.startswith(("/", "\\", "~")) \
+                or ".." in path.replace("\\", "/").split("/"):
+            raise UserError(f"{where}: path must be a relative path inside the lake, not {str(path)[:60]!r}")
+        if not isinstance(entry.get("type"), str):
+            raise UserError(f"{where}: type must be a string")
+        for key in _ENTRY_COUNTS:
+            value = entry.get(key)
+            if (key == "rows" or value is not None) and (isinstance(value, bool) or not isinstance(value, int)
+                                                         or value < 0):
+                raise UserError(f"{where}: {key} must be an integer >= 0, not {str(value)[:40]!r}")
+    return doc
 
 
 def format_info(manifest: dict) -> str:

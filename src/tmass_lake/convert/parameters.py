@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import numbers
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields, replace
@@ -27,6 +29,9 @@ HISTOGRAM_ORDER = 10
 """Order of the fine HEALPix histogram the map stage counts rows in (and the deepest partition)."""
 MIN_RUN_BYTES, MAX_RUN_BYTES = 16 << 20, 256 << 20
 DEFAULT_MEMORY_BYTES = 4 << 30
+MAX_MARGIN_ARCSEC = 3600.0
+"""The widest margin cache allowed (one degree; 2MASS needs ~10")."""
+ZSTD_LEVELS = (1, 22)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class BuildParameters:
     """TAP inputs: seconds to wait for one query's answer (an async job included)."""
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_kind(f.name, getattr(self, f.name))
         if self.input_format not in FORMATS:
             raise UserError(f"input format must be one of {', '.join(FORMATS)}, not {self.input_format!r}")
         if not 0 <= self.lowest_order <= self.highest_order <= HISTOGRAM_ORDER:
@@ -73,8 +80,15 @@ class BuildParameters:
                      "tap_sync_rows"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be positive, not {getattr(self, name)}")
-        if self.margin_arcsec <= 0:
-            raise UserError(f"margin_arcsec must be positive, not {self.margin_arcsec}")
+        if self.run_bytes is not None and self.run_bytes < 1:
+            raise UserError(f"run_bytes must be positive, not {self.run_bytes}")
+        if not 0 < self.margin_arcsec <= MAX_MARGIN_ARCSEC:
+            raise UserError(f"margin_arcsec must be a number of arcseconds > 0 and <= {MAX_MARGIN_ARCSEC:g}, "
+                            f"not {self.margin_arcsec}")
+        if not ZSTD_LEVELS[0] <= self.compression_level <= ZSTD_LEVELS[1]:
+            low, high = ZSTD_LEVELS
+            raise UserError(f"compression_level must be a zstd level from {low} to {high}, "
+                            f"not {self.compression_level}")
         if self.tap_retries < 0 or self.tap_backoff < 0 or self.tap_timeout <= 0:
             raise UserError("tap_retries and tap_backoff must be >= 0 and tap_timeout positive")
 
@@ -103,21 +117,46 @@ def resolve_parameters(*layers: Mapping[str, Any], where: str = "build parameter
                 raise UserError(f"{where}: unknown parameter {key!r} (known: {', '.join(PARAMETER_NAMES)})")
             if value is not None:
                 values[key] = _coerce(key, value, where)
-    return BuildParameters(**values)
+    try:
+        return BuildParameters(**values)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+
+
+_ALLOWED = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}
+
+
+def _check_kind(key: str, value: Any) -> None:
+    """Refuse a value of the wrong type: a bool is not a number, NaN and infinities are no number."""
+    kind = _KINDS[key]
+    if value is None and dataclasses.fields(BuildParameters)[PARAMETER_NAMES.index(key)].default is None:
+        return
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v),
+          str: lambda v: isinstance(v, str)}[kind](value)
+    if not ok:
+        raise UserError(f"{key} must be {_ALLOWED[kind]}, not {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
+    """``value`` as ``key``'s type: an integral float is an integer, an integer a float; nothing else."""
     kind = _KINDS[key]
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"{where}: {key} must be true or false, not {value!r}")
-        return value
+    if kind is int and isinstance(value, float) and not isinstance(value, bool) and value.is_integer() \
+            and math.isfinite(value):
+        value = int(value)
+    elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
     try:
-        if kind is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return kind(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{where}: {key} must be {kind.__name__}, not {value!r}") from None
+        _check_kind(key, value)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    return value
 
 
 def tap_options(params: BuildParameters, limiter: AbstractContextManager | None = None) -> TapOptions:

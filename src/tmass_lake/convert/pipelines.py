@@ -22,6 +22,7 @@ Names are checked (``[a-z0-9_]+``) and input patterns may not leave their root.
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from dataclasses import dataclass
 from importlib.resources import files
@@ -123,8 +124,34 @@ def _unknown(where: str, got: dict, allowed: set[str]) -> None:
         raise PipelineError(f"{where}: unknown key(s) {extra} (allowed: {sorted(allowed)})")
 
 
-def _as_tuple(value: str | list[str]) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value)
+def _table(where: str, value: Any) -> dict:
+    """A TOML table, else an error naming ``where``."""
+    if not isinstance(value, dict):
+        raise PipelineError(f"{where}: must be a table ([...]), not {type(value).__name__}")
+    return value
+
+
+def _tables(where: str, value: Any) -> list[dict]:
+    """An array of TOML tables ([[...]]), else an error naming ``where``."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise PipelineError(f"{where}: must be an array of tables ([[...]])")
+    return value
+
+
+def _string(where: str, key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise PipelineError(f"{where}: {key} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _strings(where: str, key: str, value: Any, *, one: bool = False) -> tuple[str, ...]:
+    """A list of strings (or, with ``one``, a single string), else an error naming the key."""
+    if one and isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or (one and not value):
+        allowed = "a string or a non-empty list of strings" if one else "a list of strings"
+        raise PipelineError(f"{where}: {key} must be {allowed}")
+    return tuple(value)
 
 
 def _layer(entry: dict) -> dict[str, Any]:
@@ -154,15 +181,20 @@ def load_pipeline(path: Traversable | Path | str, overrides: dict | None = None)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise PipelineError(f"{path}: not valid TOML: {e}") from e
     _unknown(str(path), doc, _TOP_KEYS)
-    head = doc.get("pipeline", {})
+    head = _table(f"{path} [pipeline]", doc.get("pipeline", {}))
     _unknown(f"{path} [pipeline]", head, {"name", "description"})
     family = check_table_name(head.get("name", path.name.rsplit(".", 1)[0]), f"{path} [pipeline] name")
-    defaults = doc.get("defaults", {})
+    description = _string(f"{path} [pipeline]", "description", head.get("description", ""))
+    defaults = _table(f"{path} [defaults]", doc.get("defaults", {}))
     _unknown(f"{path} [defaults]", defaults, _LAYER_KEYS)
-    tables = [_table_spec(path, family, defaults, entry, overrides or {}) for entry in doc.get("table", [])]
+    if "input" in defaults:
+        _strings(f"{path} [defaults]", "input", defaults["input"], one=True)
+    tables = [_table_spec(path, family, defaults, entry, overrides or {})
+              for entry in _tables(f"{path} [[table]]", doc.get("table", []))]
     sources = {t.name: t.schema for t in tables}
-    derived = [_derived_spec(path, family, entry, sources) for entry in doc.get("derived", [])]
-    pipeline = Pipeline(family, head.get("description", ""), str(path), hashlib.sha256(raw).hexdigest(),
+    derived = [_derived_spec(path, family, entry, sources)
+               for entry in _tables(f"{path} [[derived]]", doc.get("derived", []))]
+    pipeline = Pipeline(family, description, str(path), hashlib.sha256(raw).hexdigest(),
                         tuple(tables), tuple(derived))
     if len(set(pipeline.names)) != len(pipeline.names):
         raise PipelineError(f"{path}: a table is listed twice")
@@ -175,8 +207,9 @@ def _table_spec(path: Any, family: str, defaults: dict, entry: dict, overrides: 
     if "name" not in entry:
         raise PipelineError(f"{where}: every table needs a name")
     name = check_table_name(entry["name"], f"{where}: name")
-    schema_name = entry.get("schema", name)
-    inputs = _as_tuple(entry.get("input", defaults.get("input", DEFAULT_INPUT)))
+    schema_name = _string(where, "schema", entry.get("schema", name))
+    given = entry.get("input", defaults.get("input", list(DEFAULT_INPUT)))
+    inputs = _strings(where, "input", given, one=True)
     for pattern in inputs:
         check_pattern(pattern, where)
     try:
@@ -184,7 +217,7 @@ def _table_spec(path: Any, family: str, defaults: dict, entry: dict, overrides: 
         schema = load_schema(schema_name)
     except UserError as e:
         raise PipelineError(str(e) if str(e).startswith(str(path)) else f"{where}: {e}") from e
-    indexes = tuple(entry.get("indexes", ()))
+    indexes = _strings(where, "indexes", entry.get("indexes", []))
     missing = [c for c in indexes if c not in schema.names]
     if missing:
         raise PipelineError(f"{where}: index column(s) {missing} not in schema {schema.table}")
@@ -209,17 +242,24 @@ def _derived_spec(path: Any, family: str, entry: dict, sources: dict[str, str]) 
     _unknown(where, entry, _DERIVED_KEYS)
     if not {"name", "source"} <= set(entry):
         raise PipelineError(f"{where}: needs name, source and where")
+    check_table_name(entry["source"], f"{where}: source")
     cond = entry.get("where", {})
     if cond == IRSA_DEFAULT:
         cond = _irsa_default(where, sources.get(entry["source"], entry["source"]))
     if not isinstance(cond, dict) or set(cond) != {"column", "equals"}:
         raise PipelineError(f"{where}: needs where = {{column = ..., equals = ...}} "
                             f"or where = {IRSA_DEFAULT!r}")
+    equals = cond["equals"]
+    if isinstance(equals, bool) or not isinstance(equals, str | int | float) \
+            or (isinstance(equals, float) and not math.isfinite(equals)):
+        raise PipelineError(f"{where}: where.equals must be a string, an integer or a finite number, "
+                            f"not {equals!r}")
     return DerivedSpec(
         name=check_table_name(entry["name"], f"{where}: name"), family=family,
-        source=check_table_name(entry["source"], f"{where}: source"), column=cond["column"],
-        equals=cond["equals"], title=entry.get("title", entry["name"]),
-        indexes=tuple(entry.get("indexes", ())),
+        source=check_table_name(entry["source"], f"{where}: source"),
+        column=_string(where, "where.column", cond["column"]),
+        equals=equals, title=_string(where, "title", entry.get("title", entry["name"])),
+        indexes=_strings(where, "indexes", entry.get("indexes", [])),
     )
 
 

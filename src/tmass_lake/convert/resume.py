@@ -22,16 +22,33 @@ T = TypeVar("T")
 K = TypeVar("K")
 
 
+MAX_ORDER = 29  # HEALPix orders a HATS pixel can have
+
+
 def record_of(**kinds: type) -> Callable[[dict], dict]:
-    """A check that a record holds ``kinds``' keys with values of those types (``bool`` is no ``int``)."""
+    """A check that a record holds ``kinds``' keys with values of those types (``bool`` is no ``int``)
+    and in range: every integer of a record (a count, an index, an order, a pixel) is >= 0, an
+    ``order`` at most 29 and a ``pixel`` one of its order's."""
     def check(record: dict) -> dict:
         for key, kind in kinds.items():
             value = record.get(key)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise ValueError(f"{key!r} is {value!r}, not {kind.__name__}")
+                raise ValueError(f"{key!r} is {_short(value)}, not {kind.__name__}")
+            if kind is int and value < 0:
+                raise ValueError(f"{key!r} is {value}, not a count or index (>= 0)")
+        order, pixel = record.get("order"), record.get("pixel")
+        if kinds.get("order") is int and order > MAX_ORDER:
+            raise ValueError(f"'order' is {order}, not a HEALPix order (0 to {MAX_ORDER})")
+        if kinds.get("order") is int and kinds.get("pixel") is int and pixel >= 12 * 4**order:
+            raise ValueError(f"'pixel' is {pixel}, not a pixel of order {order}")
         return record
 
     return check
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 class Records:
