@@ -215,7 +215,15 @@ class Check:
 def _quarantined_rows(lake: str, entry: dict, storage_options: dict) -> int:
     fs, root = filesystem(join(lake, entry["path"], "quarantine"), storage_options)
     files = fs.glob(join(root, "*.parquet")) if fs.exists(root) else []
-    return sum(pq.read_metadata(p, filesystem=fs).num_rows for p in files)
+    return sum(_entry_lines(p, fs) for p in files)
+
+
+def _entry_lines(path: str, fs) -> int:  # noqa: ANN001 - an fsspec filesystem
+    """Lines one quarantine file stands for: its ``lines`` column (a run of blank lines is one
+    entry), or its rows when written before runs were counted."""
+    if "lines" not in pq.read_schema(path, filesystem=fs).names:
+        return pq.read_metadata(path, filesystem=fs).num_rows
+    return int(pq.read_table(path, columns=["lines"], filesystem=fs).column(0).to_numpy().sum())
 
 
 def _metadata_rows(url: str, storage_options: dict) -> int:

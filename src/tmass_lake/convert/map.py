@@ -32,6 +32,7 @@ from tmass_lake.readers import (
     ParsedBlock,
     is_tap,
     quarantine_table,
+    quarantined_lines,
     read_input,
     unify,
 )
@@ -144,7 +145,7 @@ def map_input(args: TableArguments, index: int) -> MapResult:
     digest = FileDigest()
     for block in read_input(path, args.schema, input_format=args.params.input_format,
                             block_bytes=args.params.block_bytes, storage_options=args.storage_options,
-                            digest=digest, tap=args.tap):
+                            digest=digest, tap=args.tap, max_line_bytes=args.params.max_line_bytes):
         result.lines += block.n_lines
         result.queries.extend(block.queries)
         bad.extend(block.bad)
@@ -161,7 +162,7 @@ def map_input(args: TableArguments, index: int) -> MapResult:
     result.rows = sum(r.rows for r in result.runs)
     result.bytes, result.sha256 = digest.bytes, digest.sha256
     result.identity = input_identity(args, index)
-    result.quarantined = len(bad)
+    result.quarantined = quarantined_lines(bad)
     result.quarantine_path = quarantine(args, index, bad)
     check_accounting(result)
     return result

@@ -21,6 +21,7 @@ from typing import Any
 
 from tmass_lake.errors import UserError
 from tmass_lake.readers import AUTO, FORMATS
+from tmass_lake.readers.blocks import DEFAULT_MAX_LINE_BYTES
 from tmass_lake.readers.tap import TapOptions, is_tap
 from tmass_lake.schema import TableSchema, check_table_name
 from tmass_lake.storage import join
@@ -48,6 +49,8 @@ class BuildParameters:
     run_bytes: int | None = None
     """Spill-run size; ``None``: from the workers' memory limit (:func:`run_bytes_for`)."""
     block_bytes: int = 16 << 20
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    """A longer input line is quarantined by its first bytes and length, never held whole."""
     compression_level: int = 3
     """zstd level of the data files (hats' default 15 costs ~7x the CPU for ~10% smaller files)."""
     allow_duplicate_content: bool = False
@@ -76,8 +79,8 @@ class BuildParameters:
         if not 0 <= self.lowest_order <= self.highest_order <= HISTOGRAM_ORDER:
             raise UserError(f"orders must satisfy 0 <= lowest ({self.lowest_order}) <= highest "
                             f"({self.highest_order}) <= {HISTOGRAM_ORDER}")
-        for name in ("pixel_threshold", "byte_threshold", "block_bytes", "tap_chunk_rows", "tap_concurrency",
-                     "tap_sync_rows"):
+        for name in ("pixel_threshold", "byte_threshold", "block_bytes", "max_line_bytes", "tap_chunk_rows",
+                     "tap_concurrency", "tap_sync_rows"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be positive, not {getattr(self, name)}")
         if self.run_bytes is not None and self.run_bytes < 1:

@@ -37,7 +37,7 @@ from tmass_lake.convert.parameters import TableArguments
 from tmass_lake.convert.resume import ResumePlan
 from tmass_lake.convert.tasks import run_tasks
 from tmass_lake.convert.writer import finish_parquet_table, parquet_kwargs
-from tmass_lake.readers import BadLine, FileDigest, conform, read_input
+from tmass_lake.readers import BadLine, FileDigest, conform, quarantined_lines, read_input
 from tmass_lake.storage import filesystem, join, open_atomic, retrying, url_of
 
 ROW_GROUP_ROWS = 100_000  # row-group statistics let a gcntr filter skip most of a link file
@@ -73,7 +73,8 @@ def convert_file(args: TableArguments, index: int) -> MapResult:
             writer = None
             for block in read_input(path, args.schema, input_format=args.params.input_format,
                                     block_bytes=args.params.block_bytes,
-                                    storage_options=args.storage_options, digest=digest, tap=args.tap):
+                                    storage_options=args.storage_options, digest=digest, tap=args.tap,
+                                    max_line_bytes=args.params.max_line_bytes):
                 if writer is None:
                     target = block.table.schema
                     writer = pq.ParquetWriter(f, target, **_writer_kwargs(target, args))
@@ -93,7 +94,7 @@ def convert_file(args: TableArguments, index: int) -> MapResult:
 
     res.written_bytes = retrying(put, what=f"writing {url_of(fs, out)}")
     res.identity = input_identity(args, index)
-    res.quarantined = len(bad)
+    res.quarantined = quarantined_lines(bad)
     res.quarantine_path = quarantine(args, index, bad)
     check_accounting(res)
     return res

@@ -19,6 +19,7 @@ from tmass_lake.readers.blocks import (
     FileDigest,
     ParsedBlock,
     quarantine_table,
+    quarantined_lines,
 )
 from tmass_lake.readers.bulk import read_bulk
 from tmass_lake.readers.csvtable import read_csv_table
@@ -39,12 +40,14 @@ FORMATS = (AUTO, *READERS)
 
 def read_input(path: str, schema: TableSchema, *, input_format: str = AUTO,
                block_bytes: int = DEFAULT_BLOCK_BYTES, storage_options: dict | None = None,
-               digest: FileDigest | None = None, tap: TapOptions | None = None) -> Iterator[ParsedBlock]:
+               digest: FileDigest | None = None, tap: TapOptions | None = None,
+               max_line_bytes: int | None = None) -> Iterator[ParsedBlock]:
     """Stream one input as typed blocks with the reader of ``input_format`` (hashing it if asked).
 
     A TAP chunk (``tap+http(s)://...``) is queried on its service, as ``tap`` says. ``auto``
     reads a file as what it looks like; a format given that the file plainly is not is an
-    :class:`InputError` saying what it looks like.
+    :class:`InputError` saying what it looks like. ``max_line_bytes``: a longer bulk line is
+    quarantined by its first bytes and length (default ``DEFAULT_MAX_LINE_BYTES``, 64 MiB).
     """
     if is_tap(path):
         return read_chunk(path, schema, options=tap, digest=digest)
@@ -58,10 +61,12 @@ def read_input(path: str, schema: TableSchema, *, input_format: str = AUTO,
         raise InputError(path, f"was given as {input_format} but looks like {found.description}: "
                                f"leave the format out to read it as {found.format}")
     fmt = found.format if input_format == AUTO else input_format
-    return READERS[fmt](path, schema, block_bytes=block_bytes, storage_options=storage_options, digest=digest)
+    bound = {"max_line_bytes": max_line_bytes} if max_line_bytes and fmt == "bulk" else {}
+    return READERS[fmt](path, schema, block_bytes=block_bytes, storage_options=storage_options, digest=digest,
+                        **bound)
 
 
 __all__ = ["AUTO", "FORMATS", "BadLine", "Detected", "FileDigest", "FileLayout", "ParsedBlock", "TapOptions",
            "conform", "detect_format", "expand_inputs", "inputs_under_root", "is_tap", "parse_votable",
-           "quarantine_table", "read_bulk", "read_csv_table", "read_input", "read_ipac", "read_parquet",
-           "read_votable", "unify"]
+           "quarantine_table", "quarantined_lines", "read_bulk", "read_csv_table", "read_input", "read_ipac",
+           "read_parquet", "read_votable", "unify"]

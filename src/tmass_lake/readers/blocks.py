@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import lzma
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -42,11 +43,19 @@ class BadLine:
     line: int
     reason: str
     text: str
+    lines: int = 1
+    """Lines this entry stands for: a run of empty lines is one entry, counted, never held."""
 
 
 QUARANTINE_SCHEMA = pa.schema(
-    [("file", pa.string()), ("line", pa.int64()), ("reason", pa.string()), ("text", pa.string())]
+    [("file", pa.string()), ("line", pa.int64()), ("reason", pa.string()), ("text", pa.string()),
+     ("lines", pa.int64())]
 )
+
+
+def quarantined_lines(bad: list[BadLine]) -> int:
+    """How many input lines quarantine entries stand for."""
+    return sum(b.lines for b in bad)
 
 
 def quarantine_table(bad: list[BadLine]) -> pa.Table:
@@ -177,31 +186,147 @@ def complete_lines(path: str, storage_options: dict | None = None) -> tuple[str,
     return compression, lines
 
 
+DEFAULT_MAX_LINE_BYTES = 64 << 20
+"""Longest line read (``--max-line-bytes``): a longer one is quarantined by its first bytes and length."""
+LONG_LINE_HEAD = 256
+"""Bytes of an over-long line kept in the quarantine."""
+PLACEHOLDER = b" \n"
+"""What stands for an over-long line in its block: a blank line (not empty: runs of empty lines are
+counted as one quarantine entry)."""
+
+
+@dataclass(frozen=True)
+class LongLine:
+    """A line longer than the limit, never held whole: its first bytes and its length."""
+
+    head: bytes
+    length: int
+    limit: int
+
+    def bad_line(self, path: str, line: int) -> BadLine:
+        why = (f"line of {self.length:,} bytes, longer than the {self.limit:,}-byte limit "
+               f"(--max-line-bytes); its first {len(self.head)} bytes kept")
+        return BadLine(path, line, why, line_text(self.head))
+
+
 def iter_line_blocks(path: str, stream: io.BufferedIOBase, block_bytes: int,
-                     storage_options: dict | None = None) -> Iterator[bytes]:
+                     storage_options: dict | None = None, *, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                     long_lines: dict[int, LongLine] | None = None) -> Iterator[bytes]:
     """Chunks of whole lines (each ending in ``\\n``) of about ``block_bytes``.
 
-    A damaged compressed stream is an :class:`InputError` naming the last whole line it holds.
+    Memory stays bounded whatever the input: a line longer than ``max_line_bytes`` is never
+    held; it becomes a blank line in its block (line numbers unchanged) and its first bytes
+    and length go to ``long_lines`` under its line number (1-based), for the reader to
+    quarantine (:func:`quarantine_long_lines`). A damaged compressed stream is an
+    :class:`InputError` naming the last whole line it holds.
     """
+    read_size = max(1, min(block_bytes, max_line_bytes))  # so only a block's first line can be too long
+    found = long_lines if long_lines is not None else {}
     rest = b""
+    lines = 0  # lines yielded so far
+    skipping: list | None = None  # [head, length] of the too-long line being read past
     while True:
         try:
-            chunk = stream.read(block_bytes)
+            chunk = stream.read(read_size)
         except STREAM_ERRORS as e:
-            compression, lines = complete_lines(path, storage_options)
-            raise InputError(path, f"corrupt or truncated {compression} stream after line {lines} "
+            compression, whole = complete_lines(path, storage_options)
+            raise InputError(path, f"corrupt or truncated {compression} stream after line {whole} "
                                    f"(the last whole line it holds): {e}") from e
         if not chunk:
             break
+        if skipping is not None:
+            end = chunk.find(b"\n")
+            if end < 0:
+                skipping[1] += len(chunk)
+                continue
+            found[lines + 1] = LongLine(skipping[0], skipping[1] + end, max_line_bytes)
+            skipping, rest, chunk = None, PLACEHOLDER, chunk[end + 1:]
         data = rest + chunk
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
+        first = data.find(b"\n")
+        if first < 0:
             rest = data
+            if len(rest) > max_line_bytes:
+                skipping, rest = [rest[:LONG_LINE_HEAD], len(rest)], b""
             continue
+        if first > max_line_bytes:
+            found[lines + 1] = LongLine(data[:LONG_LINE_HEAD], first, max_line_bytes)
+            data = PLACEHOLDER + data[first + 1:]  # the long line's place kept, as a blank line
+        cut = data.rfind(b"\n") + 1
         rest = data[cut:]
-        yield data[:cut]
-    if rest:
+        block = data[:cut]
+        lines += block.count(b"\n")
+        yield block
+        if len(rest) > max_line_bytes:
+            skipping, rest = [rest[:LONG_LINE_HEAD], len(rest)], b""
+    if skipping is not None:
+        found[lines + 1] = LongLine(skipping[0], skipping[1], max_line_bytes)
+        yield PLACEHOLDER
+    elif rest:
         yield rest + b"\n"
+
+
+MIN_BLANK_RUN = 64
+"""Consecutive empty lines from which they are one quarantine entry (a run), counted, not held."""
+_EMPTY_RUN = re.compile(rb"(?<![^\n])\n{%d,}" % MIN_BLANK_RUN)
+
+
+def split_blank_runs(block: bytes, first_line: int) -> Iterator[tuple[int, bytes | int]]:
+    """``block`` (whole lines from line ``first_line``) as pieces, each with its first line: text
+    (whole lines, bytes) or a run of at least :data:`MIN_BLANK_RUN` empty lines (their count)."""
+    at, line = 0, first_line
+    for m in _EMPTY_RUN.finditer(block):
+        if m.start() > at:
+            text = block[at:m.start()]
+            yield line, text
+            line += text.count(b"\n")
+        run = m.end() - m.start()
+        yield line, run
+        line += run
+        at = m.end()
+    if at == 0:
+        yield line, block
+    elif at < len(block):
+        yield line, block[at:]
+
+
+def blank_run(path: str, first_line: int, count: int, table: pa.Table) -> ParsedBlock:
+    """A run of ``count`` empty lines as a block: no rows, one quarantine entry counting them."""
+    last = first_line + count - 1
+    return ParsedBlock(path, first_line, count, table,
+                       [BadLine(path, first_line, f"{count:,} blank lines ({first_line:,} to {last:,})", "",
+                                lines=count)])
+
+
+def read_at_most(path: str, stream: io.BufferedIOBase, max_bytes: int,
+                 storage_options: dict | None = None) -> bytes | None:
+    """The whole (decompressed) stream, or ``None`` as soon as it holds more than ``max_bytes``."""
+    buf = io.BytesIO()
+    while True:
+        try:
+            chunk = stream.read(min(16 << 20, max_bytes + 1 - buf.tell()) or 1)
+        except STREAM_ERRORS as e:
+            compression, whole = complete_lines(path, storage_options)
+            raise InputError(path, f"corrupt or truncated {compression} stream after line {whole} "
+                                   f"(the last whole line it holds): {e}") from e
+        if not chunk:
+            return buf.getvalue()
+        buf.write(chunk)
+        if buf.tell() > max_bytes:
+            return None
+
+
+def quarantine_long_lines(block: ParsedBlock, long_lines: dict[int, LongLine]) -> ParsedBlock:
+    """``block`` with its over-long lines (empty in the text it was parsed from) quarantined as such:
+    their first bytes and length, and a short reason, in place of "blank line"."""
+    if not long_lines:
+        return block
+    end = block.first_line + block.n_lines
+    mine = {n: long_lines.pop(n) for n in [n for n in long_lines if block.first_line <= n < end]}
+    if mine:
+        block.bad = [mine.pop(b.line).bad_line(b.path, b.line) if b.line in mine else b for b in block.bad]
+        block.bad += [x.bad_line(block.path, n) for n, x in mine.items()]  # a reader that skipped the line
+        block.bad.sort(key=lambda b: b.line)
+    return block
 
 
 def invalid_utf8_lines(block: bytes) -> dict[int, str]:

@@ -15,14 +15,18 @@ import pyarrow.csv as pacsv
 from tmass_lake.errors import InputError
 from tmass_lake.readers.blocks import (
     DEFAULT_BLOCK_BYTES,
+    DEFAULT_MAX_LINE_BYTES,
     BadLine,
     FileDigest,
     ParsedBlock,
     blank_lines,
+    blank_run,
     invalid_utf8_lines,
     iter_line_blocks,
     line_text,
     open_input,
+    quarantine_long_lines,
+    split_blank_runs,
 )
 from tmass_lake.readers.values import checked, drop_rows, rtrim_strings, validate_rows
 from tmass_lake.schema import TableSchema
@@ -114,15 +118,24 @@ def read_bulk(
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     storage_options: dict | None = None,
     digest: FileDigest | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Iterator[ParsedBlock]:
-    """Stream a bulk file as typed blocks (bounded memory: about ``block_bytes`` of text each)."""
+    """Stream a bulk file as typed blocks (bounded memory: about ``block_bytes`` of text each; a
+    line longer than ``max_line_bytes`` is quarantined by its first bytes and length, a run of
+    empty lines is one quarantine entry counting them)."""
     with open_input(path, storage_options, digest) as stream:
         line = 1
-        for block in iter_line_blocks(path, stream, block_bytes, storage_options):
+        long_lines: dict = {}
+        for block in iter_line_blocks(path, stream, block_bytes, storage_options,
+                                      max_line_bytes=max_line_bytes, long_lines=long_lines):
             if line == 1:
                 _check_layout(path, block, schema)
-            parsed = parse_block(path, block, line, schema)
-            line += parsed.n_lines
-            yield parsed
+            for first, piece in split_blank_runs(block, line):
+                if isinstance(piece, int):
+                    parsed = blank_run(path, first, piece, schema.arrow_schema().empty_table())
+                else:
+                    parsed = quarantine_long_lines(parse_block(path, piece, first, schema), long_lines)
+                line += parsed.n_lines
+                yield parsed
         if line == 1:
             raise InputError(path, "is empty: no data lines")

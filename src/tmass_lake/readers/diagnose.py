@@ -13,6 +13,7 @@ documented columns where they line up, ``col_N`` with inferred types elsewhere.
 
 from __future__ import annotations
 
+import io
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -228,12 +229,41 @@ class Diagnosis:
         return c.name if c is not None else f"col_{i + 1}"
 
 
-def sample_lines(path: str, n: int, storage_options: dict | None = None) -> list[str]:
-    """The first ``n`` lines of a (compressed or not) file, as text."""
+SAMPLE_MAX_LINE_BYTES = 1 << 20
+"""A longer line is left out of ``inspect``'s sample (read past, never held)."""
+SAMPLE_MAX_BYTES = 256 << 20
+"""``inspect`` reads at most this much (decompressed) of each file, whatever its lines."""
+
+
+class _AtMost(io.RawIOBase):
+    """The first ``budget`` bytes of a stream, then its end."""
+
+    def __init__(self, stream: io.IOBase, budget: int):
+        self.stream, self.left = stream, budget
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.stream.read(size) if size else b""
+        self.left -= len(data)
+        return data
+
+
+def sample_lines(path: str, n: int, storage_options: dict | None = None, *,
+                 max_line_bytes: int = SAMPLE_MAX_LINE_BYTES, max_bytes: int = SAMPLE_MAX_BYTES) -> list[str]:
+    """The first ``n`` lines of a (compressed or not) file, as text, read in bounded memory: a line
+    longer than ``max_line_bytes`` comes back blank, and no more than ``max_bytes`` is read."""
     out: list[str] = []
-    with open_input(path, storage_options) as stream:
-        for block in iter_line_blocks(path, stream, 4 << 20, storage_options):
-            out.extend(block.decode("utf-8", "replace").split("\n")[:-1])
+    with open_input(path, storage_options) as raw:
+        stream = _AtMost(raw, max_bytes)
+        for block in iter_line_blocks(path, stream, min(4 << 20, max_line_bytes), storage_options,
+                                      max_line_bytes=max_line_bytes):
+            want = n - len(out)
+            parts = block.split(b"\n", want)  # never more than the lines still wanted
+            whole = parts[:want] if len(parts) > want else parts[:-1]
+            out.extend(p.decode("utf-8", "replace") for p in whole)
             if len(out) >= n:
                 break
     return out[:n]

@@ -14,6 +14,18 @@ import pyarrow.compute as pc
 
 from tmass_lake.schema import TableSchema
 
+SHOWN_CHARACTERS = 40
+"""A quarantine reason quotes at most this much of a value (the line itself is in ``text``)."""
+
+
+def shown(value: object) -> str:
+    """``value`` as a reason quotes it: its repr, cut short (with its length) when long."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    size = len(value) if isinstance(value, str | bytes) else len(text)
+    return f"{text[:SHOWN_CHARACTERS]}... ({size:,} characters)"
+
 
 def _failing_indices(arr: pa.Array, target: pa.DataType, offset: int = 0) -> list[int]:
     """Positions in ``arr`` whose value cannot be cast to ``target`` (bisection, O(k log n) casts)."""
@@ -40,7 +52,7 @@ def cast_columns(table: pa.Table, schema: pa.Schema) -> tuple[dict[int, str], pa
         col = col.combine_chunks()
         verb = "parse" if pa.types.is_string(col.type) else "convert"
         for i in _failing_indices(col, field.type):
-            bad.setdefault(i, f"column {field.name}: cannot {verb} {col[i].as_py()!r} as "
+            bad.setdefault(i, f"column {field.name}: cannot {verb} {shown(col[i].as_py())} as "
                               f"{(field.metadata or {}).get(b'documented_type', b'').decode() or field.type}")
     if bad:
         return bad, None
@@ -67,7 +79,7 @@ def validate_rows(table: pa.Table, schema: TableSchema) -> dict[int, str]:
             long = pc.greater(pc.utf8_length(col), c.width)
             if pc.any(long).as_py():
                 flag(pc.fill_null(long, False), lambda i, c=c, col=col: (
-                    f"column {c.name}: {col[i].as_py()!r} is longer than its documented width "
+                    f"column {c.name}: {shown(col[i].as_py())} is longer than its documented width "
                     f"({c.width}, type {c.type})"))
     if schema.positional:
         ra = table.column(schema.ra_column)
@@ -75,9 +87,9 @@ def validate_rows(table: pa.Table, schema: TableSchema) -> dict[int, str]:
         ra_ok = pc.and_kleene(pc.greater_equal(ra, 0.0), pc.less(ra, 360.0))
         dec_ok = pc.and_kleene(pc.greater_equal(dec, -90.0), pc.less_equal(dec, 90.0))
         flag(pc.invert(pc.fill_null(ra_ok, False)),
-             lambda i: f"column {schema.ra_column}: {ra[i].as_py()!r} outside [0, 360)")
+             lambda i: f"column {schema.ra_column}: {shown(ra[i].as_py())} outside [0, 360)")
         flag(pc.invert(pc.fill_null(dec_ok, False)),
-             lambda i: f"column {schema.dec_column}: {dec[i].as_py()!r} outside [-90, 90]")
+             lambda i: f"column {schema.dec_column}: {shown(dec[i].as_py())} outside [-90, 90]")
     return bad
 
 

@@ -30,10 +30,11 @@ from tmass_lake.readers.blocks import (
     DEFAULT_BLOCK_BYTES,
     FileDigest,
     ParsedBlock,
-    iter_line_blocks,
     open_input,
+    read_at_most,
 )
 from tmass_lake.readers.matching import InputColumn, match_columns, row_text, typed_block
+from tmass_lake.readers.values import shown
 from tmass_lake.schema import TableSchema
 
 VOTABLE_TYPES = {
@@ -43,6 +44,20 @@ VOTABLE_TYPES = {
 }
 """VOTable datatypes as Arrow types (complex numbers and arrays are kept as their text)."""
 _VALUE_WARNINGS = ("W30", "W49", "E02", "E10")  # a cell astropy could not read (and would blank)
+MAX_VOTABLE_BYTES = 256 << 20
+"""Largest VOTable file read (decompressed): a VOTable is parsed whole, in memory."""
+_DECLARATIONS = (b"<!DOCTYPE", b"<!ENTITY")
+
+
+def refuse_declarations(data: bytes, path: str) -> None:
+    """Refuse XML with a document type or entity declarations: VOTables need none, and expanding
+    entities (internal ones nest exponentially, external ones name other files) is never safe."""
+    for mark in _DECLARATIONS:
+        at = data.find(mark)
+        if at >= 0:
+            line = data.count(b"\n", 0, at) + 1
+            raise InputError(path, f"declares {mark.decode()[2:]} (XML entities): refused, a VOTable needs "
+                                   "none and they are never expanded", line=line)
 
 
 class _BadValue(Exception):
@@ -129,7 +144,7 @@ def _text_cells(data: bytes) -> tuple[list[InputColumn], pa.Table, dict[int, str
     rows: list[list[str | None]] = []
     row: list[str | None] = []
     in_table = False
-    for event, el in ET.iterparse(io.BytesIO(data), events=("start", "end")):
+    for event, el in _events(data):
         tag = el.tag.rsplit("}", 1)[-1]
         if event == "start":
             if tag == "TABLE":
@@ -152,11 +167,22 @@ def _text_cells(data: bytes) -> tuple[list[InputColumn], pa.Table, dict[int, str
         elif tag == "TABLE":
             break
     names = [c.name for c in columns]
-    bad = {i: f"{len(r)} cells where the table has {len(names)} FIELDs: {' | '.join(map(str, r))}"
+    bad = {i: f"{len(r)} cells where the table has {len(names)} FIELDs: {shown(' | '.join(map(str, r)))}"
            for i, r in enumerate(rows) if len(r) != len(names)}
     cells = [r if len(r) == len(names) else [None] * len(names) for r in rows]
     table = pa.table({n: pa.array([r[k] for r in cells], pa.string()) for k, n in enumerate(names)})
     return columns, table, bad
+
+
+def _events(data: bytes) -> Iterator[tuple[str, ET.Element]]:
+    try:
+        yield from ET.iterparse(io.BytesIO(data), events=("start", "end"))
+    except ET.ParseError as e:
+        raise _NotXML(str(e)) from e
+
+
+class _NotXML(Exception):
+    """XML that does not parse (found while looking for a bad cell's row)."""
 
 
 def parse_votable(source: bytes | Table | TableElement, schema: TableSchema | None, *,
@@ -173,10 +199,14 @@ def parse_votable(source: bytes | Table | TableElement, schema: TableSchema | No
     elif isinstance(source, TableElement):
         columns, table = _from_element(source)
     else:
+        refuse_declarations(source, path)
         try:
             columns, table = _from_element(_parse(source, path))
-        except _BadValue:
-            columns, table, bad = _text_cells(source)  # TABLEDATA: find the rows, keep the rest
+        except _BadValue as e:
+            try:
+                columns, table, bad = _text_cells(source)  # TABLEDATA: find the rows, keep the rest
+            except _NotXML as x:
+                raise InputError(path, f"is not well-formed XML: {x} (after: {str(e)[:200]})") from None
     layout = match_columns(path, "votable", columns, schema)
     n = table.num_rows
     keep = np.array([i not in bad for i in range(n)], bool)
@@ -191,10 +221,19 @@ def read_votable(
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     storage_options: dict | None = None,
     digest: FileDigest | None = None,
+    max_bytes: int = MAX_VOTABLE_BYTES,
 ) -> Iterator[ParsedBlock]:
-    """Read a VOTable file (any fsspec URL, compressed or not) as one typed block."""
+    """Read a VOTable file (any fsspec URL, compressed or not) as one typed block.
+
+    It is parsed whole, so a file of more than ``max_bytes`` (decompressed) is refused before
+    it is held: memory stays bounded.
+    """
     with open_input(path, storage_options, digest) as stream:
-        data = b"".join(iter_line_blocks(path, stream, block_bytes, storage_options))
+        data = read_at_most(path, stream, max_bytes, storage_options)
+    if data is None:
+        raise InputError(path, f"is a VOTable of more than {max_bytes / 2**20:,.0f} MiB (decompressed): "
+                               "refused, a VOTable is parsed whole in memory; split it, or convert it to "
+                               "Parquet (read in bounded batches)")
     if not data.strip():
         raise InputError(path, "is empty")
     yield parse_votable(data, schema, path=path)
