@@ -323,7 +323,7 @@ def quarantine_long_lines(block: ParsedBlock, long_lines: dict[int, LongLine]) -
     end = block.first_line + block.n_lines
     mine = {n: long_lines.pop(n) for n in [n for n in long_lines if block.first_line <= n < end]}
     if mine:
-        block.bad = [mine.pop(b.line).bad_line(b.path, b.line) if b.line in mine else b for b in block.bad]
+        block.bad = [mine.pop(b.line).bad_line(b.file, b.line) if b.line in mine else b for b in block.bad]
         block.bad += [x.bad_line(block.path, n) for n, x in mine.items()]  # a reader that skipped the line
         block.bad.sort(key=lambda b: b.line)
     return block
