@@ -76,7 +76,7 @@ _PARAMETER_FLAGS = {  # flag -> (BuildParameters field, type, help)
     "--margin-arcsec": ("margin_arcsec", float, "margin cache radius (default 10)"),
     "--run-bytes": ("run_bytes", int, "spill-run size (default: from the workers' memory limit)"),
     "--max-line-bytes": ("max_line_bytes", int, "a longer input line is quarantined by its first bytes and "
-                                                "length, never held whole (default 64 MiB)"),
+                                                "length, never held whole (default 16 MiB)"),
     "--compression-level": ("compression_level", int, "zstd level of data files (default 3)"),
     "--where": ("where", str, "TAP input: ADQL condition the harvested rows meet"),
     "--tap-key": ("tap_key", str, "TAP input: integer column to split the harvest on (default: the key)"),

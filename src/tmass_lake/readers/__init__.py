@@ -47,7 +47,7 @@ def read_input(path: str, schema: TableSchema, *, input_format: str = AUTO,
     A TAP chunk (``tap+http(s)://...``) is queried on its service, as ``tap`` says. ``auto``
     reads a file as what it looks like; a format given that the file plainly is not is an
     :class:`InputError` saying what it looks like. ``max_line_bytes``: a longer bulk line is
-    quarantined by its first bytes and length (default ``DEFAULT_MAX_LINE_BYTES``, 64 MiB).
+    quarantined by its first bytes and length (default ``DEFAULT_MAX_LINE_BYTES``, 16 MiB).
     """
     if is_tap(path):
         return read_chunk(path, schema, options=tap, digest=digest)

@@ -186,7 +186,7 @@ def complete_lines(path: str, storage_options: dict | None = None) -> tuple[str,
     return compression, lines
 
 
-DEFAULT_MAX_LINE_BYTES = 64 << 20
+DEFAULT_MAX_LINE_BYTES = 16 << 20
 """Longest line read (``--max-line-bytes``): a longer one is quarantined by its first bytes and length."""
 LONG_LINE_HEAD = 256
 """Bytes of an over-long line kept in the quarantine."""
