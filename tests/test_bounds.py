@@ -216,3 +216,21 @@ def test_a_votable_larger_than_the_limit_is_refused_before_it_is_held(tmp_path):
     with pytest.raises(InputError, match=r"is a VOTable of more than 1 MiB \(decompressed\): refused"):
         list(read_votable(str(path), None, max_bytes=LIMIT))
     assert list(read_votable(str(path), None, max_bytes=8 * LIMIT))[0].n_lines == 200_003
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ipac"])
+def test_headed_text_inputs_quarantine_a_long_line_too(fmt, tmp_path):
+    long = b"7" * (3 * MB)
+    if fmt == "csv":
+        data = b"cntr,ra,dec\n1,10.5,20.5\n" + long + b"\n3,11.5,21.5\n"
+        first = 3
+    else:
+        data = (b"|cntr |ra     |dec    |\n|long |double |double |\n"
+                b"  1    10.5    20.5  \n" + long + b"\n  3    11.5    21.5  \n")
+        first = 4
+    path = tmp_path / f"t.{fmt}"
+    path.write_bytes(data)
+    blocks = list(read_input(str(path), None, input_format=fmt, max_line_bytes=LIMIT))
+    bad = [b for blk in blocks for b in blk.bad]
+    assert sum(b.table.num_rows for b in blocks) == 2
+    assert [(b.line, b.reason.split(" bytes")[0]) for b in bad] == [(first, f"line of {3 * MB:,}")]

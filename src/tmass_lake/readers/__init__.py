@@ -46,7 +46,7 @@ def read_input(path: str, schema: TableSchema, *, input_format: str = AUTO,
 
     A TAP chunk (``tap+http(s)://...``) is queried on its service, as ``tap`` says. ``auto``
     reads a file as what it looks like; a format given that the file plainly is not is an
-    :class:`InputError` saying what it looks like. ``max_line_bytes``: a longer bulk line is
+    :class:`InputError` saying what it looks like. ``max_line_bytes``: a longer text line is
     quarantined by its first bytes and length (default ``DEFAULT_MAX_LINE_BYTES``, 16 MiB).
     """
     if is_tap(path):
@@ -61,7 +61,7 @@ def read_input(path: str, schema: TableSchema, *, input_format: str = AUTO,
         raise InputError(path, f"was given as {input_format} but looks like {found.description}: "
                                f"leave the format out to read it as {found.format}")
     fmt = found.format if input_format == AUTO else input_format
-    bound = {"max_line_bytes": max_line_bytes} if max_line_bytes and fmt == "bulk" else {}
+    bound = {"max_line_bytes": max_line_bytes} if max_line_bytes and fmt in ("bulk", "csv", "ipac") else {}
     return READERS[fmt](path, schema, block_bytes=block_bytes, storage_options=storage_options, digest=digest,
                         **bound)
 

@@ -17,11 +17,13 @@ import pyarrow.csv as pacsv
 from tmass_lake.errors import InputError
 from tmass_lake.readers.blocks import (
     DEFAULT_BLOCK_BYTES,
+    DEFAULT_MAX_LINE_BYTES,
     FileDigest,
     ParsedBlock,
     iter_line_blocks,
     line_text,
     open_input,
+    quarantine_long_lines,
 )
 from tmass_lake.readers.bulk import NULL, parse_delimited
 from tmass_lake.readers.matching import InputColumn, match_columns, table_schema, typed_block
@@ -65,10 +67,13 @@ def read_csv_table(
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     storage_options: dict | None = None,
     digest: FileDigest | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Iterator[ParsedBlock]:
     """Stream a headed delimited file as typed blocks; bad lines quarantined with their number."""
     with open_input(path, storage_options, digest) as stream:
-        blocks = iter_line_blocks(path, stream, block_bytes, storage_options)
+        long_lines: dict = {}  # lines over the limit: quarantined by their first bytes and length
+        blocks = iter_line_blocks(path, stream, block_bytes, storage_options, max_line_bytes=max_line_bytes,
+                                  long_lines=long_lines)
         first = next(blocks, b"").removeprefix(_BOM)
         if not first.strip():
             raise InputError(path, "is empty: no header line")
@@ -92,8 +97,9 @@ def read_csv_table(
                                                   null_values=NULLS)
             lines = block.split(b"\n")
             bad.update({i: "blank line" for i in bad if not lines[i].strip()})
-            parsed = typed_block(path, line, block.count(b"\n"), table, rows_at, bad, layout, schema,
-                                 lambda i, lines=lines: line_text(lines[i]))
+            parsed = quarantine_long_lines(
+                typed_block(path, line, block.count(b"\n"), table, rows_at, bad, layout, schema,
+                            lambda i, lines=lines: line_text(lines[i])), long_lines)
             line += parsed.n_lines
             yield parsed
         if line == 2:

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from tmass_lake.errors import InputError
 from tmass_lake.readers.blocks import (
     DEFAULT_BLOCK_BYTES,
+    DEFAULT_MAX_LINE_BYTES,
     FileDigest,
     ParsedBlock,
     blank_lines,
@@ -26,6 +27,7 @@ from tmass_lake.readers.blocks import (
     iter_line_blocks,
     line_text,
     open_input,
+    quarantine_long_lines,
 )
 from tmass_lake.readers.matching import FileLayout, InputColumn, match_columns, typed_block
 from tmass_lake.schema import TableSchema
@@ -118,6 +120,7 @@ def read_ipac(
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     storage_options: dict | None = None,
     digest: FileDigest | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Iterator[ParsedBlock]:
     """Stream an IPAC table as typed blocks; bad data lines are quarantined with their line number.
 
@@ -125,7 +128,9 @@ def read_ipac(
     with its IPAC type. At least one block (maybe empty) comes out, carrying the file's layout.
     """
     with open_input(path, storage_options, digest) as stream:
-        blocks = iter_line_blocks(path, stream, block_bytes, storage_options)
+        long_lines: dict = {}  # lines over the limit: quarantined by their first bytes and length
+        blocks = iter_line_blocks(path, stream, block_bytes, storage_options, max_line_bytes=max_line_bytes,
+                                  long_lines=long_lines)
         first = next(blocks, b"")
         head_lines = first.decode("utf-8", "replace").split("\n")
         header = parse_header(path, head_lines)
@@ -134,7 +139,8 @@ def read_ipac(
         data_start = sum(len(x) + 1 for x in first.split(b"\n")[: header.header_lines])
         line = header.header_lines + 1
         for block in [first[data_start:], *blocks] if first[data_start:] else blocks:
-            parsed = _parse_fixed_width(path, block, line, header, layout, schema)
+            parsed = quarantine_long_lines(_parse_fixed_width(path, block, line, header, layout, schema),
+                                           long_lines)
             line += parsed.n_lines
             yield parsed
         if line == header.header_lines + 1:  # no data line: still say what the file holds
