@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import TABLE, run_cli
 
-from tmass_lake.convert.pipelines import load_pipeline
+from tmass_lake.convert.pipelines import load_pipeline, load_pipelines
 from tmass_lake.convert.reduce import PARTITION_RECORD
 from tmass_lake.errors import UserError
 from tmass_lake.schema import SchemaFileError, load_schema, schema_dir
@@ -79,6 +79,21 @@ def test_a_malformed_pipeline_file_is_one_line_naming_it(doc, message, tmp_path)
     with pytest.raises(UserError) as e:
         load_pipeline(path)
     assert str(e.value).startswith(str(path)) and message in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize(("equals", "allowed"), [('"1"', None), ("1", "give a string"),
+                                                ("true", "give a string"), ("1.5", "give a string")])
+def test_a_derived_catalog_value_its_column_cannot_hold_is_refused_before_building(equals, allowed, tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text(f'[pipeline]\nname = "mine"\n\n[[table]]\nname = "{TABLE}"\n\n[[derived]]\n'
+                    f'name = "mine_cat"\nsource = "{TABLE}"\nwhere = {{column = "cat", equals = {equals}}}\n')
+    if allowed is None:
+        assert [d.equals for p in load_pipelines(str(path)) for d in p.derived] == ["1"]
+        return
+    with pytest.raises(UserError) as e:
+        load_pipelines(str(path))
+    text = str(e.value)
+    assert text.startswith(f"{path} [[derived]] mine_cat: where.equals = ") and allowed in text
 
 
 def test_the_command_line_refuses_a_bad_pipeline_before_building_anything(tmp_path, tiny_inputs):

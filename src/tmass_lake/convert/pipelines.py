@@ -250,9 +250,8 @@ def _derived_spec(path: Any, family: str, entry: dict, sources: dict[str, str]) 
         raise PipelineError(f"{where}: needs where = {{column = ..., equals = ...}} "
                             f"or where = {IRSA_DEFAULT!r}")
     equals = cond["equals"]
-    if isinstance(equals, bool) or not isinstance(equals, str | int | float) \
-            or (isinstance(equals, float) and not math.isfinite(equals)):
-        raise PipelineError(f"{where}: where.equals must be a string, an integer or a finite number, "
+    if not isinstance(equals, str | int | float) or (isinstance(equals, float) and not math.isfinite(equals)):
+        raise PipelineError(f"{where}: where.equals must be a string, a finite number or true/false, "
                             f"not {equals!r}")
     return DerivedSpec(
         name=check_table_name(entry["name"], f"{where}: name"), family=family,
@@ -261,6 +260,24 @@ def _derived_spec(path: Any, family: str, entry: dict, sources: dict[str, str]) 
         equals=equals, title=_string(where, "title", entry.get("title", entry["name"])),
         indexes=_strings(where, "indexes", entry.get("indexes", [])),
     )
+
+
+def _check_equals(path: str, d: DerivedSpec, arrow: str) -> None:
+    """A derived catalog's ``equals`` must be a value its column can hold (else the filter fails
+    only after the source table is built)."""
+    v = d.equals
+    number = isinstance(v, int | float) and not isinstance(v, bool)
+    if arrow in ("string", "date32"):
+        wanted = ("a string", isinstance(v, str))
+    elif arrow == "bool":
+        wanted = ("true or false", isinstance(v, bool))
+    elif arrow.startswith("int"):
+        wanted = ("an integer", number and float(v).is_integer())
+    else:
+        wanted = ("a number", number)
+    if not wanted[1]:
+        raise PipelineError(f"{path} [[derived]] {d.name}: where.equals = {v!r} cannot equal a value of "
+                            f"{d.source}.{d.column} ({arrow}): give {wanted[0]}")
 
 
 def pipeline_files(name_or_path: str) -> list[Traversable | Path]:
@@ -301,4 +318,5 @@ def load_pipelines(name_or_path: str | Path, overrides: dict | None = None) -> l
                 raise PipelineError(f"{p.path}: {d.name}: {d.source} is not positional or lacks {d.column}")
             if any(c not in schema.names for c in d.indexes):
                 raise PipelineError(f"{p.path}: {d.name}: index columns must be columns of {d.source}")
+            _check_equals(p.path, d, schema.column(d.column).arrow)
     return pipelines
