@@ -157,22 +157,33 @@ def test_a_resume_record_out_of_range_is_refused(record, message):
     assert PARTITION_RECORD(good) == good
 
 
+def manifest(tables: dict, **top) -> dict:
+    return {"pipelines": {}, "tools": {}, "tables": tables,
+            "totals": {"tables": len(tables), "rows": 10, "rows_quarantined": 0, "bytes": 1}} | top
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"path": "../../../etc"}, "path must be a relative path inside the lake"),
     ({"path": "/etc"}, "path must be a relative path inside the lake"),
     ({"rows": True}, "rows must be an integer >= 0"),
     ({"rows": -3}, "rows must be an integer >= 0"),
     ({"partitions": "7"}, "partitions must be an integer >= 0"),
+    ({"lines_read": None}, "lines_read must be an integer >= 0"),
+    ({"schema": "pt_src_6x2"}, "schema must be a mapping"),
 ])
 def test_a_malformed_manifest_is_one_line_naming_file_and_key(change, message, tmp_path):
     entry = {"name": TABLE, "path": TABLE, "type": "collection", "rows": 10, "rows_quarantined": 0,
-             "partitions": 1, "lines_read": 10}
-    (tmp_path / "manifest.json").write_text(json.dumps({"tables": {TABLE: entry | change}}))
+             "partitions": 1, "lines_read": 10, "schema": {"name": TABLE}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest({TABLE: entry | change})))
     for command in ("info", "verify"):
         line = one_line(run_cli(command, str(tmp_path)))
         assert f"manifest.json: tables.{TABLE}: {message}" in line, line
     (tmp_path / "manifest.json").write_text(json.dumps([1, 2]))
     assert "not a tmass-lake manifest" in one_line(run_cli("info", str(tmp_path)))
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest({}, totals=[])))
+    assert "manifest.json: totals must be a mapping" in one_line(run_cli("info", str(tmp_path)))
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest({}, totals={"tables": True})))
+    assert "manifest.json: totals.tables must be an integer >= 0" in one_line(run_cli("info", str(tmp_path)))
 
 
 @pytest.mark.parametrize(("option", "message"), [

@@ -143,17 +143,31 @@ def read_manifest(lake: str, storage_options: dict | None = None) -> dict:
     return check_manifest(read_json(fs, root), join(lake, MANIFEST))
 
 
-_ENTRY_COUNTS = ("rows", "rows_quarantined", "partitions", "lines_read", "margin_rows", "bytes")
+_ENTRY_COUNTS = ("rows", "rows_quarantined", "partitions", "lines_read")
+_OPTIONAL_COUNTS = ("margin_rows", "bytes")
+_TOTALS = ("tables", "rows", "rows_quarantined", "bytes")
+
+
+def _count_ok(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def check_manifest(doc: object, url: str) -> dict:
     """``doc`` if it is a manifest tmass-lake could have written, else one line naming the file and key.
 
-    Table entries must be mappings with a table ``name``, a ``type``, counts that are integers
-    >= 0, and a ``path`` inside the lake (relative, no ``..``).
+    The top level holds ``tables``, ``pipelines``, ``tools`` and ``totals`` mappings; a table
+    entry a table ``name``, a ``type``, a ``schema`` mapping, counts that are integers >= 0, and
+    a ``path`` inside the lake (relative, no ``..``).
     """
     if not isinstance(doc, dict) or not isinstance(doc.get("tables"), dict):
         raise UserError(f"{url}: not a tmass-lake manifest (no 'tables' mapping)")
+    for key in ("pipelines", "tools", "totals"):
+        if not isinstance(doc.get(key), dict):
+            raise UserError(f"{url}: {key} must be a mapping, not {type(doc.get(key)).__name__}")
+    for key in _TOTALS:
+        value = doc["totals"].get(key)
+        if not _count_ok(value):
+            raise UserError(f"{url}: totals.{key} must be an integer >= 0, not {str(value)[:40]!r}")
     for name, entry in doc["tables"].items():
         where = f"{url}: tables.{str(name)[:40]}"
         if not isinstance(entry, dict):
@@ -166,10 +180,11 @@ def check_manifest(doc: object, url: str) -> dict:
             raise UserError(f"{where}: path must be a relative path inside the lake, not {str(path)[:60]!r}")
         if not isinstance(entry.get("type"), str):
             raise UserError(f"{where}: type must be a string")
-        for key in _ENTRY_COUNTS:
+        if not isinstance(entry.get("schema"), dict) or not isinstance(entry["schema"].get("name"), str):
+            raise UserError(f"{where}: schema must be a mapping naming the schema")
+        for key in (*_ENTRY_COUNTS, *_OPTIONAL_COUNTS):
             value = entry.get(key)
-            if (key == "rows" or value is not None) and (isinstance(value, bool) or not isinstance(value, int)
-                                                         or value < 0):
+            if (key in _ENTRY_COUNTS or value is not None) and not _count_ok(value):
                 raise UserError(f"{where}: {key} must be an integer >= 0, not {str(value)[:40]!r}")
     return doc
 
