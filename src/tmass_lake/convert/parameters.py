@@ -98,7 +98,7 @@ class BuildParameters:
     def partitioning(self) -> dict[str, Any]:
         """What a resumed build must share with the interrupted one (the rest may change)."""
         keep = ("input_format", "pixel_threshold", "byte_threshold", "lowest_order", "highest_order",
-                "margin_arcsec", "compression_level", "where", "tap_key", "tap_chunk_rows")
+                "margin_arcsec", "compression_level", "max_line_bytes", "where", "tap_key", "tap_chunk_rows")
         return {k: getattr(self, k) for k in keep}
 
     def as_dict(self) -> dict[str, Any]:
