@@ -63,10 +63,12 @@ def test_a_line_longer_than_the_limit_is_quarantined_by_its_head_and_length(good
 
 def test_lines_under_the_limit_are_read_whole(good, tmp_path):
     path = tmp_path / "in"
-    path.write_bytes(b"".join(good))
-    longest = max(len(x) for x in good)
+    path.write_bytes(b"".join(good[:30]))
+    longest = max(len(x) for x in good[:30])
     rows, bad, _ = read(path, max_line_bytes=longest, block_bytes=4096)
-    assert rows == 300 and bad == []
+    assert rows == 30 and bad == []
+    rows, bad, _ = read(path, max_line_bytes=longest - 2, block_bytes=4096)  # the newline is not counted
+    assert rows + len(bad) == 30 and bad
 
 
 def test_reading_past_a_long_line_holds_only_the_limit(tmp_path):
@@ -211,11 +213,11 @@ def test_a_votable_with_an_unreadable_cell_quarantines_its_row(tmp_path):
 
 def test_a_votable_larger_than_the_limit_is_refused_before_it_is_held(tmp_path):
     path = tmp_path / "big.xml.gz"
-    rows = "".join(f"<TR><TD>{i}</TD></TR>" for i in range(200_000))
+    rows = "".join(f"<TR><TD>{i}</TD></TR>" for i in range(60_000))
     path.write_bytes(gzip.compress(votable_text(f"<TD>0</TD></TR>{rows}<TR><TD>1</TD>"), 1))
     with pytest.raises(InputError, match=r"is a VOTable of more than 1 MiB \(decompressed\): refused"):
         list(read_votable(str(path), None, max_bytes=LIMIT))
-    assert list(read_votable(str(path), None, max_bytes=8 * LIMIT))[0].n_lines == 200_003
+    assert list(read_votable(str(path), None, max_bytes=2 * LIMIT))[0].n_lines == 60_003
 
 
 @pytest.mark.parametrize("fmt", ["csv", "ipac"])
@@ -234,3 +236,10 @@ def test_headed_text_inputs_quarantine_a_long_line_too(fmt, tmp_path):
     bad = [b for blk in blocks for b in blk.bad]
     assert sum(b.table.num_rows for b in blocks) == 2
     assert [(b.line, b.reason.split(" bytes")[0]) for b in bad] == [(first, f"line of {3 * MB:,}")]
+
+
+def test_a_run_of_crlf_empty_lines_is_counted_too(good, tmp_path):
+    path = tmp_path / "in"
+    path.write_bytes(b"".join(good[:2]) + b"\r\n" * 1000 + b"".join(good[2:]))
+    rows, bad, n = read(path)
+    assert rows == 300 and n == 1300 and [(b.line, b.lines) for b in bad] == [(3, 1000)]

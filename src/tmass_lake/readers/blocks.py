@@ -267,7 +267,7 @@ def iter_line_blocks(path: str, stream: io.BufferedIOBase, block_bytes: int,
 
 MIN_BLANK_RUN = 64
 """Consecutive empty lines from which they are one quarantine entry (a run), counted, not held."""
-_EMPTY_RUN = re.compile(rb"(?<![^\n])\n{%d,}" % MIN_BLANK_RUN)
+_EMPTY_RUN = re.compile(rb"(?<![^\n])[\r\n]{%d,}" % MIN_BLANK_RUN)  # empty lines, CRLF ones too
 
 
 def split_blank_runs(block: bytes, first_line: int) -> Iterator[tuple[int, bytes | int]]:
@@ -275,14 +275,17 @@ def split_blank_runs(block: bytes, first_line: int) -> Iterator[tuple[int, bytes
     (whole lines, bytes) or a run of at least :data:`MIN_BLANK_RUN` empty lines (their count)."""
     at, line = 0, first_line
     for m in _EMPTY_RUN.finditer(block):
+        end = block.rfind(b"\n", m.start(), m.end()) + 1  # a trailing \r starts the next line
+        run = block.count(b"\n", m.start(), end)
+        if run < MIN_BLANK_RUN:
+            continue
         if m.start() > at:
             text = block[at:m.start()]
             yield line, text
             line += text.count(b"\n")
-        run = m.end() - m.start()
         yield line, run
         line += run
-        at = m.end()
+        at = end
     if at == 0:
         yield line, block
     elif at < len(block):
@@ -316,8 +319,8 @@ def read_at_most(path: str, stream: io.BufferedIOBase, max_bytes: int,
 
 
 def quarantine_long_lines(block: ParsedBlock, long_lines: dict[int, LongLine]) -> ParsedBlock:
-    """``block`` with its over-long lines (empty in the text it was parsed from) quarantined as such:
-    their first bytes and length, and a short reason, in place of "blank line"."""
+    """``block`` with its over-long lines (blank in the text it was parsed from) quarantined as such:
+    their first bytes and length, and a short reason, in place of the blank line's entry."""
     if not long_lines:
         return block
     end = block.first_line + block.n_lines
