@@ -267,20 +267,32 @@ def iter_line_blocks(path: str, stream: io.BufferedIOBase, block_bytes: int,
 
 MIN_BLANK_RUN = 64
 """Consecutive empty lines from which they are one quarantine entry (a run), counted, not held."""
-_EMPTY_RUN = re.compile(rb"(?<![^\n])[\r\n]{%d,}" % MIN_BLANK_RUN)  # empty lines, CRLF ones too
+_LEADING_RUN = re.compile(rb"[\r\n]{%d,}" % MIN_BLANK_RUN)  # empty lines (CRLF too) opening a block
+_INNER_RUN = re.compile(rb"\n([\r\n]{%d,})" % MIN_BLANK_RUN)  # ... after a line's end
+
+
+def _runs(block: bytes) -> Iterator[tuple[int, int]]:
+    """Start and end of each stretch of ``\\r``/``\\n`` that may hold a run of empty lines."""
+    if b"\n\n" not in block and b"\n\r\n" not in block and block[:1] not in (b"\n", b"\r"):
+        return  # the common case: no two line ends in a row, one C-speed scan
+    lead = _LEADING_RUN.match(block)
+    if lead:
+        yield lead.start(), lead.end()
+    for m in _INNER_RUN.finditer(block, lead.end() if lead else 0):
+        yield m.start(1), m.end(1)
 
 
 def split_blank_runs(block: bytes, first_line: int) -> Iterator[tuple[int, bytes | int]]:
     """``block`` (whole lines from line ``first_line``) as pieces, each with its first line: text
     (whole lines, bytes) or a run of at least :data:`MIN_BLANK_RUN` empty lines (their count)."""
     at, line = 0, first_line
-    for m in _EMPTY_RUN.finditer(block):
-        end = block.rfind(b"\n", m.start(), m.end()) + 1  # a trailing \r starts the next line
-        run = block.count(b"\n", m.start(), end)
+    for start, stop in _runs(block):
+        end = block.rfind(b"\n", start, stop) + 1  # a trailing \r starts the next line
+        run = block.count(b"\n", start, end)
         if run < MIN_BLANK_RUN:
             continue
-        if m.start() > at:
-            text = block[at:m.start()]
+        if start > at:
+            text = block[at:start]
             yield line, text
             line += text.count(b"\n")
         yield line, run
