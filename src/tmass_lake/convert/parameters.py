@@ -171,7 +171,7 @@ def tap_options(params: BuildParameters, limiter: AbstractContextManager | None 
 def run_bytes_for(memory_limit: int | None) -> int:
     """Spill-run size for a worker memory budget: a run is sorted in memory at ~3x its size."""
     budget = memory_limit or DEFAULT_MEMORY_BYTES
-    return max(MIN_RUN_BYTES, min(MAX_RUN_BYTES, budget // 12))
+    return int(max(MIN_RUN_BYTES, min(MAX_RUN_BYTES, budget // 12)))  # an integer, as the parameter must be
 
 
 def scratch_url(output: str, tmp_dir: str | None = None) -> str:
