@@ -14,10 +14,10 @@ import argparse
 import fsspec
 import yaml
 
-from tmass_lake.cli.options import add_storage_option, storage_options
+from tmass_lake.cli.options import storage_options
 from tmass_lake.errors import InputError, UserError
 from tmass_lake.readers import detect_format, expand_inputs, read_input
-from tmass_lake.readers.diagnose import SAMPLE_LINES, diagnose, format_diagnosis, proposed_schema
+from tmass_lake.readers.diagnose import diagnose, format_diagnosis, proposed_schema
 from tmass_lake.schema import load_schema
 
 
@@ -63,17 +63,3 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
             f.write(text)
         print(f"\nproposed schema written to {ns.write_schema} (build with --table {ns.write_schema})")
     return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="profile input files and line them up with a schema",
-                       description="Report what input files look like: for headerless bulk files the "
-                                   "field counts and, per position, type, range and a sample, lined up "
-                                   "with a schema; for files with a header, how their names match it.")
-    p.add_argument("files", nargs="+", metavar="FILE", help="input files, globs or directories (fsspec URLs)")
-    p.add_argument("--table", help="IRSA table name or schema YAML file to line the files up with")
-    p.add_argument("--write-schema", metavar="OUT.yaml", help="write the proposed layout as a schema file")
-    p.add_argument("--sample", type=int, default=SAMPLE_LINES,
-                   help=f"lines read from each bulk file (default {SAMPLE_LINES:,})")
-    add_storage_option(p)
-    p.set_defaults(func=cmd_inspect)
