@@ -94,25 +94,27 @@ def check_table(lake: Lake, name: str, columns: list[str] | None = None) -> None
 
 
 def check_reference(lake: Lake, name_or_url: str, so: dict, quiet: bool) -> str:
-    """Where the reference is; says when a name means the public copy, fails when it cannot be read."""
+    """Where the reference is; says when a name means the public copy, fails in one line when the
+    catalogue cannot be read (a path with nothing, the public copy offline)."""
     url = lake.reference_url(name_or_url)  # a bad name: NotInLakeError, with the closest names
     check_urls([url])
     profile = PROFILES.get(name_or_url)
     public = profile is not None and url == profile.url
-    if public and not quiet:
-        print(f"tmass-lake: {name_or_url}: the lake has no copy; reading the public LSDB copy at {url}",
-              file=sys.stderr)
+    why = ""
     try:
         fs, path = filesystem(url, so)
         found = any(fs.exists(join(path, f)) for f in ("collection.properties", "hats.properties"))
     except (OSError, ValueError) as e:
         found, why = False, f" ({type(e).__name__}: {e})"
-    else:
-        why = ""
     if not found:
-        where = "the public copy " if public else ""
-        raise ReferenceUnavailableError(f"--with {name_or_url}: cannot read {where}{url}: no HATS catalogue "
-                                        f"there{' (offline?)' if public else ''}{why}")
+        if public:
+            raise ReferenceUnavailableError(
+                f"--with {name_or_url}: the lake has no copy, and the public LSDB copy at {url} cannot be "
+                f"read (offline?){why}; give a local copy's path")
+        raise ReferenceUnavailableError(f"--with {name_or_url}: no HATS catalogue at {url}{why}")
+    if public and not quiet:
+        print(f"tmass-lake: {name_or_url}: the lake has no copy; reading the public LSDB copy at {url}",
+              file=sys.stderr)
     return url
 
 
@@ -140,10 +142,16 @@ def cmd_crossmatch(ns: argparse.Namespace) -> int:
                                     reference=ns.with_ if "/" not in ns.with_ else None)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MarginWarning)
-            result = lake.crossmatch(ns.table, right, radius_arcsec=ns.radius, epoch_aware=not ns.plain,
-                                     columns=ns.columns, n_neighbors=ns.n_neighbors, how=ns.how,
-                                     max_pm_mas_yr=ns.max_pm,
-                                     reference=ns.with_ if "/" not in ns.with_ else None)
+            try:
+                result = lake.crossmatch(ns.table, right, radius_arcsec=ns.radius,
+                                         epoch_aware=not ns.plain, columns=ns.columns,
+                                         n_neighbors=ns.n_neighbors, how=ns.how, max_pm_mas_yr=ns.max_pm,
+                                         reference=ns.with_ if "/" not in ns.with_ else None)
+            except RuntimeError as e:
+                if "do not overlap" not in str(e):  # lsdb: "Catalogs do not overlap"
+                    raise
+                raise EmptyResultError(f"{ns.table} and {ns.with_} have no sky in common: no matches, "
+                                       f"nothing written to {ns.output}") from None
         for w in caught:
             if issubclass(w.category, MarginWarning):
                 print(f"tmass-lake: warning: {w.message}", file=sys.stderr)

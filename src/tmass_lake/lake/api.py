@@ -443,7 +443,8 @@ class Lake:
         name_or_url : str
             A path or URL (anything with a ``/``), returned as is; or a name (``gaia_dr3``,
             ``allwise``), looked for as a HATS catalogue at ``LAKE/<name>`` then
-            ``LAKE/reference/<name>``, and else the public LSDB copy of a known reference.
+            ``LAKE/reference/<name>``, and else the public LSDB copy of a known reference (read
+            over the network; logged at INFO).
 
         Returns
         -------
@@ -463,6 +464,8 @@ class Lake:
                 return url
         profile = PROFILES.get(name_or_url)
         if profile and profile.url:
+            log.info("%s: no copy in %s; reading the public LSDB copy at %s", name_or_url, self.url,
+                     profile.url)
             return profile.url
         raise NotInLakeError(f"unknown reference catalogue {name_or_url!r}: give a path or URL"
                              + did_you_mean(name_or_url, PROFILES))
