@@ -54,6 +54,18 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
             "empty": root / "empty"}
 
 
+@pytest.fixture
+def fake(tmp_path) -> dict[str, Path]:
+    """Directories that look like a lake with ``pt_src_6x2`` and a reference (a ``hats.properties``
+    each, no data): enough for every mistake caught before a table is opened."""
+    for table in ("lake/pt_src_6x2", "gaia"):
+        (tmp_path / table).mkdir(parents=True)
+        (tmp_path / table / "hats.properties").write_text(f"obs_collection={table.split('/')[-1]}\n")
+    (tmp_path / "empty").mkdir()
+    return {"root": tmp_path, "lake": tmp_path / "lake", "gaia": tmp_path / "gaia",
+            "empty": tmp_path / "empty"}
+
+
 def run(capsys, *argv: str) -> tuple[int, str]:
     """``main(argv)``: its exit status (argparse's too) and stderr."""
     try:
@@ -80,14 +92,18 @@ def crossmatch(tiny, *extra: str, table: str = "pt_src_6x2", with_: str | None =
 
 # --- user mistakes: one line, exit 2, no traceback ------------------------------------------------
 
-def test_mistyped_table_in_crossmatch_says_did_you_mean(tiny, capsys):
-    assert_one_line(*run(capsys, *crossmatch(tiny, table="pt_src_6x")), "pt_src_6x", "did you mean",
+def test_mistyped_table_in_crossmatch_says_did_you_mean(fake, capsys):
+    assert_one_line(*run(capsys, *crossmatch(fake, table="pt_src_6x")), "pt_src_6x", "did you mean",
                     "'pt_src_6x2'")
 
 
-def test_mistyped_column_and_reference_name_say_did_you_mean(tiny, capsys):
+def test_mistyped_reference_name_says_did_you_mean(fake, capsys):
+    assert_one_line(*run(capsys, *crossmatch(fake, with_="gaia_dr")), "gaia_dr", "'gaia_dr3'")
+
+
+@pytest.mark.slow  # opens a real catalogue (lsdb's first from_dataframe compiles for seconds)
+def test_mistyped_column_says_did_you_mean(tiny, capsys):
     assert_one_line(*run(capsys, *crossmatch(tiny, "--columns", "cntrr")), "cntrr", "'cntr'")
-    assert_one_line(*run(capsys, *crossmatch(tiny, with_="gaia_dr")), "gaia_dr", "'gaia_dr3'")
 
 
 @pytest.mark.parametrize("url, package", [("s3://bucket/lake", "s3fs"), ("gs://bucket/lake", "gcsfs")])
@@ -98,51 +114,52 @@ def test_object_store_url_without_its_package(url, package, monkeypatch, capsys)
                          "--output", "/nonexistent/out"), package)
 
 
-def test_named_reference_without_a_copy_and_offline(tiny, monkeypatch, capsys):
+def test_named_reference_without_a_copy_and_offline(fake, monkeypatch, capsys):
     """The lake has no gaia_dr3 and the public copy cannot be reached (a port nobody listens on)."""
     offline = replace(GAIA_DR3, url="http://127.0.0.1:9/hats/gaia_dr3")
     monkeypatch.setitem(PROFILES, "gaia_dr3", offline)
-    assert_one_line(*run(capsys, *crossmatch(tiny, with_="gaia_dr3")), "no copy", "public", offline.url)
+    assert_one_line(*run(capsys, *crossmatch(fake, with_="gaia_dr3")), "no copy", "public", offline.url)
 
 
-def test_reference_url_that_cannot_be_read(tiny, capsys):
-    assert_one_line(*run(capsys, *crossmatch(tiny, with_="http://127.0.0.1:9/gaia")), "127.0.0.1:9")
-    assert_one_line(*run(capsys, *crossmatch(tiny, with_=str(tiny["root"] / "nothing" / "here"))),
+def test_reference_url_that_cannot_be_read(fake, capsys):
+    assert_one_line(*run(capsys, *crossmatch(fake, with_="http://127.0.0.1:9/gaia")), "127.0.0.1:9")
+    assert_one_line(*run(capsys, *crossmatch(fake, with_=str(fake["root"] / "nothing" / "here"))),
                     "no HATS catalogue")
 
 
 @pytest.mark.parametrize("radius", ["-1", "0", "abc"])
-def test_bad_radius(tiny, radius, capsys):
-    assert_one_line(*run(capsys, *crossmatch(tiny, "--radius", radius)), "--radius")
+def test_bad_radius(fake, radius, capsys):
+    assert_one_line(*run(capsys, *crossmatch(fake, "--radius", radius)), "--radius")
 
 
-def test_unknown_how_and_unknown_command(tiny, capsys):
-    assert_one_line(*run(capsys, *crossmatch(tiny, "--how", "outer")), "--how", "outer")
+def test_unknown_how_and_unknown_command(fake, capsys):
+    assert_one_line(*run(capsys, *crossmatch(fake, "--how", "outer")), "--how", "outer")
     assert_one_line(*run(capsys, "crossmach", "--lake", "x"), "crossmach")
 
 
-def test_a_lake_that_is_not_a_lake(tiny, capsys):
-    assert_one_line(*run(capsys, *["crossmatch", "--lake", str(tiny["empty"]), "--table", "pt_src_6x2",
+def test_a_lake_that_is_not_a_lake(fake, capsys):
+    assert_one_line(*run(capsys, *["crossmatch", "--lake", str(fake["empty"]), "--table", "pt_src_6x2",
                                    "--with", "gaia_dr3", "--output", "o.parquet"]), "not a tmass-lake lake")
-    assert_one_line(*run(capsys, "lightcurves", "--lake", str(tiny["root"] / "missing"), "--output", "o"),
+    assert_one_line(*run(capsys, "lightcurves", "--lake", str(fake["root"] / "missing"), "--output", "o"),
                     "no lake at")
-    assert_one_line(*run(capsys, "info", str(tiny["empty"])), "manifest.json")
-    assert_one_line(*run(capsys, "verify", str(tiny["empty"])), "manifest.json")
+    assert_one_line(*run(capsys, "info", str(fake["empty"])), "manifest.json")
+    assert_one_line(*run(capsys, "verify", str(fake["empty"])), "manifest.json")
 
 
-def test_mistyped_family_product_and_schema_table(tiny, capsys):
-    assert_one_line(*run(capsys, "build", "6xx", "--input", str(tiny["root"]), "--output", "o"), "'6x'")
-    assert_one_line(*run(capsys, "build", "--table", "pt_src_6x", "--input", str(tiny["root"]),
+def test_mistyped_family_product_and_schema_table(fake, capsys):
+    assert_one_line(*run(capsys, "build", "6xx", "--input", str(fake["root"]), "--output", "o"), "'6x'")
+    assert_one_line(*run(capsys, "build", "--table", "pt_src_6x", "--input", str(fake["root"]),
                          "--output", "o"), "did you mean", "'pt_src_6x2'")
-    assert_one_line(*run(capsys, "lightcurves", "--lake", str(tiny["lake"]), "--product", "calibratoin",
+    assert_one_line(*run(capsys, "lightcurves", "--lake", str(fake["lake"]), "--product", "calibratoin",
                          "--output", "o"), "'calibration'")
 
 
-def test_index_column_typo(tiny, capsys):
-    assert_one_line(*run(capsys, "build", "--table", "pt_src_6x2", "--input", str(tiny["root"]),
+def test_index_column_typo(fake, capsys):
+    assert_one_line(*run(capsys, "build", "--table", "pt_src_6x2", "--input", str(fake["root"]),
                          "--output", "o", "--index", "gcntrr"), "gcntrr", "'gcntr'")
 
 
+@pytest.mark.slow  # may run as far as the write on a real catalogue
 def test_output_exists(tiny, capsys):
     if "--overwrite" not in build_parser()._subparsers._group_actions[0].choices["crossmatch"].format_help():
         pytest.skip("crossmatch refuses an existing output once --overwrite lands (helper safeio's change)")
