@@ -185,8 +185,8 @@ class LakeBuild:
         self.built.add(spec.name)
         layout = (f"{entry['partitions']} partition(s), {len(entry.get('indexes') or {})} index(es)"
                   if kind == "collection" else f"{entry['partitions']} file(s)")
-        args.echo(f"{head}: {entry['rows']:,} rows, {entry['rows_quarantined']:,} quarantined, {layout} "
-                  f"({entry['lake_seconds']:.1f} s)")
+        args.echo(f"{head}: {kind} from {source}: {entry['rows']:,} rows, {entry['rows_quarantined']:,} "
+                  f"quarantined, {layout} ({entry['lake_seconds']:.1f} s)")
 
     def derived(self, spec: DerivedSpec, head: str) -> None:
         args = self.args
@@ -223,7 +223,8 @@ class LakeBuild:
                                           "where": {"column": spec.column, "equals": spec.equals}})
         self.state.put("tables", spec.name, entry)
         self.built.add(spec.name)
-        args.echo(f"{head}: {entry['rows']:,} rows in {entry['partitions']} partition(s) "
+        args.echo(f"{head}: derived from {spec.source} where {spec.column} == {spec.equals!r}: "
+                  f"{entry['rows']:,} rows in {entry['partitions']} partition(s) "
                   f"({entry['lake_seconds']:.1f} s)")
 
 
@@ -260,8 +261,8 @@ class LakeBuild:
         self.state.put("tables", spec.name, entry)
         self.built.add(spec.name)
         lost = f", {report['links_missing']:,} links without a detection" if report["links_missing"] else ""
-        args.echo(f"{head}: {entry['rows']:,} light curves, {report['detections']:,} detections{lost} "
-                  f"({entry['lake_seconds']:.1f} s)")
+        args.echo(f"{head}: {tables.detections} nested under {tables.info}: {entry['rows']:,} light curves, "
+                  f"{report['detections']:,} detections{lost} ({entry['lake_seconds']:.1f} s)")
 
 
 def build_lake(args: LakeArguments, client: Client) -> dict:
