@@ -2,9 +2,12 @@
 
     python benchmarks/bench_cli.py --workdir DIR          # DIR/lake and DIR/mock from `tmass-lake demo DIR`
     python benchmarks/bench_cli.py --workdir DIR --repeat 3 --json out.json
+    python benchmarks/bench_cli.py --workdir DIR --baseline-src /tmp/base/src   # before/after, interleaved
 
 Each command runs as a fresh ``python -m tmass_lake`` process (imports, cluster start and numba
-compilation included, as from a shell); the figure is the best of ``--repeat`` runs. The demo
+compilation included, as from a shell); the figure is the best of ``--repeat`` runs. With
+``--baseline-src`` (the ``src`` directory of another checkout, e.g. ``git archive`` of the base
+commit) each run of the current code follows a run of that code, so both see the same load. The demo
 lake is made first when ``DIR/lake`` is missing. Targets: ``--help`` <= 1 s, ``info`` <= 3 s,
 ``crossmatch`` and ``lightcurves`` <= 10 s, a build of one 10k-row file <= 10 s. The machine's load
 average is printed with the figures (a loaded machine is slower).
@@ -57,7 +60,7 @@ def commands(work: Path, scratch: Path) -> dict[str, list[str]]:
     }
 
 
-def time_once(args: list[str], scratch: Path) -> tuple[float, int, str]:
+def time_once(args: list[str], scratch: Path, src: str | None = None) -> tuple[float, int, str]:
     for leftover in ("x.parquet", "lc.parquet", "built"):  # outputs of the previous run
         p = scratch / leftover
         if p.is_dir():
@@ -65,7 +68,8 @@ def time_once(args: list[str], scratch: Path) -> tuple[float, int, str]:
         elif p.exists():
             p.unlink()
     t0 = time.perf_counter()
-    proc = subprocess.run([*_cli(), *args], capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=src) if src else None
+    proc = subprocess.run([*_cli(), *args], capture_output=True, text=True, env=env)
     return time.perf_counter() - t0, proc.returncode, (proc.stderr or proc.stdout).strip()[-300:]
 
 
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per command, best kept (default 3)")
     ap.add_argument("--only", nargs="+", choices=list(TARGETS), help="time only these commands")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--baseline-src", help="also time the code under this src/ directory, interleaved")
     args = ap.parse_args(argv)
     work = Path(args.workdir)
     if not (work / "lake").exists():
@@ -85,22 +90,30 @@ def main(argv: list[str] | None = None) -> int:
         for name, cmd in commands(work, scratch).items():
             if args.only and name not in args.only:
                 continue
-            runs, loads = [], []
+            runs, base, loads = [], [], []
             for _ in range(args.repeat):
                 loads.append(os.getloadavg()[0])
-                seconds, rc, tail = time_once(cmd, scratch)
-                if rc != 0:
-                    print(f"{name}: exit {rc}: {tail}", file=sys.stderr)
-                    return 1
-                runs.append(seconds)
+                for src, into in ((args.baseline_src, base), (None, runs)):
+                    if into is base and not src:
+                        continue
+                    seconds, rc, tail = time_once(cmd, scratch, src)
+                    if rc != 0:
+                        print(f"{name}{' (baseline)' if src else ''}: exit {rc}: {tail}", file=sys.stderr)
+                        return 1
+                    into.append(seconds)
             report[name] = {"best_s": round(min(runs), 2), "runs_s": [round(r, 2) for r in runs],
                             "target_s": TARGETS[name], "load_1min": round(sum(loads) / len(loads), 2)}
+            if base:
+                report[name] |= {"baseline_best_s": round(min(base), 2),
+                                 "baseline_runs_s": [round(r, 2) for r in base]}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(f"{'command':<16} {'best s':>7} {'target':>7}  {'load':>5}  runs")
+    print(f"{'command':<16} {'before s' if args.baseline_src else '':>8} {'best s':>7} {'target':>7}  "
+          f"{'load':>5}  runs")
     for name, r in report.items():
         ok = "ok" if r["best_s"] <= r["target_s"] else "SLOW"
-        print(f"{name:<16} {r['best_s']:>7.2f} {r['target_s']:>6.0f}s  {r['load_1min']:>5.2f}  "
+        before = f"{r['baseline_best_s']:>8.2f}" if "baseline_best_s" in r else f"{'':>8}"
+        print(f"{name:<16} {before} {r['best_s']:>7.2f} {r['target_s']:>6.0f}s  {r['load_1min']:>5.2f}  "
               f"{' '.join(f'{x:.2f}' for x in r['runs_s'])}  {ok}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 import tmass_lake.cli.parsers as parsers
 from tmass_lake.cli import build_parser, main
-from tmass_lake.cluster import SMALL_BYTES, choose_cluster
+from tmass_lake.cluster import SMALL_BYTES, choose_cluster, dashboard_url, dask_client
 from tmass_lake.convert.pipelines import family_names
 from tmass_lake.errors import did_you_mean
 from tmass_lake.lake.crossmatch import GAIA_DR3, PROFILES
@@ -276,3 +277,30 @@ def test_did_you_mean():
     assert did_you_mean("pt_src_6x", ["pt_src_6x2", "cf_info"]) == " (did you mean 'pt_src_6x2'?)"
     assert "has: a, b" in did_you_mean("zzz", ["b", "a"])
     assert did_you_mean("x", []) == ""
+
+
+# --- the cluster, the dashboard and the single-table build's index --------------------------------
+
+@pytest.mark.slow  # starts an in-process cluster and fetches its dashboard
+def test_dashboard_is_served_on_the_local_cluster():
+    for address in ("127.0.0.1:0", ":0"):
+        with dask_client(workers=1, processes=False, dashboard=address) as client:
+            link = dashboard_url(client, address)
+            assert link.startswith("http://127.0.0.1:" if address.startswith("127") else "http://")
+            with urllib.request.urlopen(link, timeout=30) as page:
+                assert page.status == 200
+
+
+@pytest.mark.slow  # builds a table (on threads: small inputs)
+def test_single_table_build_indexes_its_key_by_default(tiny_inputs, tmp_path, capsys):
+    out = tmp_path / "pt"
+    assert main(["build", "--table", "pt_src_6x2", "--input", str(tiny_inputs[0]), "--output", str(out),
+                 "-q"]) == 0
+    assert "pt_src_6x2" in capsys.readouterr().out
+    props = (out / "collection.properties").read_text()
+    assert "cntr" in props and (out / "pt_src_6x2_cntr_index").is_dir()
+    assert lsdb.open_catalog(out).id_search(values={"cntr": 1}).compute()["cntr"].tolist() == [1]
+    bare = tmp_path / "bare"
+    assert main(["build", "--table", "pt_src_6x2", "--input", str(tiny_inputs[0]), "--output", str(bare),
+                 "--no-index", "-q"]) == 0
+    assert not list(bare.glob("*_index"))

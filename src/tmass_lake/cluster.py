@@ -150,3 +150,14 @@ def cache_compiled_kernels(*modules: object) -> int:
                     continue
                 done += 1
     return done
+
+
+def dashboard_url(client: Client, address: str | None) -> str:
+    """The dashboard's URL on the host it listens on (``client.dashboard_link`` names the machine's
+    address, which a dashboard bound to ``127.0.0.1:PORT`` does not answer on)."""
+    link = client.dashboard_link
+    host = (address or "").rpartition(":")[0]
+    port = client.scheduler_info().get("services", {}).get("dashboard")
+    if not host or host in ("0.0.0.0", "*") or port is None:
+        return link
+    return f"http://{host}:{port}/status"

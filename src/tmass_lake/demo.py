@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tmass_lake.cluster import dask_client
+from tmass_lake.cluster import dashboard_url, dask_client
 from tmass_lake.convert import LakeArguments, build_lake, load_pipelines
 from tmass_lake.convert.pipelines import ALL
 from tmass_lake.lake import open_lake, plot_light_curve
@@ -48,7 +48,7 @@ def run_demo(out: str, *, scale: float = 0.05, seed: int = 0, workers: int | Non
     with dask_client(workers=workers, memory_limit=memory_limit, dashboard=dashboard) as client:
         say(f"      cluster ready ({time.time() - t0:.1f} s)")
         if dashboard is not None:
-            print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+            print(f"Dask dashboard: {dashboard_url(client, dashboard)}", flush=True)
         t0 = time.time()
         say(f"[2/4] building every pipeline into {lake_dir}")
         args = LakeArguments(pipelines=tuple(load_pipelines(ALL)), input_roots=(str(mock),),

@@ -14,7 +14,7 @@ import hats.pixel_tree.pixel_alignment
 from dask.distributed import Client
 
 from tmass_lake.cli.options import check_dashboard
-from tmass_lake.cluster import cache_compiled_kernels, choose_cluster, chosen_client
+from tmass_lake.cluster import cache_compiled_kernels, choose_cluster, chosen_client, dashboard_url
 
 
 @contextmanager
@@ -31,7 +31,7 @@ def cluster(ns: argparse.Namespace, size: int | None = None) -> Iterator[Client]
         elif ns.verbose:
             print(f"running on {choice.describe()}", file=sys.stderr)
         if ns.dashboard:
-            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
+            print(f"Dask dashboard: {dashboard_url(client, ns.dashboard)}", file=sys.stderr, flush=True)
         yield client
 
 
