@@ -14,7 +14,7 @@ import argparse
 import fsspec
 import yaml
 
-from tmass_lake.cli.options import storage_options
+from tmass_lake.cli.options import check_urls, storage_options
 from tmass_lake.errors import InputError, UserError
 from tmass_lake.readers import detect_format, expand_inputs, read_input
 from tmass_lake.readers.diagnose import diagnose, format_diagnosis, proposed_schema
@@ -39,6 +39,7 @@ def _headed(path: str, description: str, schema, so: dict) -> str:
 
 def cmd_inspect(ns: argparse.Namespace) -> int:
     so = storage_options(ns.storage_option)
+    check_urls([*ns.files, *([ns.write_schema] if ns.write_schema else [])])
     schema = load_schema(ns.table) if ns.table else None
     bulk: list[str] = []
     for path in expand_inputs(ns.files, so):
