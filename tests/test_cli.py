@@ -155,6 +155,11 @@ def test_mistyped_family_product_and_schema_table(fake, capsys):
                          "--output", "o"), "'calibration'")
 
 
+def test_missing_input_root(fake, capsys):
+    assert_one_line(*run(capsys, "build", "6x", "--input", str(fake["root"] / "mokc"), "--output", "o"),
+                    "mokc", "no such input root")
+
+
 def test_index_column_typo(fake, capsys):
     assert_one_line(*run(capsys, "build", "--table", "pt_src_6x2", "--input", str(fake["root"]),
                          "--output", "o", "--index", "gcntrr"), "gcntrr", "'gcntr'")

@@ -11,9 +11,10 @@ from tmass_lake.cli.options import check_urls, data_bytes, storage_options
 from tmass_lake.convert import LakeArguments, build_lake, build_table, load_pipelines, table_arguments
 from tmass_lake.convert.parameters import BuildParameters, resolve_parameters
 from tmass_lake.convert.pipelines import ALL, family_names
-from tmass_lake.errors import UserError, did_you_mean
+from tmass_lake.errors import InputError, UserError, did_you_mean
 from tmass_lake.readers import expand_inputs, is_tap
 from tmass_lake.schema import load_schema
+from tmass_lake.storage import filesystem, is_local
 
 
 def given_parameters(ns: argparse.Namespace) -> dict:
@@ -78,6 +79,10 @@ def _build_lake(ns: argparse.Namespace, so: dict, overrides: dict) -> int:
         output=ns.output.rstrip("/"), tmp_dir=ns.tmp_dir, storage_options=so, resume=ns.resume,
         rebuild=tuple(ns.rebuild or ()), tables=tuple(ns.tables) if ns.tables else None,
         progress=not ns.quiet)
+    for root in ns.input:  # before the cluster starts: a mistyped root is one line, at once
+        fs, path = filesystem(root, so)
+        if not is_tap(root) and is_local(fs) and not fs.isdir(path):  # (an object-store prefix may be empty)
+            raise InputError(root, "no such input root (a directory holding irsa/<table>/...)")
     size = None if any(is_tap(u) for u in ns.input) else data_bytes(ns.input, so)
     cache_alignment_kernels()
     with cluster(ns, size) as client:
