@@ -20,6 +20,7 @@ import tmass_lake.cli.parsers as parsers
 from tmass_lake.cli import build_parser, main
 from tmass_lake.cluster import SMALL_BYTES, choose_cluster, dashboard_url, dask_client
 from tmass_lake.convert.pipelines import family_names
+from tmass_lake.convert.tasks import run_tasks
 from tmass_lake.errors import did_you_mean
 from tmass_lake.lake.crossmatch import GAIA_DR3, PROFILES
 from tmass_lake.lake.lightcurves import PRODUCT_ALIASES
@@ -309,3 +310,13 @@ def test_single_table_build_indexes_its_key_by_default(tiny_inputs, tmp_path, ca
     assert main(["build", "--table", "pt_src_6x2", "--input", str(tiny_inputs[0]), "--output", str(bare),
                  "--no-index", "-q"]) == 0
     assert not list(bare.glob("*_index"))
+
+
+@pytest.mark.slow  # runs tasks on an in-process cluster
+def test_progress_bars_stay_out_of_logs_and_short_stages(capsys):
+    """Bars are for a terminal and for stages that last: none in a log, none for a quick stage."""
+    with dask_client(workers=1, processes=False) as client:
+        assert run_tasks(client, lambda i: i * 2, list(range(5)), "map pt_src_c", progress=True) == [
+            0, 2, 4, 6, 8]
+    captured = capsys.readouterr()
+    assert "map pt_src_c" not in captured.err + captured.out
