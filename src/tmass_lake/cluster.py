@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from dask.distributed import Client, LocalCluster, WorkerPlugin
 from numba.core.registry import CPUDispatcher
 
-SMALL_BYTES = 256 * 2**20
-"""Data a command reads below this (inputs of a build, tables of a query) runs on threads."""
+SMALL_BYTES = 64 * 2**20
+"""Data a command reads below this (inputs of a build, tables of a query) runs on threads: seconds of
+work, where starting worker processes would cost more than it saves. Above it, processes: threads
+share one interpreter, and parsing text inputs holds it."""
 LOCAL_KINDS = ("processes", "threads")
 """``--scheduler`` values that mean a local cluster rather than an address."""
 
