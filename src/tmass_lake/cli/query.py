@@ -155,10 +155,9 @@ def cmd_crossmatch(ns: argparse.Namespace) -> int:
         for w in caught:
             if issubclass(w.category, MarginWarning):
                 print(f"tmass-lake: warning: {w.message}", file=sys.stderr)
-        name = ns.with_ if "/" not in ns.with_ else right.name
-        rows = write_output(result, ns.output, fmt, so, f"{ns.table}_x_{name}")
+        rows = write_output(result, ns.output, fmt, so, f"{ns.table}_x_{right.name}")
     kind = "positional" if ns.plain else "epoch-aware"
-    print(f"{ns.table} x {name}: {rows:,} {kind} matches within {ns.radius:g}\" "
+    print(f"{ns.table} x {right.name}: {rows:,} {kind} matches within {ns.radius:g}\" "
           f"({time.time() - started:.1f} s) -> {ns.output}")
     return 0
 
@@ -172,8 +171,9 @@ def cmd_lightcurves(ns: argparse.Namespace) -> int:
     except KeyError as e:
         known = {*PRODUCT_ALIASES, *PRODUCT_ALIASES.values()}
         raise UserError(f"--product {ns.product}: {e.args[0]}" + did_you_mean(ns.product, known)) from None
-    for table in (tables.detections, tables.info):
-        check_table(lake, table)
+    if ns.join or tables.collection not in lake:  # joined on the fly: both tables are needed
+        for table in (tables.detections, tables.info):
+            check_table(lake, table)
     if ns.links == "table" and tables.link not in lake:
         raise UserError(f"{ns.lake} has no {tables.link} (the {ns.product} link table): build it, "
                         "or give --links detections")
