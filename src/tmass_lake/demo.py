@@ -44,13 +44,13 @@ def run_demo(out: str, *, scale: float = 0.05, seed: int = 0, workers: int | Non
     summary["mock_seconds"] = round(time.time() - t0, 1)
 
     t0 = time.time()
-    say(f"[2/4] starting a local Dask cluster of {workers or os.cpu_count() or 1} worker processes ...")
+    say(f"[2/4] building every pipeline into {lake_dir}; starting a local Dask cluster of "
+        f"{workers or os.cpu_count() or 1} worker processes ...")
     with dask_client(workers=workers, memory_limit=memory_limit, dashboard=dashboard) as client:
         say(f"      cluster ready ({time.time() - t0:.1f} s)")
         if dashboard is not None:
             print(f"Dask dashboard: {dashboard_url(client, dashboard)}", flush=True)
         t0 = time.time()
-        say(f"[2/4] building every pipeline into {lake_dir}")
         args = LakeArguments(pipelines=tuple(load_pipelines(ALL)), input_roots=(str(mock),),
                              output=str(lake_dir), progress=progress, echo=say)
         lake_manifest = build_lake(args, client)
