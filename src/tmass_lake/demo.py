@@ -29,7 +29,6 @@ def run_demo(out: str, *, scale: float = 0.05, seed: int = 0, workers: int | Non
     dashboard on the demo's cluster and prints its URL.
     """
     say = print if progress else _silent
-    bars = {"progress_bar": progress}
     root = Path(out).resolve()
     if root.exists():
         shutil.rmtree(root)
@@ -62,15 +61,16 @@ def run_demo(out: str, *, scale: float = 0.05, seed: int = 0, workers: int | Non
         gaia = str(mock / "reference" / "gaia_dr3")
         t0 = time.time()
         say("[3/4] crossmatch pt_src_6x2 with the mock Gaia DR3 (1\", proper motion to each 2MASS epoch)")
-        aware = lake.crossmatch("pt_src_6x2", gaia, radius_arcsec=1.0).compute(**bars)
-        plain = lake.crossmatch("pt_src_6x2", gaia, radius_arcsec=1.0, epoch_aware=False).compute(**bars)
-        detections = len(lake.open("pt_src_6x2", columns=["cntr"]).compute(**bars))
+        aware = lake.crossmatch("pt_src_6x2", gaia, radius_arcsec=1.0).compute(progress_bar=False)
+        plain = lake.crossmatch("pt_src_6x2", gaia, radius_arcsec=1.0,
+                                epoch_aware=False).compute(progress_bar=False)
+        detections = len(lake.open("pt_src_6x2", columns=["cntr"]).compute(progress_bar=False))
         summary["crossmatch"] = {"detections": detections, "epoch_aware_matches": len(aware),
                                  "plain_matches": len(plain), "seconds": round(time.time() - t0, 1)}
 
         t0 = time.time()
         say("[4/4] calibration light curves: pt_src_c detections nested under cf_info merged sources")
-        curves = lake.light_curves("calibration").compute(**bars)
+        curves = lake.light_curves("calibration").compute(progress_bar=False)
         epochs = curves["n_epochs"].to_numpy() if len(curves) else np.zeros(0)
         summary["lightcurves"] = {
             "sources": len(curves), "detections": int(np.sum(epochs)),
