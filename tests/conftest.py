@@ -169,9 +169,12 @@ def run_cli(*argv: str) -> CliResult:
 
 
 def build_cli(inputs, output: str, *extra: str) -> list[str]:
-    """The ``tmass-lake build`` command line for the tiny inputs with the shared thresholds."""
+    """The ``tmass-lake build`` command line for the tiny inputs with the shared thresholds; like
+    :func:`make_args`, no index unless ``extra`` asks for one (the command line indexes the key
+    by default)."""
+    index = () if "--index" in extra else ("--no-index",)
     return [str(BIN / "tmass-lake"), "build", "--table", TABLE, "--input", *map(str, inputs),
-            "--output", output, "--pixel-threshold", str(PIXEL_THRESHOLD), "--quiet", *extra]
+            "--output", output, "--pixel-threshold", str(PIXEL_THRESHOLD), "--quiet", *index, *extra]
 
 
 # --- a cluster of dask command-line processes -------------------------------------------------------

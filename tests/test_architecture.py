@@ -27,6 +27,12 @@ LAYERS = {  # package or module -> what of ours it may import
     "__main__": {"cli"},
 }
 OPTIONAL_IMPORTS = {"hats_import"}  # the 'mock' extra: imported where needed, with a clear error
+LAZY_LOADERS = {"tmass_lake", "tmass_lake.convert", "tmass_lake.cli"}
+"""The only modules that load modules of ours by name (``importlib.import_module``), so that
+``tmass-lake --help`` does not import lsdb and Dask: the two package ``__init__``s re-export their
+names on first use (PEP 562), and the command line imports a subcommand's implementation when it
+runs. Imports stay at the top everywhere; the modules named in strings (``"tmass_lake.x.y"``,
+``"tmass_lake.cli.query:cmd_crossmatch"``) count as imports in the layer and cycle checks below."""
 
 
 def module_name(path: Path) -> str:
@@ -61,6 +67,24 @@ def targets(node: ast.Import | ast.ImportFrom, package: str) -> list[str]:
 MODULES = {module_name(p): p for p in sorted(SRC.rglob("*.py"))}
 
 
+def named_modules(tree: ast.Module) -> set[str]:
+    """Modules of ours named in string constants (``"tmass_lake.cli.query:cmd_crossmatch"``)."""
+    names = {n.value.split(":")[0] for n in ast.walk(tree) if isinstance(n, ast.Constant)
+             and isinstance(n.value, str) and n.value.startswith("tmass_lake.")}
+    return {n for n in names if n in MODULES}
+
+
+def loads_by_name(tree: ast.Module) -> bool:
+    """Whether a module calls ``import_module``/``__import__`` (loads modules by name)."""
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Call):
+            f = n.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            if name in ("import_module", "__import__"):
+                return True
+    return False
+
+
 def graph() -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for name, path in MODULES.items():
@@ -76,6 +100,7 @@ def graph() -> dict[str, set[str]]:
                 deps |= submodules  # `from tmass_lake.x import y` where x.y is a module: it needs x.y
                 if len(submodules) < len(names) or not names:
                     deps.add(target)
+        deps |= named_modules(tree)
         # a module's own ancestors are always initialised first: not a dependency of its choosing
         out[name] = {d for d in deps if d in MODULES and d != name and not name.startswith(d + ".")}
     return out
@@ -160,3 +185,19 @@ def test_deprecations_raised_from_our_code_fail_the_tests():
     with warnings.catch_warnings(record=True) as seen:
         warnings.warn_explicit("an old API", DeprecationWarning, "x.py", 1, module="somebody_else")
     assert len(seen) == 1
+
+
+def test_only_the_lazy_loaders_load_modules_by_name():
+    loaders = {name for name, path in MODULES.items() if loads_by_name(ast.parse(path.read_text()))}
+    assert loaders <= LAZY_LOADERS, f"modules loading modules by name: {sorted(loaders - LAZY_LOADERS)}"
+
+
+def test_lazy_loaders_name_only_modules_that_exist():
+    """A misspelt lazy target would only fail when used: every ``tmass_lake.`` string in a lazy
+    loader (and in the command-line parsers, which name each subcommand's module) is a module."""
+    for name in [*LAZY_LOADERS, "tmass_lake.cli.parsers"]:
+        tree = ast.parse(MODULES[name].read_text())
+        named = {n.value.split(":")[0] for n in ast.walk(tree) if isinstance(n, ast.Constant)
+                 and isinstance(n.value, str) and n.value.startswith("tmass_lake.")}
+        packaged = {"tmass_lake.pipelines", "tmass_lake.schemas"}  # data packages (TOML, YAML)
+        assert named <= set(MODULES) | packaged, (name, named - set(MODULES))

@@ -155,7 +155,7 @@ def lake(mock_root, tmp_path_factory) -> Path:
                          "--memory-limit", "2GiB", "--quiet")
     assert code == 0, text
     files = len(list((root / "irsa" / "pt_src_6x2").glob("*.gz")))  # the mock's and the edge groups'
-    assert files > 2 and f"[1/47] pt_src_6x2: building collection from {files} file(s)" in text
+    assert files > 2 and f"[1/47] pt_src_6x2: collection from {files} file(s): " in text
     return out
 
 
@@ -482,7 +482,7 @@ def test_building_into_an_existing_lake_adds_what_is_missing(lake, mock_root, ma
     (copy / "report" / "esixxf_info_orders.png").unlink()
     code, text = run_cli(*argv)
     assert code == 0, text
-    assert "esixxf_info: building collection" in text
+    assert "esixxf_info: collection from" in text
     assert "pt_src_6x2: up to date, skipped" in text
     again = json.loads((copy / "manifest.json").read_text())
     assert again["tables"].keys() == manifest["tables"].keys()  # the other families' tables are kept

@@ -26,8 +26,9 @@ from conftest import as_text, bulk_lines, normalise
 
 from tmass_lake.cli import main
 from tmass_lake.convert import LakeArguments, build_lake, build_table, resolve_parameters, table_arguments
-from tmass_lake.convert.manifest import read_manifest, verify_lake
+from tmass_lake.convert.manifest import read_manifest
 from tmass_lake.convert.pipelines import load_pipeline
+from tmass_lake.convert.verify import verify_lake
 from tmass_lake.errors import InputError
 from tmass_lake.mock import generate
 from tmass_lake.readers import detect_format, parse_votable, read_bulk, read_input

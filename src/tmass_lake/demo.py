@@ -7,13 +7,14 @@ calibration light curves, plot one, and say where everything is.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from tmass_lake.cluster import dask_client
+from tmass_lake.cluster import dashboard_url, dask_client
 from tmass_lake.convert import LakeArguments, build_lake, load_pipelines
 from tmass_lake.convert.pipelines import ALL
 from tmass_lake.errors import UserError
@@ -23,29 +24,36 @@ from tmass_lake.storage import OUTPUT_MARK, filesystem, mark_output
 
 
 def run_demo(out: str, *, scale: float = 0.05, seed: int = 0, workers: int | None = None,
-             memory_limit: str = "3GiB") -> dict:
+             memory_limit: str = "3GiB", progress: bool = True, dashboard: str | None = None) -> dict:
     """Run the whole demo under ``out``; returns the summary it prints.
 
     ``out`` must be missing, empty or a previous demo's output (whose entries are replaced);
     a directory holding anything the demo does not write is refused, untouched.
+    ``progress=False`` prints only the summary; ``dashboard`` (``HOST:PORT``) serves Dask's
+    dashboard on the demo's cluster and prints its URL.
     """
+    say = print if progress else _silent
     root = Path(out).resolve()
     clear_previous_demo(root)
     mock, lake_dir = root / "mock", root / "lake"
     summary: dict = {}
 
     t0 = time.time()
-    print(f"[1/4] mock Extended Mission (scale {scale}, seed {seed}) -> {mock}")
-    manifest = generate(str(mock), scale=scale, seed=seed, workers=workers)
+    say(f"[1/4] mock Extended Mission (scale {scale}, seed {seed}) -> {mock}")
+    manifest = generate(str(mock), scale=scale, seed=seed, workers=workers, progress=progress)
     summary["mock_rows"] = sum(t["rows"] for t in manifest["tables"].values())
     summary["mock_seconds"] = round(time.time() - t0, 1)
 
-    with dask_client(workers=workers, memory_limit=memory_limit) as client:
+    t0 = time.time()
+    say(f"[2/4] building every pipeline into {lake_dir}; starting a local Dask cluster of "
+        f"{workers or os.cpu_count() or 1} worker processes ...")
+    with dask_client(workers=workers, memory_limit=memory_limit, dashboard=dashboard) as client:
+        say(f"      cluster ready ({time.time() - t0:.1f} s)")
+        if dashboard is not None:
+            print(f"Dask dashboard: {dashboard_url(client, dashboard)}", flush=True)
         t0 = time.time()
-        print(f"[2/4] building every pipeline into {lake_dir} on a local Dask cluster "
-              f"({len(client.scheduler_info()['workers'])} workers)")
         args = LakeArguments(pipelines=tuple(load_pipelines(ALL)), input_roots=(str(mock),),
-                             output=str(lake_dir))
+                             output=str(lake_dir), progress=progress, echo=say)
         lake_manifest = build_lake(args, client)
         summary["lake_tables"] = lake_manifest["totals"]["tables"]
         summary["lake_rows"] = lake_manifest["totals"]["rows"]
@@ -54,16 +62,17 @@ def run_demo(out: str, *, scale: float = 0.05, seed: int = 0, workers: int | Non
         lake = open_lake(str(lake_dir))
         gaia = str(mock / "reference" / "gaia_dr3")
         t0 = time.time()
-        print("[3/4] crossmatch pt_src_6x2 with the mock Gaia DR3 (1\", proper motion to each 2MASS epoch)")
-        aware = lake.crossmatch("pt_src_6x2", gaia, radius_arcsec=1.0).compute()
-        plain = lake.crossmatch("pt_src_6x2", gaia, radius_arcsec=1.0, epoch_aware=False).compute()
-        detections = len(lake.open("pt_src_6x2", columns=["cntr"]).compute())
+        say("[3/4] crossmatch pt_src_6x2 with the mock Gaia DR3 (1\", proper motion to each 2MASS epoch)")
+        aware = lake.crossmatch("pt_src_6x2", gaia, radius_arcsec=1.0).compute(progress_bar=False)
+        plain = lake.crossmatch("pt_src_6x2", gaia, radius_arcsec=1.0,
+                                epoch_aware=False).compute(progress_bar=False)
+        detections = len(lake.open("pt_src_6x2", columns=["cntr"]).compute(progress_bar=False))
         summary["crossmatch"] = {"detections": detections, "epoch_aware_matches": len(aware),
                                  "plain_matches": len(plain), "seconds": round(time.time() - t0, 1)}
 
         t0 = time.time()
-        print("[4/4] calibration light curves: pt_src_c detections nested under cf_info merged sources")
-        curves = lake.light_curves("calibration").compute()
+        say("[4/4] calibration light curves: pt_src_c detections nested under cf_info merged sources")
+        curves = lake.light_curves("calibration").compute(progress_bar=False)
         epochs = curves["n_epochs"].to_numpy() if len(curves) else np.zeros(0)
         summary["lightcurves"] = {
             "sources": len(curves), "detections": int(np.sum(epochs)),
@@ -110,6 +119,10 @@ def clear_previous_demo(root: Path) -> None:
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     fs, path = filesystem(str(root))
     mark_output(fs, path, "demo")
+
+
+def _silent(*_: object, **__: object) -> None:
+    """``print`` when the demo runs quietly."""
 
 
 def _print(s: dict, lake_dir: Path) -> None:

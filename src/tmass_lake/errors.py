@@ -6,6 +6,9 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class UserError(Exception):
     """A mistake in the input, the arguments or the environment, explained in its message."""
@@ -36,3 +39,38 @@ class LockError(BuildError):
 
 class UnknownTableError(UserError, LookupError):
     """A table name with no schema (or not in a lake)."""
+
+
+class NotInLakeError(UnknownTableError, KeyError):
+    """A name the lake does not have (a table, a reference catalogue)."""
+
+    def __str__(self) -> str:  # a KeyError's str() would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NotALakeError(UserError, FileNotFoundError):
+    """A lake URL with nothing there, or nothing a lake holds."""
+
+
+class MissingDependencyError(UserError, ImportError):
+    """An optional package a URL or flag needs is not installed (names the package to install)."""
+
+
+class ReferenceUnavailableError(UserError, OSError):
+    """A reference catalogue that cannot be read (the public copy offline, a path with nothing)."""
+
+
+class EmptyResultError(UserError):
+    """A query whose result has no rows, asked to be written where no rows cannot go (HATS)."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` to ``name``, else the choices listed."""
+    options = sorted(str(c) for c in choices)
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.6)
+    if close:
+        return f" (did you mean {' or '.join(repr(c) for c in close)}?)"
+    if not options:
+        return ""
+    listed = ", ".join(options[:12]) + (", ..." if len(options) > 12 else "")
+    return f" (has: {listed})"

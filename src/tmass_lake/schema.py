@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
-from tmass_lake.errors import UnknownTableError, UserError
+from tmass_lake.errors import UnknownTableError, UserError, did_you_mean
 
 SCHEMA_DIR_ENV = "TMASS_LAKE_SCHEMAS"
 SCHEMA_PACKAGE = "tmass_lake.schemas"  # the repository's schemas/, shipped inside the package
@@ -308,7 +308,8 @@ def load_schema(name_or_path: str) -> TableSchema:
     if path.suffix not in (".yaml", ".yml"):
         path = schema_dir() / f"{check_table_name(name_or_path)}.yaml"
     if not path.is_file():
-        raise UnknownTableError(f"no schema for table {name_or_path!r} (looked for {path})")
+        hint = did_you_mean(name_or_path, list_tables()) if path.name.startswith(name_or_path) else ""
+        raise UnknownTableError(f"no schema for table {name_or_path!r} (looked for {path}){hint}")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:

@@ -1,7 +1,12 @@
 """The ``tmass-lake`` command line: every subcommand and its flag helpers.
 
-A mistake the user can fix (bad input, a taken output, a changed file) is one line on stderr and
-exit status 2; ``--verbose`` adds the log.
+A mistake the user can fix (bad input, a taken output, a changed file, a mistyped name) is one
+line on stderr and exit status 2; an internal error keeps its traceback and exits 1;
+``--verbose`` adds the log.
+
+The parsers (:mod:`tmass_lake.cli.parsers`) import nothing heavy; the module implementing a
+subcommand (:mod:`~tmass_lake.cli.build`, :mod:`~tmass_lake.cli.query`...) is imported only when
+it runs, so ``--help`` and argument errors answer in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -9,39 +14,36 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from importlib import import_module
 
-from tmass_lake.cli import build, inspect, lake, mock, query, schema
+from tmass_lake.cli.parsers import build_parser
 from tmass_lake.errors import UserError
-from tmass_lake.storage import StorageError
 
-COMMANDS = (mock, build, inspect, schema, lake, query)
+__all__ = ["build_parser", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tmass-lake",
-        description="The 2MASS Extended Mission working databases as a HATS data lake on Dask.",
-        epilog="Run 'tmass-lake COMMAND --help' for a command's flags.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS:
-        module.register(sub)
-    return p
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions printed as one line (exit 2): ours and the storage layer's."""
+    storage = import_module("tmass_lake.storage")  # fsspec: loaded once a command runs
+    return UserError, storage.StorageError, argparse.ArgumentTypeError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    ns.verbose = getattr(ns, "verbose", False)
+    ns.quiet = getattr(ns, "quiet", False) and not ns.verbose
     logging.basicConfig(level=logging.INFO if ns.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not ns.verbose:
-        logging.getLogger("distributed").setLevel(logging.WARNING)
+    module, _, function = ns.run.partition(":")
     try:
-        return ns.func(ns)
-    except (UserError, StorageError, argparse.ArgumentTypeError) as e:
+        run = getattr(import_module(module), function)
+        if not ns.verbose:  # after the import: importing distributed sets its own level (INFO)
+            logging.getLogger("distributed").setLevel(logging.WARNING)
+        return run(ns)
+    except user_errors() as e:
         print(f"tmass-lake: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tmass-lake: interrupted (a build continues with --resume)", file=sys.stderr)
         return 130
-

@@ -1,29 +1,49 @@
 """``tmass-lake build``: one table (``--table``), a family (``6x``), every family (``all``), or
-pipeline files, into a lake on Dask."""
+pipeline files, into a lake on Dask (flags: :func:`tmass_lake.cli.parsers.register_build`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from tmass_lake.cli.options import (
-    add_build_parameters,
-    add_cluster,
-    add_storage_option,
-    cluster,
-    given_parameters,
-    storage_options,
-)
+from tmass_lake.cli.compute import cache_alignment_kernels, cluster
+from tmass_lake.cli.options import check_urls, data_bytes, storage_options
 from tmass_lake.convert import LakeArguments, build_lake, build_table, load_pipelines, table_arguments
-from tmass_lake.convert.parameters import resolve_parameters
+from tmass_lake.convert.parameters import BuildParameters, resolve_parameters
 from tmass_lake.convert.pipelines import ALL, family_names
-from tmass_lake.errors import UserError
-from tmass_lake.readers import expand_inputs
+from tmass_lake.errors import InputError, UserError, did_you_mean
+from tmass_lake.readers import expand_inputs, is_tap
 from tmass_lake.schema import load_schema
+from tmass_lake.storage import filesystem, is_local
+
+
+def given_parameters(ns: argparse.Namespace) -> dict:
+    """The build parameters the command line gave explicitly."""
+    names = {f.name for f in BuildParameters.__dataclass_fields__.values()}
+    return {k[len("param_"):]: v for k, v in vars(ns).items()
+            if k.startswith("param_") and k[len("param_"):] in names and v is not None}
+
+
+def table_indexes(ns: argparse.Namespace, schema) -> tuple[str, ...]:
+    """``--index`` columns (checked against the schema), else the table's key as a lake build does."""
+    if ns.no_index:
+        if ns.index:
+            raise UserError("give --index or --no-index, not both")
+        return ()
+    if ns.index:
+        for column in ns.index:
+            if column not in schema.names:
+                raise UserError(f"--index {column}: not a column of {schema.table}"
+                                + did_you_mean(column, schema.names))
+        if not schema.positional:
+            raise UserError(f"--index: {schema.table} has no positions, so no HATS catalog to index")
+        return tuple(ns.index)
+    return (schema.key_column,) if schema.positional and schema.key_column else ()
 
 
 def cmd_build(ns: argparse.Namespace) -> int:
     so = storage_options(ns.storage_option)
+    check_urls([*ns.input, ns.output, *([ns.tmp_dir] if ns.tmp_dir else [])])
     overrides = given_parameters(ns)
     if ns.pipeline:
         if ns.table:
@@ -34,11 +54,14 @@ def cmd_build(ns: argparse.Namespace) -> int:
     if ns.rebuild or ns.tables:
         raise UserError("--rebuild and --tables apply to pipeline builds")
     schema = load_schema(ns.table)
-    args = table_arguments(schema, expand_inputs(ns.input, so), ns.output,
+    inputs = expand_inputs(ns.input, so)
+    args = table_arguments(schema, inputs, ns.output,
                            params=resolve_parameters(overrides, where="command line"), tmp_dir=ns.tmp_dir,
-                           indexes=ns.index or (), storage_options=so, resume=ns.resume,
+                           indexes=table_indexes(ns, schema), storage_options=so, resume=ns.resume,
                            progress=not ns.quiet)
-    with cluster(ns) as client:
+    size = None if any(is_tap(u) for u in inputs) else data_bytes(inputs, so)
+    cache_alignment_kernels()
+    with cluster(ns, size) as client:
         report = build_table(args, client)
     if report.get("already_complete"):
         print(f"{ns.output} is already complete (same inputs and parameters): nothing to resume")
@@ -49,39 +72,22 @@ def cmd_build(ns: argparse.Namespace) -> int:
 
 
 def _build_lake(ns: argparse.Namespace, so: dict, overrides: dict) -> int:
-    if ns.index:
-        raise UserError("--index applies to --table builds; pipelines name their indexes")
+    if ns.index or ns.no_index:
+        raise UserError("--index/--no-index apply to --table builds; pipelines name their indexes")
     args = LakeArguments(
         pipelines=tuple(load_pipelines(ns.pipeline, overrides)), input_roots=tuple(ns.input),
         output=ns.output.rstrip("/"), tmp_dir=ns.tmp_dir, storage_options=so, resume=ns.resume,
         rebuild=tuple(ns.rebuild or ()), tables=tuple(ns.tables) if ns.tables else None,
         progress=not ns.quiet)
-    with cluster(ns) as client:
+    for root in ns.input:  # before the cluster starts: a mistyped root is one line, at once
+        fs, path = filesystem(root, so)
+        if not is_tap(root) and is_local(fs) and not fs.isdir(path):  # (an object-store prefix may be empty)
+            raise InputError(root, "no such input root (a directory holding irsa/<table>/...)")
+    size = None if any(is_tap(u) for u in ns.input) else data_bytes(ns.input, so)
+    cache_alignment_kernels()
+    with cluster(ns, size) as client:
         manifest = build_lake(args, client)
     if manifest["skipped"] and ns.verbose:
         for name, why in sorted(manifest["skipped"].items()):
             print(f"skipped {name}: {why}", file=sys.stderr)
     return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    b = sub.add_parser("build", help="convert IRSA inputs into HATS: a table, a family, or every family",
-                       description="Build one table (--table) or pipelines (a family name such as 6x, "
-                                   "'all', or pipeline files) into a lake.")
-    b.add_argument("pipeline", nargs="?", metavar="PIPELINE",
-                   help=f"{', '.join([ALL, *family_names()])}, a pipeline .toml file or a folder of them")
-    b.add_argument("--table", help="single-table build: IRSA table name or a schema YAML file")
-    b.add_argument("--input", required=True, nargs="+",
-                   help="--table: files, globs or directories; pipelines: input roots (fsspec URLs)")
-    b.add_argument("--output", required=True, help="collection (--table) or lake URL")
-    b.add_argument("--index", nargs="+", metavar="COLUMN", help="--table: index catalogs on these columns")
-    b.add_argument("--tables", nargs="+", metavar="NAME", help="pipelines: build only these tables")
-    b.add_argument("--rebuild", nargs="+", metavar="NAME", help="pipelines: rebuild these built tables")
-    b.add_argument("--tmp-dir", help="scratch space, any fsspec URL every worker reaches "
-                                     "(default: OUTPUT/_build)")
-    b.add_argument("--resume", action="store_true", help="continue an interrupted build")
-    b.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_build_parameters(b)
-    add_cluster(b)
-    add_storage_option(b)
-    b.set_defaults(func=cmd_build)

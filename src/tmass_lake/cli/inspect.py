@@ -13,10 +13,10 @@ import argparse
 
 import yaml
 
-from tmass_lake.cli.options import add_storage_option, storage_options
+from tmass_lake.cli.options import check_urls, storage_options
 from tmass_lake.errors import InputError, UserError
 from tmass_lake.readers import detect_format, expand_inputs, read_input
-from tmass_lake.readers.diagnose import SAMPLE_LINES, diagnose, format_diagnosis, proposed_schema
+from tmass_lake.readers.diagnose import diagnose, format_diagnosis, proposed_schema
 from tmass_lake.schema import load_schema
 from tmass_lake.storage import claim_output, filesystem, write_text
 
@@ -39,6 +39,7 @@ def _headed(path: str, description: str, schema, so: dict) -> str:
 
 def cmd_inspect(ns: argparse.Namespace) -> int:
     so = storage_options(ns.storage_option)
+    check_urls([*ns.files, *([ns.write_schema] if ns.write_schema else [])])
     schema = load_schema(ns.table) if ns.table else None
     bulk: list[str] = []
     inputs = expand_inputs(ns.files, so)
@@ -78,18 +79,3 @@ def check_schema_output(output: str, inputs: list[str], so: dict, overwrite: boo
                             "--overwrite); pick another file")
     claim_output(fs, out, overwrite=overwrite, command="inspect", directory=False, check_only=True)
 
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="profile input files and line them up with a schema",
-                       description="Report what input files look like: for headerless bulk files the "
-                                   "field counts and, per position, type, range and a sample, lined up "
-                                   "with a schema; for files with a header, how their names match it.")
-    p.add_argument("files", nargs="+", metavar="FILE", help="input files, globs or directories (fsspec URLs)")
-    p.add_argument("--table", help="IRSA table name or schema YAML file to line the files up with")
-    p.add_argument("--write-schema", metavar="OUT.yaml", help="write the proposed layout as a schema file "
-                   "(an existing file is refused unless --overwrite; an input file always)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --write-schema file")
-    p.add_argument("--sample", type=int, default=SAMPLE_LINES,
-                   help=f"lines read from each bulk file (default {SAMPLE_LINES:,})")
-    add_storage_option(p)
-    p.set_defaults(func=cmd_inspect)

@@ -1,17 +1,22 @@
-"""Flags several subcommands share: storage options, the Dask cluster, build parameters."""
+"""What several subcommands check before any work starts: storage options, the packages URLs and
+flags need, and the size of the data (which decides the cluster, :mod:`tmass_lake.cli.compute`)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
-from dask.distributed import Client
+from tmass_lake.cluster import LOCAL_KINDS
+from tmass_lake.errors import MissingDependencyError, UserError
+from tmass_lake.storage import filesystem
 
-from tmass_lake.cluster import dask_client
-from tmass_lake.convert.parameters import BuildParameters
+PROTOCOL_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs",
+                     "abfs": "adlfs", "http": "aiohttp", "https": "aiohttp"}
+"""fsspec protocols and the optional package each needs."""
+
 
 _OPTION_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -46,59 +51,33 @@ def storage_options(pairs: list[str] | None) -> dict:
     return out
 
 
-def add_storage_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                   help="fsspec option for every URL (repeatable; JSON values allowed); credentials "
-                        "are better left to the environment (AWS_PROFILE, ...)")
+def check_urls(urls: Iterable[str]) -> None:
+    """Every URL's filesystem package is installed (``s3://`` needs s3fs...), before any work."""
+    for url in urls:
+        if url.startswith("tap+"):  # TAP services are read with pyvo, not fsspec
+            continue
+        protocol = url.split("://", 1)[0] if "://" in url else "file"
+        package = PROTOCOL_PACKAGES.get(protocol)
+        if package and importlib.util.find_spec(package) is None:
+            raise MissingDependencyError(f"{url}: reading {protocol}:// needs the {package} package "
+                                         f"(pip install {package})")
 
 
-def add_cluster(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scheduler", help="address of an existing dask.distributed scheduler "
-                                       "(default: a local cluster)")
-    p.add_argument("--workers", type=int, help="local cluster workers (default: cores)")
-    p.add_argument("--memory-limit", default="4GiB", help="per local worker (default 4GiB)")
+def check_dashboard(ns: argparse.Namespace) -> None:
+    if getattr(ns, "dashboard", None) and importlib.util.find_spec("bokeh") is None:
+        raise MissingDependencyError("--dashboard needs the bokeh package (pip install 'bokeh>=3.1')")
+    scheduler = getattr(ns, "scheduler", None)
+    if getattr(ns, "dashboard", None) and scheduler and scheduler not in LOCAL_KINDS:
+        raise UserError("--dashboard applies to a local cluster; an existing scheduler serves its own")
 
 
-@contextmanager
-def cluster(ns: argparse.Namespace) -> Iterator[Client]:
-    """The Dask client the flags ask for."""
-    with dask_client(ns.scheduler, ns.workers, ns.memory_limit) as client:
-        yield client
-
-
-_PARAMETER_FLAGS = {  # flag -> (BuildParameters field, type, help)
-    "--format": ("input_format", str, "input format: bulk, ipac, votable, csv, parquet "
-                                          "(default auto: each file as it looks)"),
-    "--pixel-threshold": ("pixel_threshold", int, "rows per partition at most (default 1,000,000)"),
-    "--byte-threshold": ("byte_threshold", int, "in-memory bytes per partition at most (default 512 MiB)"),
-    "--lowest-order": ("lowest_order", int, "coarsest HEALPix order of a partition (default 0)"),
-    "--highest-order": ("highest_order", int, "finest HEALPix order of a partition (default 10)"),
-    "--margin-arcsec": ("margin_arcsec", float, "margin cache radius (default 10)"),
-    "--run-bytes": ("run_bytes", int, "spill-run size (default: from the workers' memory limit)"),
-    "--max-line-bytes": ("max_line_bytes", int, "a longer input line is quarantined by its first bytes and "
-                                                "length, never held whole (default 16 MiB)"),
-    "--compression-level": ("compression_level", int, "zstd level of data files (default 3)"),
-    "--where": ("where", str, "TAP input: ADQL condition the harvested rows meet"),
-    "--tap-key": ("tap_key", str, "TAP input: integer column to split the harvest on (default: the key)"),
-    "--tap-chunk-rows": ("tap_chunk_rows", int, "TAP input: rows per chunk query (default 1,000,000)"),
-    "--tap-concurrency": ("tap_concurrency", int, "TAP input: queries in flight on the service (default 4)"),
-    "--tap-sync-rows": ("tap_sync_rows", int, "TAP input: larger chunks run as async jobs (default 100,000)"),
-    "--tap-retries": ("tap_retries", int, "TAP input: retries of a failing query (default 5)"),
-    "--tap-backoff": ("tap_backoff", float, "TAP input: first wait between retries, s (default 1)"),
-    "--tap-timeout": ("tap_timeout", float, "TAP input: seconds to wait for one answer (default 3600)"),
-}
-
-
-def add_build_parameters(p: argparse.ArgumentParser) -> None:
-    """The build parameters as flags; a flag not given leaves the pipeline's or default value."""
-    for flag, (dest, kind, help_) in _PARAMETER_FLAGS.items():
-        p.add_argument(flag, dest=f"param_{dest}", type=kind, default=None, help=help_)
-    p.add_argument("--allow-duplicate-content", dest="param_allow_duplicate_content", action="store_const",
-                   const=True, default=None, help="build inputs even when two have the same bytes")
-
-
-def given_parameters(ns: argparse.Namespace) -> dict:
-    """The build parameters the command line gave explicitly."""
-    names = {f.name for f in BuildParameters.__dataclass_fields__.values()}
-    return {k[len("param_"):]: v for k, v in vars(ns).items()
-            if k.startswith("param_") and k[len("param_"):] in names and v is not None}
+def data_bytes(urls: Iterable[str], storage_options: dict) -> int | None:
+    """Bytes under these URLs (files or directories), ``None`` when a listing fails (size unknown)."""
+    total = 0
+    for url in urls:
+        try:
+            fs, path = filesystem(url, storage_options)
+            total += int(fs.du(path, total=True) if fs.isdir(path) else fs.size(path) or 0)
+        except (OSError, ValueError, TypeError):
+            return None
+    return total

@@ -1,4 +1,7 @@
-"""``tmass-lake crossmatch`` and ``tmass-lake lightcurves``: the lake API from the command line."""
+"""``tmass-lake crossmatch`` and ``tmass-lake lightcurves``: the lake API from the command line.
+
+Every name and path is checked before the cluster starts (flags:
+:func:`tmass_lake.cli.parsers.register_query`)."""
 
 from __future__ import annotations
 
@@ -16,20 +19,19 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from upath import UPath
 
-from tmass_lake.cli.options import add_cluster, add_storage_option, cluster, storage_options
-from tmass_lake.lake import MarginWarning, open_lake, plot_light_curve
-from tmass_lake.lake.lightcurves import product_tables
+from tmass_lake.cli.compute import cache_alignment_kernels, cluster
+from tmass_lake.cli.options import check_urls, data_bytes, storage_options
+from tmass_lake.errors import (
+    EmptyResultError,
+    NotALakeError,
+    ReferenceUnavailableError,
+    UserError,
+    did_you_mean,
+)
+from tmass_lake.lake import Lake, MarginWarning, open_lake, plot_light_curve
+from tmass_lake.lake.crossmatch import PROFILES
+from tmass_lake.lake.lightcurves import PRODUCT_ALIASES, product_tables
 from tmass_lake.storage import claim_output, filesystem, join, mark_output, write_bytes, write_parquet
-
-
-def _output_args(p: argparse.ArgumentParser) -> None:
-    add_cluster(p)
-    add_storage_option(p)
-    p.add_argument("--format", choices=["hats", "parquet"], default=None,
-                   help="output format (default: parquet for a .parquet OUTPUT or lightcurves, else hats)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing OUTPUT whole (without it an existing OUTPUT is refused; a "
-                        "directory tmass-lake did not write is never removed)")
 
 
 def check_output(output: str, fmt: str, storage_options: dict, overwrite: bool, command: str) -> None:
@@ -48,11 +50,20 @@ def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: 
     """
     fs, root = filesystem(output, storage_options)
     single = fmt == "parquet" and output.endswith(".parquet")
+    existed = fs.exists(root)
     claim_output(fs, root, overwrite=overwrite, command=command, directory=not single)
     if fmt == "hats":
-        # lsdb clears the (claimed, freshly marked) directory before writing: mark it again after
-        catalog.write_catalog(UPath(output, **storage_options), catalog_name=name, overwrite=True,
-                              progress_bar=False)
+        try:
+            # lsdb clears the (claimed, freshly marked) directory before writing: mark it again after
+            catalog.write_catalog(UPath(output, **storage_options), catalog_name=name, overwrite=True,
+                                  progress_bar=False)
+        except RuntimeError as e:
+            if "empty" not in str(e):  # lsdb's "The output catalog is empty": no partition has a row
+                raise
+            if not existed:  # what lsdb left (hists/, done): ours to remove, we made the directory
+                fs.rm(root, recursive=True)
+            raise EmptyResultError(f"{name}: the result is empty (no rows), so no HATS catalogue "
+                                   f"was written to {output}") from None
         mark_output(fs, root, command)
         written = lsdb.open_catalog(UPath(output, **storage_options))
         return int(written.hc_structure.catalog_info.total_rows or 0)
@@ -73,20 +84,86 @@ def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: 
     return int(sum(dask.compute(*tasks)))
 
 
+def checked_lake(url: str, so: dict) -> Lake:
+    """The lake at ``url``, or a one-line error when there is none (or nothing a lake holds)."""
+    check_urls([url])
+    lake = open_lake(url, **so)
+    if not lake.tables:
+        raise NotALakeError(f"{url}: not a tmass-lake lake (no manifest.json and no tables)")
+    return lake
+
+
+def check_table(lake: Lake, name: str, columns: list[str] | None = None) -> None:
+    """``name`` is a table of the lake and ``columns`` are its columns (with a "did you mean")."""
+    if name not in lake:
+        lake.entry(name)  # raises NotInLakeError, with the closest names
+    if columns:
+        have = lake.open(name, columns="all").all_columns
+        for column in columns:
+            if column not in have:
+                raise UserError(f"--columns {column}: not a column of {name}" + did_you_mean(column, have))
+
+
+def check_reference(lake: Lake, name_or_url: str, so: dict, quiet: bool) -> str:
+    """Where the reference is; says when a name means the public copy, fails in one line when the
+    catalogue cannot be read (a path with nothing, the public copy offline)."""
+    url = lake.reference_url(name_or_url)  # a bad name: NotInLakeError, with the closest names
+    check_urls([url])
+    profile = PROFILES.get(name_or_url)
+    public = profile is not None and url == profile.url
+    why = ""
+    try:
+        fs, path = filesystem(url, so)
+        found = any(fs.exists(join(path, f)) for f in ("collection.properties", "hats.properties"))
+    except (OSError, ValueError) as e:
+        found, why = False, f" ({type(e).__name__}: {e})"
+    if not found:
+        if public:
+            raise ReferenceUnavailableError(
+                f"--with {name_or_url}: the lake has no copy, and the public LSDB copy at {url} cannot be "
+                f"read (offline?){why}; give a local copy's path")
+        raise ReferenceUnavailableError(f"--with {name_or_url}: no HATS catalogue at {url}{why}")
+    if public and not quiet:
+        print(f"tmass-lake: {name_or_url}: the lake has no copy; reading the public LSDB copy at {url}",
+              file=sys.stderr)
+    return url
+
+
+def lake_bytes(lake: Lake, table: str | None = None) -> int | None:
+    """Bytes of a table (or of the whole lake) by its manifest, else by listing a local lake."""
+    m = lake.manifest
+    if table is not None and "bytes" in m.get("tables", {}).get(table, {}):
+        return int(m["tables"][table]["bytes"])
+    if "bytes" in m.get("totals", {}):
+        return int(m["totals"]["bytes"])
+    return data_bytes([lake.url], lake.storage_options) if "://" not in lake.url else None
+
+
 def cmd_crossmatch(ns: argparse.Namespace) -> int:
     so = storage_options(ns.storage_option)
+    check_urls([ns.output])
     fmt = ns.format or ("parquet" if ns.output.endswith(".parquet") else "hats")
     check_output(ns.output, fmt, so, ns.overwrite, "crossmatch")
-    lake = open_lake(ns.lake, **so)
+    lake = checked_lake(ns.lake, so)
+    check_table(lake, ns.table, ns.columns)
+    reference_url = check_reference(lake, ns.with_, so, ns.quiet)
     started = time.time()
-    with cluster(ns):
-        right = lake.open_reference(ns.with_, storage_options=so or None)
+    cache_alignment_kernels()
+    with cluster(ns, lake_bytes(lake, ns.table)):
+        right = lake.open_reference(reference_url, storage_options=so or None,
+                                    reference=ns.with_ if "/" not in ns.with_ else None)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", MarginWarning)
-            result = lake.crossmatch(ns.table, right, radius_arcsec=ns.radius, epoch_aware=not ns.plain,
-                                     columns=ns.columns, n_neighbors=ns.n_neighbors, how=ns.how,
-                                     max_pm_mas_yr=ns.max_pm,
-                                     reference=ns.with_ if "/" not in ns.with_ else None)
+            try:
+                result = lake.crossmatch(ns.table, right, radius_arcsec=ns.radius,
+                                         epoch_aware=not ns.plain, columns=ns.columns,
+                                         n_neighbors=ns.n_neighbors, how=ns.how, max_pm_mas_yr=ns.max_pm,
+                                         reference=ns.with_ if "/" not in ns.with_ else None)
+            except RuntimeError as e:
+                if "do not overlap" not in str(e):  # lsdb: "Catalogs do not overlap"
+                    raise
+                raise EmptyResultError(f"{ns.table} and {ns.with_} have no sky in common: no matches, "
+                                       f"nothing written to {ns.output}") from None
         for w in caught:
             if issubclass(w.category, MarginWarning):
                 print(f"tmass-lake: warning: {w.message}", file=sys.stderr)
@@ -100,26 +177,38 @@ def cmd_crossmatch(ns: argparse.Namespace) -> int:
 
 def cmd_lightcurves(ns: argparse.Namespace) -> int:
     so = storage_options(ns.storage_option)
+    check_urls([ns.output])
     fmt = ns.format or "parquet"
     check_output(ns.output, fmt, so, ns.overwrite, "lightcurves")
+    lake = checked_lake(ns.lake, so)
+    try:
+        tables = product_tables(ns.product, ns.kind)
+    except KeyError as e:
+        known = {*PRODUCT_ALIASES, *PRODUCT_ALIASES.values()}
+        raise UserError(f"--product {ns.product}: {e.args[0]}" + did_you_mean(ns.product, known)) from None
+    if ns.join or tables.collection not in lake:  # joined on the fly: both tables are needed
+        for table in (tables.detections, tables.info):
+            check_table(lake, table)
+    if ns.links == "table" and tables.link not in lake:
+        raise UserError(f"{ns.lake} has no {tables.link} (the {ns.product} link table): build it, "
+                        "or give --links detections")
     png = None
     if ns.plot is not None:
         png = ns.plot_file or _default_png(ns.output, ns.plot)
         png_fs, png_path = filesystem(png, so)
         claim_output(png_fs, png_path, overwrite=ns.overwrite, command="lightcurves", directory=False,
                      check_only=True)
-    lake = open_lake(ns.lake, **so)
     search = None
     if ns.cone:
         search = lsdb.ConeSearch(ra=ns.cone[0], dec=ns.cone[1], radius_arcsec=ns.cone[2])
     started = time.time()
-    with cluster(ns):
+    cache_alignment_kernels()
+    with cluster(ns, lake_bytes(lake)):
         cat = lake.light_curves(ns.product, kind=ns.kind, links=ns.links, complete=not ns.no_repair,
                                 search_filter=search, stored=False if ns.join else None)
         rows = write_output(cat, ns.output, fmt, so, f"{ns.product}_lightcurves",
                             overwrite=ns.overwrite, command="lightcurves")
-    stored = product_tables(ns.product, ns.kind).collection
-    how = f"read from {stored}" if cat.name == stored else "joined on the fly"
+    how = f"read from {tables.collection}" if cat.name == tables.collection else "joined on the fly"
     print(f"{ns.product}: {rows:,} merged sources with nested detections, {how} "
           f"({time.time() - started:.1f} s) -> {ns.output}")
     if ns.plot is not None and png is not None:
@@ -157,44 +246,3 @@ def plot_from_output(output: str, gcntr: int, png: str, storage_options: dict | 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     write_bytes(fs, path, buf.getvalue())
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``crossmatch`` and ``lightcurves`` subcommands."""
-    x = sub.add_parser("crossmatch", help="epoch-aware crossmatch of a lake table with Gaia DR3/AllWISE")
-    x.add_argument("--lake", required=True, help="lake root URL")
-    x.add_argument("--table", required=True, help="lake table, e.g. pt_src_6x2 or pt_src_6x2_cat")
-    x.add_argument("--with", dest="with_", required=True, metavar="gaia_dr3|allwise|URL",
-                   help="reference catalogue: a name (lake copy, else the public LSDB copy) or URL")
-    x.add_argument("--radius", type=float, default=1.0, help="match radius, arcsec (default 1)")
-    x.add_argument("--output", required=True, help="HATS catalogue directory, .parquet file, or "
-                   "Parquet directory (--format parquet)")
-    x.add_argument("--plain", action="store_true", help="positional match only (lsdb's default)")
-    x.add_argument("--columns", nargs="+", help="2MASS columns to keep (default: all)")
-    x.add_argument("--n-neighbors", type=int, default=1)
-    x.add_argument("--how", choices=["inner", "left"], default="inner")
-    x.add_argument("--max-pm", type=float, default=None,
-                   help="fastest motion (mas/yr) to allow for (default: the reference's statistics); "
-                        "stars faster than the margin covers are gathered before the match")
-    _output_args(x)
-    x.set_defaults(func=cmd_crossmatch)
-
-    lc = sub.add_parser("lightcurves", help="merged sources with their detections nested, plus statistics")
-    lc.add_argument("--lake", required=True, help="lake root URL")
-    lc.add_argument("--product", default="calibration",
-                    help="survey, 6x, calibration or calibration_sc (default calibration)")
-    lc.add_argument("--kind", choices=["point", "extended"], default="point")
-    lc.add_argument("--output", required=True, help="Parquet directory or .parquet file (or HATS)")
-    lc.add_argument("--links", choices=["auto", "table", "detections"], default="auto",
-                    help="membership from the link table or the detections' gcntr (default: table if stored)")
-    lc.add_argument("--cone", nargs=3, type=float, metavar=("RA", "DEC", "ARCSEC"),
-                    help="only merged sources in this cone")
-    lc.add_argument("--no-repair", action="store_true",
-                    help="skip the planning pass that restores groups spread beyond the margins")
-    lc.add_argument("--join", action="store_true",
-                    help="join on the fly even when the lake stores the product's light-curve collection")
-    lc.add_argument("--plot", type=int, metavar="GCNTR", help="also draw this source's light curve")
-    lc.add_argument("--plot-file", help="PNG path (default: OUTPUT_lightcurve_<gcntr>.png, next to OUTPUT)")
-    _output_args(lc)
-    lc.set_defaults(func=cmd_lightcurves)
-

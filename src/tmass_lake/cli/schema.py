@@ -36,18 +36,3 @@ def cmd_pull(ns: argparse.Namespace) -> int:
         path = write_schema(merged.schema, ns.output)
         print(f"{name}: {len(merged.schema.columns)} columns from {table} on {merged.service} -> {path}")
     return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("schema", help="table schemas: pull one from a TAP service")
-    ssub = s.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
-    p = ssub.add_parser("pull", help="a table's columns from a TAP service's TAP_SCHEMA, merged with ours",
-                        description="Read TAP_SCHEMA.columns of a table (order, types, units, UCDs, "
-                                    "descriptions, principal/indexed flags), merge it with our schema (each "
-                                    "column says where each fact came from) and print the drift between "
-                                    "them.")
-    p.add_argument("--tap", required=True, metavar="URL", help="the service (tap+https://HOST/PATH)")
-    p.add_argument("--table", required=True, help="IRSA table name (or our schema YAML to compare with)")
-    p.add_argument("--output", metavar="YAML", help="write the merged schema here (e.g. schemas/NAME.yaml)")
-    p.add_argument("--report", metavar="JSON", help="write the drift report here")
-    p.set_defaults(func=cmd_pull)

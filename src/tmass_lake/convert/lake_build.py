@@ -20,6 +20,7 @@ parameters changed is an error naming what changed, until ``--rebuild TABLE`` re
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,12 +37,14 @@ from tmass_lake.convert.report import write_lake_report
 from tmass_lake.convert.resume import Records
 from tmass_lake.convert.scratch import remove_inside
 from tmass_lake.convert.table import build_table
-from tmass_lake.errors import BuildError
+from tmass_lake.errors import BuildError, did_you_mean
 from tmass_lake.lake.lightcurves import info_tables
 from tmass_lake.readers import inputs_under_root, is_tap
 from tmass_lake.readers.tap import served_table
 from tmass_lake.schema import load_schema
 from tmass_lake.storage import filesystem, identity, join
+
+log = logging.getLogger(__name__)
 
 STATE_DIR = "_lake"
 
@@ -74,7 +77,8 @@ class LakeArguments:
         for what, names in (("tables", self.tables or ()), ("--rebuild", self.rebuild)):
             unknown = sorted(set(names) - known)
             if unknown:
-                raise LakeError(f"{what}: {', '.join(unknown)} in no pipeline given")
+                raise LakeError(f"{what}: {', '.join(unknown)} in no pipeline given"
+                                + did_you_mean(unknown[0], known))
 
     def wanted(self, name: str) -> bool:
         return self.tables is None or name in self.tables
@@ -164,7 +168,7 @@ class LakeBuild:
         schema = spec.load_schema()
         kind = "collection" if schema.positional else "parquet"
         source = inputs[0] if is_tap(inputs[0]) else f"{len(inputs)} file(s)"
-        args.echo(f"{head}: building {kind} from {source}")
+        log.info("%s: building %s from %s", head, kind, source)  # the result is its line
         started = time.time()
         table_args = table_arguments(
             schema, inputs, join(args.output, spec.name), params=spec.params, tmp_dir=args.scratch,
@@ -181,8 +185,8 @@ class LakeBuild:
         self.built.add(spec.name)
         layout = (f"{entry['partitions']} partition(s), {len(entry.get('indexes') or {})} index(es)"
                   if kind == "collection" else f"{entry['partitions']} file(s)")
-        args.echo(f"{head}: {entry['rows']:,} rows, {entry['rows_quarantined']:,} quarantined, {layout} "
-                  f"({entry['lake_seconds']:.1f} s)")
+        args.echo(f"{head}: {kind} from {source}: {entry['rows']:,} rows, {entry['rows_quarantined']:,} "
+                  f"quarantined, {layout} ({entry['lake_seconds']:.1f} s)")
 
     def derived(self, spec: DerivedSpec, head: str) -> None:
         args = self.args
@@ -195,7 +199,7 @@ class LakeBuild:
                        "parameters": {"indexes": list(spec.indexes)}}
         if self._up_to_date(spec.name, fingerprint, head):
             return
-        args.echo(f"{head}: deriving from {spec.source} where {spec.column} == {spec.equals!r}")
+        log.info("%s: deriving from %s where %s == %r", head, spec.source, spec.column, spec.equals)
         started = time.time()
         schema = load_schema(source["schema"]["name"])
         output = join(args.output, spec.name)
@@ -219,7 +223,8 @@ class LakeBuild:
                                           "where": {"column": spec.column, "equals": spec.equals}})
         self.state.put("tables", spec.name, entry)
         self.built.add(spec.name)
-        args.echo(f"{head}: {entry['rows']:,} rows in {entry['partitions']} partition(s) "
+        args.echo(f"{head}: derived from {spec.source} where {spec.column} == {spec.equals!r}: "
+                  f"{entry['rows']:,} rows in {entry['partitions']} partition(s) "
                   f"({entry['lake_seconds']:.1f} s)")
 
 
@@ -235,7 +240,7 @@ class LakeBuild:
         fingerprint = {t: e.get("fingerprint") for t, e in built.items() if e is not None}
         if self._up_to_date(spec.name, fingerprint, head, follows_sources=True):
             return
-        args.echo(f"{head}: nesting {tables.detections} under {tables.info}")
+        log.info("%s: nesting %s under %s", head, tables.detections, tables.info)
         started = time.time()
         output = join(args.output, spec.name)
         lc_args = LightCurveArguments(
@@ -256,8 +261,8 @@ class LakeBuild:
         self.state.put("tables", spec.name, entry)
         self.built.add(spec.name)
         lost = f", {report['links_missing']:,} links without a detection" if report["links_missing"] else ""
-        args.echo(f"{head}: {entry['rows']:,} light curves, {report['detections']:,} detections{lost} "
-                  f"({entry['lake_seconds']:.1f} s)")
+        args.echo(f"{head}: {tables.detections} nested under {tables.info}: {entry['rows']:,} light curves, "
+                  f"{report['detections']:,} detections{lost} ({entry['lake_seconds']:.1f} s)")
 
 
 def build_lake(args: LakeArguments, client: Client) -> dict:
@@ -294,7 +299,7 @@ def build_lake(args: LakeArguments, client: Client) -> dict:
         manifest = write_manifest(args.output, run.state.all("tables"), run.state.all("pipelines"),
                                   run.skipped, summary, args.storage_options)
         write_lake_report(args.output, manifest, args.storage_options, plots=args.report_plots, client=client,
-                          replot=run.built)
+                          replot=run.built, echo=echo if args.progress else None)
         fs, scratch = filesystem(args.scratch, args.storage_options)
         if fs.exists(scratch) and not fs.ls(scratch):
             fs.rm(scratch, recursive=True)

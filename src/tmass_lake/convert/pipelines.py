@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tmass_lake.convert.parameters import PARAMETER_NAMES, BuildParameters, resolve_parameters
-from tmass_lake.errors import UserError
+from tmass_lake.errors import UserError, did_you_mean
 from tmass_lake.readers.inputs import check_pattern
 from tmass_lake.schema import TableSchema, check_table_name, light_curve_collection, load_schema
 
@@ -294,8 +294,10 @@ def pipeline_files(name_or_path: str) -> list[Traversable | Path]:
         return list(found)
     if path.is_file():
         return [path]
+    families = [ALL, *family_names()]
+    hint = did_you_mean(name_or_path, families)
     raise PipelineError(f"{name_or_path}: no such pipeline file, and not a family "
-                        f"({', '.join([ALL, *family_names()])})")
+                        + (hint.strip() if "did you mean" in hint else f"({', '.join(families)})"))
 
 
 def load_pipelines(name_or_path: str | Path, overrides: dict | None = None) -> list[Pipeline]:

@@ -11,7 +11,10 @@ import contextlib
 import io
 import json
 import logging
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import hats
@@ -28,7 +31,7 @@ from matplotlib.figure import Figure
 from tmass_lake.convert.manifest import HATS_TYPES
 from tmass_lake.convert.tasks import run_tasks
 from tmass_lake.convert.writer import upath
-from tmass_lake.storage import ensure_dir, filesystem, join, retrying, write_text
+from tmass_lake.storage import ensure_dir, filesystem, join, retrying, url_of, write_text
 
 log = logging.getLogger(__name__)
 
@@ -135,19 +138,26 @@ def format_text(rows: list[dict], manifest: dict) -> str:
     return "\n".join(lines)
 
 
+PLOT_LOCK = threading.Lock()
+"""pyplot's state is global: plots made on the threads of an in-process cluster take turns."""
+
+
 def _plot_task(lake: str, entry: dict, storage_options: dict) -> dict[str, bytes]:
-    """:func:`plot_collection` in a worker process (which may switch to the Agg backend freely)."""
-    matplotlib.use("Agg")
+    """:func:`plot_collection` in a worker (which may switch to the Agg backend freely)."""
     try:
-        return plot_collection(lake, entry, storage_options)
+        with PLOT_LOCK:
+            matplotlib.use("Agg")
+            return plot_collection(lake, entry, storage_options)
     except Exception as err:  # a plot must not fail the build
         log.warning("could not plot %s: %s", entry["name"], err)
         return {}
 
 
-def _plots(lake: str, entries: list[dict], storage_options: dict, client: Client | None) -> dict[str, dict]:
+def _plots(lake: str, entries: list[dict], storage_options: dict, client: Client | None,
+           progress: bool = False) -> dict[str, dict]:
     if client is not None:
-        out = run_tasks(client, lambda e: _plot_task(lake, e, storage_options), entries, "plots", False)
+        out = run_tasks(client, lambda e: _plot_task(lake, e, storage_options), entries, "report plots",
+                        progress)
         return {e["name"]: o for e, o in zip(entries, out, strict=True)}
     previous = matplotlib.get_backend()
     matplotlib.use("Agg")
@@ -159,12 +169,15 @@ def _plots(lake: str, entries: list[dict], storage_options: dict, client: Client
 
 
 def write_lake_report(lake: str, manifest: dict, storage_options: dict | None = None, plots: bool = True,
-                      client: Client | None = None, replot: set[str] | None = None) -> dict:
+                      client: Client | None = None, replot: set[str] | None = None,
+                      echo: Callable[[str], None] | None = None) -> dict:
     """Write ``LAKE/report/``; returns the JSON report.
 
     Collections are plotted (on ``client``'s workers when given) if named in ``replot`` or if
-    their PNGs are missing; ``replot=None`` plots them all.
+    their PNGs are missing; ``replot=None`` plots them all. ``echo`` (when given) hears what is
+    being plotted and how long it took, and a bar follows the plots.
     """
+    started = time.perf_counter()
     so = storage_options or {}
     fs, root = filesystem(join(lake, REPORT_DIR), so)
     ensure_dir(fs, root)
@@ -180,7 +193,9 @@ def write_lake_report(lake: str, manifest: dict, storage_options: dict | None = 
             names += files
             if replot is None or name in replot or not all(fs.exists(join(root, f)) for f in files):
                 todo.append(e)
-        for name, out in _plots(lake, todo, so, client).items():
+        if echo is not None and todo:
+            echo(f"report: plotting coverage and orders of {len(todo)} collection(s) ...")
+        for name, out in _plots(lake, todo, so, client, progress=echo is not None).items():
             pngs |= {f"{name}_{kind}.png": data for kind, data in out.items()}
         if rows:
             pngs["rows.png"] = plot_rows(rows)
@@ -196,4 +211,7 @@ def write_lake_report(lake: str, manifest: dict, storage_options: dict | None = 
               "tools": manifest["tools"], "plots": sorted(n for n in names if fs.exists(join(root, n)))}
     write_text(fs, join(root, "report.json"), json.dumps(report, indent=1))
     write_text(fs, join(root, "report.txt"), format_text(rows, manifest))
+    if echo is not None:
+        echo(f"report: {len(report['plots'])} plot(s), report.txt and report.json -> {url_of(fs, root)} "
+             f"({time.perf_counter() - started:.1f} s)")
     return report

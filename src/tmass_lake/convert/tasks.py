@@ -29,7 +29,10 @@ def run_tasks(client: Client, fn: Callable[[Any], Any], items: Sequence, label: 
                for i, item in enumerate(items)]
     index = {f.key: i for i, f in enumerate(futures)}
     results: list = [None] * len(items)
-    with tqdm(total=len(items), desc=f"{label:<8}", disable=not progress, unit="task") as bar:
+    # A bar only for a stage that lasts (delay), only on a terminal (disable=None: no bar lines in
+    # logs), and gone when done (leave=False): what stays is the table's one summary line.
+    with tqdm(total=len(items), desc=f"{label:<8}", disable=None if progress else True, unit="task",
+              delay=2.0, leave=False) as bar:
         for fut in as_completed(futures):
             res = fut.result()
             fut.release()

@@ -25,6 +25,7 @@ import pyarrow.dataset as pads
 from hats.catalog.dataset.collection_properties import CollectionProperties
 from upath import UPath
 
+from tmass_lake.errors import NotALakeError, NotInLakeError, did_you_mean
 from tmass_lake.lake.crossmatch import PROFILES, ReferenceProfile, crossmatch, detect_profile
 from tmass_lake.lake.lightcurves import light_curves
 from tmass_lake.schema import TableSchema, list_tables, load_schema
@@ -65,8 +66,11 @@ class Lake:
 
     Tables are found in the root's ``manifest.json`` (when there is one) and as the directories
     holding a HATS collection or catalogue (or, for a table our schemas know, Parquet files).
-    ``lake[name]`` is :meth:`open` with its defaults; ``name in lake`` and ``iter(lake)`` go
-    over the table names. Usually made by :func:`open_lake`.
+    ``lake[name]`` is :meth:`open` with its defaults: an ``lsdb.Catalog`` (with its margin) for a
+    HATS table, and a ``dask.dataframe.DataFrame`` for a plain Parquet table (link tables such as
+    ``cf_link`` have no positions, so no catalogue: filter and join them as Dask frames, or read
+    them with :meth:`parquet_dataset`). ``name in lake`` and ``iter(lake)`` go over the table
+    names. Usually made by :func:`open_lake`.
 
     Parameters
     ----------
@@ -79,7 +83,7 @@ class Lake:
     Raises
     ------
     FileNotFoundError
-        If there is no directory at ``url``.
+        If there is no directory at ``url`` (a :class:`~tmass_lake.errors.NotALakeError`).
 
     See Also
     --------
@@ -98,7 +102,7 @@ class Lake:
         self.storage_options = dict(storage_options or {})
         self._fs, self._root = filesystem(self.url, self.storage_options)
         if not self._fs.isdir(self._root):
-            raise FileNotFoundError(f"no lake at {url}")
+            raise NotALakeError(f"no lake at {url} (no such directory)")
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r}, tables={self.tables})"
@@ -180,6 +184,18 @@ class Lake:
         """Every table in the lake (HATS collections and plain Parquet tables), sorted."""
         return list(self._entries)
 
+    def names(self) -> list[str]:
+        """The names ``lake[...]`` takes.
+
+        Returns
+        -------
+        list of str
+            :attr:`tables` and the 6x Catalog views of the 6x tables the lake has
+            (``pt_src_6x2_cat``...), sorted.
+        """
+        views = [t + SIX_X_SUFFIX for t in SIX_X_TABLES.values() if t in self._entries]
+        return sorted({*self.tables, *views})
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and (name in self._entries or self._six_x_base(name) is not None)
 
@@ -207,7 +223,8 @@ class Lake:
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(f"no table {name!r} in {self.url} (has: {', '.join(self.tables)})") from None
+            raise NotInLakeError(f"no table {name!r} in {self.url}"
+                                 + did_you_mean(name, self.names())) from None
 
     def schema(self, name: str) -> TableSchema:
         """A table's documented schema (units, descriptions, provenance).
@@ -426,7 +443,8 @@ class Lake:
         name_or_url : str
             A path or URL (anything with a ``/``), returned as is; or a name (``gaia_dr3``,
             ``allwise``), looked for as a HATS catalogue at ``LAKE/<name>`` then
-            ``LAKE/reference/<name>``, and else the public LSDB copy of a known reference.
+            ``LAKE/reference/<name>``, and else the public LSDB copy of a known reference (read
+            over the network; logged at INFO).
 
         Returns
         -------
@@ -446,8 +464,11 @@ class Lake:
                 return url
         profile = PROFILES.get(name_or_url)
         if profile and profile.url:
+            log.info("%s: no copy in %s; reading the public LSDB copy at %s", name_or_url, self.url,
+                     profile.url)
             return profile.url
-        raise KeyError(f"unknown reference catalogue {name_or_url!r}: give a path or URL")
+        raise NotInLakeError(f"unknown reference catalogue {name_or_url!r}: give a path or URL"
+                             + did_you_mean(name_or_url, PROFILES))
 
     def open_reference(self, name_or_url: str, *, columns: list[str] | None = None,
                        reference: ReferenceProfile | str | None = None,

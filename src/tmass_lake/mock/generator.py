@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -367,12 +368,18 @@ def generate(out: str, *, scale: float = 1.0, seed: int = 0, tables: list[str] |
         for name, kind, key in (("gaia_dr3", "gaia", "source_id"), ("allwise", "allwise", "cntr")):
             parts = [r.parts[kind] for r in results]
             rows = sum(r.parts_rows.get(kind, 0) for r in results)
+            started = time.perf_counter()
+            if progress:
+                print(f"mock reference {name}: {rows:,} rows -> {out.rstrip('/')}/reference/{name} ...",
+                      end="", flush=True)
             if rows > REFERENCE_IMPORT_ROWS:
                 refs[name] = import_reference(out, name, parts, so, key, workers)
             else:
                 refs[name] = write_reference(out, name, _read_parts(out, results, kind, so), so,
                                              key)
             refs[name]["rows"] = rows
+            if progress:
+                print(f" {time.perf_counter() - started:.1f} s", flush=True)
     if fs.exists(f"{root.rstrip('/')}/truth/_parts"):
         fs.rm(f"{root.rstrip('/')}/truth/_parts", recursive=True)
     manifest = {
@@ -422,4 +429,5 @@ class _NoBar:
 def _progress(total: int, enabled: bool):
     if not enabled:
         return _NoBar()
-    return tqdm(total=total, desc="mock chunks", unit="chunk")
+    # a bar only when generating takes a while, and only on a terminal (no bar lines in logs)
+    return tqdm(total=total, desc="mock chunks", unit="chunk", delay=2.0, disable=None)
