@@ -3,8 +3,8 @@
     python benchmarks/bench_parse.py [--mib 16 32 64] [--repeat 5] [--table pt_src_rej]
 
 Makes a mock bulk file of ``--table`` (or reads ``--text``, uncompressed bulk lines), then for
-each block size times (CPU seconds), best of ``--repeat``, one thread: ``parse_block`` as it is (pyarrow in
-Arrow blocks of ``ARROW_BLOCK_BYTES``) and as it was (one Arrow block per text block); pyarrow's
+each block size times (CPU seconds), best of ``--repeat``, one thread: ``parse_block`` as it is
+(pyarrow in Arrow blocks of ``ARROW_BLOCK_BYTES``) and as it was (one Arrow block per text block); pyarrow's
 ``read_csv`` alone at several Arrow block sizes with the same parse and convert options; and
 polars' ``read_csv`` (one thread) when polars is installed (``pip install -e '.[bench]'``).
 """
