@@ -44,9 +44,9 @@ class BuildParameters:
     """Spill-run size; ``None``: from the workers' memory limit (:func:`run_bytes_for`)."""
     block_bytes: int = 16 << 20
     compression_level: int = 3
-    """zstd level of the data files. 3, from ``benchmarks/bench_compression.py`` (README, Benchmarks):
-    hats' default 15 writes ~8x slower for ~10% fewer bytes, 9 ~2.8x for ~2%, 1 saves little
-    write time for ~1% more; reading a partition (local or S3) costs about the same at every level."""
+    """zstd level of the data files: 3, from ``benchmarks/bench_compression.py`` (README, Benchmarks).
+    hats' default 15 costs ~11x the write CPU for ~10% fewer bytes, 9 ~2.6x for ~2.4%, and 1 saves
+    ~14% of it for ~1% more; reading a partition (local or S3) takes about as long at each level."""
     allow_duplicate_content: bool = False
     where: str | None = None
     """TAP inputs: an ADQL condition the harvested rows must meet (``--where``)."""
