@@ -9,6 +9,7 @@ from astropy.table import Table
 
 from tmass_lake.errors import InputError
 from tmass_lake.readers import read_bulk, read_input, read_ipac
+from tmass_lake.readers.bulk import ARROW_BLOCK_BYTES
 from tmass_lake.schema import load_schema
 
 DATA = Path(__file__).parent / "data"
@@ -166,6 +167,26 @@ def test_bad_lines_found_across_small_blocks(tmp_path):
     assert len(blocks) > 5
     assert [b.line for b in bad] == [58, 144]
     assert table.num_rows == 198
+
+
+def test_bad_lines_found_across_arrow_blocks_of_one_text_block(tmp_path):
+    """One text block parsed in many Arrow blocks (and a line longer than one) keeps exact line numbers."""
+    lines = [PSC_LINE] * 12_000  # ~7 MB: one text block, several of pyarrow's 1 MiB blocks
+    lines[5] = ""
+    lines[4_000] = PSC_LINE + "|extra"
+    lines[7_777] = _psc_with("j_m", "abc")
+    lines[9_001] = _psc_with("dec", "-91.2")
+    lines[10_500] = _psc_with("designation", "x" * (3 * ARROW_BLOCK_BYTES))
+    lines[11_998] = ""
+    path = tmp_path / "psc.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    table, bad, blocks = read_all(path, load_schema("fp_psc"), block_bytes=16 << 20)
+    assert len(blocks) == 1
+    assert [b.line for b in bad] == [6, 4_001, 7_778, 9_002, 10_501, 11_999]
+    assert table.num_rows == 12_000 - 6
+    assert [b.reason for b in bad][:4] == ["blank line", "expected 60 fields, found 61",
+                                           "column j_m: cannot parse 'abc' as %6.3f",
+                                           "column dec: -91.2 outside [-90, 90]"]
 
 
 def test_file_that_does_not_match_the_schema_is_refused(tmp_path):
