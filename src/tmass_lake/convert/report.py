@@ -276,10 +276,13 @@ def plot_fields(sky: Sky, name: str, fields: list[Field]) -> bytes:
         dx = ((ra - f.ra + 180.0) % 360.0 - 180.0) * np.cos(np.radians(f.dec))
         m = (np.abs(dx) < half + 1) & (np.abs(dec - f.dec) < half + 1)
         vlon, vlat = vertices(pixels[m].astype(np.uint64), order)
-        vx = ((np.asarray(vlon.deg) - f.ra + 180.0) % 360.0 - 180.0) * np.cos(np.radians(f.dec))
+        vlat = np.asarray(vlat.deg)
+        vx = ((np.asarray(vlon.deg) - f.ra + 180.0) % 360.0 - 180.0) * np.cos(np.radians(vlat))
         scale = 0.4 / half  # the tile is 1 x 1 with a 0.1 border; east to the left
-        polys.extend(np.stack([cx - vx * scale, cy + (np.asarray(vlat.deg) - f.dec) * scale], axis=-1))
-        vals.extend(counts[m] / cell)
+        tile = np.stack([-vx * scale, (vlat - f.dec) * scale], axis=-1)
+        inside = np.abs(tile).max(axis=(1, 2)) <= 0.45  # near a pole the flat view does not hold
+        polys.extend(tile[inside] + np.array([cx, cy]))
+        vals.extend(counts[m][inside] / cell)
         ax.add_patch(Rectangle((cx - 0.45, cy - 0.45), 0.9, 0.9, fill=False, lw=0.6, ec="#888"))
         ax.text(cx, cy + 0.47, f"#{i + 1}  RA {f.ra:.2f}  Dec {f.dec:+.2f}", ha="center", va="bottom",
                 fontsize=8)
