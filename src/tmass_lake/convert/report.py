@@ -320,10 +320,11 @@ def light_curve_example(catalog: HealpixDataset, sky: Sky) -> npd.NestedFrame | 
     return None
 
 
-def plot_collection(lake: str, entry: dict, storage_options: dict) -> dict[str, bytes]:
+def plot_collection(lake: str, entry: dict, storage_options: dict,
+                    sky: Sky | None = None) -> dict[str, bytes]:
     """The PNGs of one collection: coverage, orders, fields (where small) and a light curve."""
     catalog = _catalog(lake, entry, storage_options)
-    sky = read_sky(catalog)
+    sky = sky or read_sky(catalog)
     name = entry["name"]
     out = {"orders": plot_orders(catalog, sky, name), "coverage": plot_coverage(sky, name)}
     fields, _ = footprint(sky)
@@ -374,17 +375,20 @@ def format_text(rows: list[dict], manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def _plot_task(lake: str, entry: dict, storage_options: dict) -> dict[str, bytes]:
-    """:func:`plot_collection` in a worker process (which may switch to the Agg backend freely)."""
+def _plot_task(lake: str, entry: dict, storage_options: dict) -> tuple[dict[str, bytes], Sky | None]:
+    """:func:`plot_collection` in a worker process (which may switch to the Agg backend freely);
+    with the skymap it read, for the card (sparse: small to send back)."""
     matplotlib.use("Agg")
     try:
-        return plot_collection(lake, entry, storage_options)
+        sky = read_sky(_catalog(lake, entry, storage_options))
+        return plot_collection(lake, entry, storage_options, sky), sky
     except Exception as err:  # a plot must not fail the build
         log.warning("could not plot %s: %s", entry["name"], err)
-        return {}
+        return {}, None
 
 
-def _plots(lake: str, entries: list[dict], storage_options: dict, client: Client | None) -> dict[str, dict]:
+def _plots(lake: str, entries: list[dict], storage_options: dict,
+           client: Client | None) -> dict[str, tuple[dict[str, bytes], Sky | None]]:
     if client is not None:
         out = run_tasks(client, lambda e: _plot_task(lake, e, storage_options), entries, "plots", False)
         return {e["name"]: o for e, o in zip(entries, out, strict=True)}
@@ -458,8 +462,10 @@ def _layout_source(entry: dict, schema_meta: dict) -> str:
             or (f"schema file {entry['schema']['file']}" if entry["schema"].get("file") else ""))
 
 
-def table_card(lake: str, entry: dict, row: dict, names: set[str], storage_options: dict) -> TableCard:
-    """The card of one table from its manifest entry, report row, stored schema and skymap."""
+def table_card(lake: str, entry: dict, row: dict, names: set[str], storage_options: dict,
+               sky: Sky | None = None) -> TableCard:
+    """The card of one table from its manifest entry, report row, stored schema and skymap
+    (``sky``, when the plots already read it)."""
     fields: list[Field] = []
     fraction = None
     parts: dict = {}
@@ -467,7 +473,7 @@ def table_card(lake: str, entry: dict, row: dict, names: set[str], storage_optio
     if entry["type"] in HATS_TYPES:
         try:
             catalog = _catalog(lake, entry, storage_options)
-            sky = read_sky(catalog)
+            sky = sky or read_sky(catalog)
             fields, fraction = footprint(sky)
             parts = partition_rows(catalog, sky)
             max_rows = catalog.catalog_info.hats_max_rows
@@ -524,13 +530,13 @@ def headline_plots(cards: list[TableCard], names: set[str]) -> list[Plot]:
     return [p for p in out if p.file in names]
 
 
-def write_card(lake: str, manifest: dict, rows: list[dict], names: set[str],
-               storage_options: dict) -> LakeCard:
+def write_card(lake: str, manifest: dict, rows: list[dict], names: set[str], storage_options: dict,
+               skies: dict[str, Sky] | None = None) -> LakeCard:
     """``index.html``, ``card.css`` and ``tables/<table>.html`` under ``LAKE/report/``."""
     fs, root = filesystem(join(lake, REPORT_DIR), storage_options)
     by_name = {r["table"]: r for r in rows}
-    cards = [table_card(lake, manifest["tables"][r["table"]], by_name[r["table"]], names, storage_options)
-             for r in rows]
+    cards = [table_card(lake, manifest["tables"][r["table"]], by_name[r["table"]], names, storage_options,
+                        (skies or {}).get(r["table"])) for r in rows]
     card = LakeCard(lake=lake, updated=manifest.get("updated", ""), tables=cards, totals=manifest["totals"],
                     skipped=manifest.get("skipped", {}), tools=manifest["tools"],
                     plots=headline_plots(cards, names))
@@ -555,6 +561,7 @@ def write_lake_report(lake: str, manifest: dict, storage_options: dict | None = 
     rows = table_rows(lake, manifest, so)
     pngs: dict[str, bytes] = {}
     names: list[str] = []
+    skies: dict[str, Sky] = {}
     if plots:
         todo = []
         for name, e in sorted(manifest["tables"].items()):
@@ -564,7 +571,9 @@ def write_lake_report(lake: str, manifest: dict, storage_options: dict | None = 
             names += [f"{name}_{kind}.png" for kind in PLOT_KINDS]
             if replot is None or name in replot or not all(fs.exists(join(root, f)) for f in files):
                 todo.append(e)
-        for name, out in _plots(lake, todo, so, client).items():
+        for name, (out, sky) in _plots(lake, todo, so, client).items():
+            if sky is not None:
+                skies[name] = sky
             for kind in PLOT_KINDS:  # a replotted table's old PNGs of a kind it no longer has go
                 if kind not in out and fs.exists(join(root, f"{name}_{kind}.png")):
                     fs.rm(join(root, f"{name}_{kind}.png"))
@@ -579,7 +588,7 @@ def write_lake_report(lake: str, manifest: dict, storage_options: dict | None = 
 
         retrying(put, what=f"writing {fname}")
     present = sorted(n for n in names if fs.exists(join(root, n)))
-    card = write_card(lake, manifest, rows, set(present), so)
+    card = write_card(lake, manifest, rows, set(present), so, skies)
     report = {"generated": datetime.now(UTC).isoformat(timespec="seconds"), "tables": rows,
               "totals": manifest["totals"], "skipped": manifest.get("skipped", {}),
               "tools": manifest["tools"], "plots": present, "card": INDEX,
