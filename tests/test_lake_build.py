@@ -14,7 +14,11 @@ import hashlib
 import io
 import json
 import shutil
+import subprocess
+import tempfile
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from html.parser import HTMLParser
 from pathlib import Path
 
 import astropy.units as u
@@ -28,6 +32,7 @@ import pyarrow.parquet as pq
 import pytest
 from astropy.coordinates import Latitude, Longitude, SkyCoord, search_around_sky
 from cdshealpix.nested import cone_search, lonlat_to_healpix, neighbours
+from PIL import Image
 
 from tmass_lake.cli import main
 from tmass_lake.convert import LakeArguments, load_pipelines
@@ -50,6 +55,7 @@ EDGE_GROUPS = 24
 EDGE_OFFSETS = (-3.0, 2.0, 5.5)  # arcsec along a path crossing an order-0 edge: pairs 5", 3.5", 8.5"
 EDGE_KEYS = 9_000_000_000
 BAD_LINE = b"not|a|detection\n"
+CHROMIUM = shutil.which("chromium")
 BAD_IN = {"pt_src_6x2": "pt_src_6x2_aab.gz", "sixxf_link": "sixxf_link_aaa.gz"}
 
 
@@ -442,6 +448,78 @@ def test_report_has_text_json_and_pngs(lake, manifest):
             png = lake / "report" / f"{name}_{kind}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert (lake / "report" / "rows.png").stat().st_size > 1000
+
+
+class _Page(HTMLParser):
+    """The href/src targets and the text of one page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.targets += [v for k, v in attrs if k in ("href", "src") and v and not v.startswith("#")]
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _chromium(url: str, *args: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", *args, url], capture_output=True, timeout=120, check=False)
+
+
+def test_lake_card_renders_in_chromium(lake, manifest, tmp_path):
+    """Every page of the card: its links and images resolve, Chromium renders it, the index's
+    screenshot is not blank; each table's page lists its columns with their units and UCDs."""
+    assert CHROMIUM, "the lake card's test needs Chromium (Debian package chromium)"
+    report = lake / "report"
+    pages = [report / "index.html", *sorted((report / "tables").glob("*.html"))]
+    assert {p.stem for p in pages[1:]} == set(manifest["tables"])
+    for page in pages:
+        parsed = _Page()
+        parsed.feed(page.read_text())
+        for target in parsed.targets:
+            assert "://" not in target and not target.startswith("//"), (page, target)  # nothing from the net
+            assert (page.parent / target).resolve().is_file(), (page, target)
+            if target.endswith(".png"):
+                with Image.open(page.parent / target) as im:
+                    im.verify()
+        text = "".join(parsed.text)
+        if page.stem in manifest["tables"]:
+            entry = manifest["tables"][page.stem]
+            if entry["type"] == "lightcurves":  # the merged sources' columns, statistics, detections
+                assert "n_epochs" in text and "src.var.amplitude;em.IR.K" in text and "detections" in text
+            else:
+                for c in load_schema(entry["schema"]["name"]).columns[:8]:
+                    assert c.name in text and (c.ucd or "") in text and (c.unit or "") in text, (page, c.name)
+            if entry["type"] != "parquet":
+                assert f"{page.stem}_orders.png" in " ".join(parsed.targets)
+                assert f"lsdb.open_catalog('{lake / page.stem}')" in text
+        else:
+            assert all(f"tables/{n}.html" in parsed.targets for n in manifest["tables"])
+    light = [n for n, e in manifest["tables"].items() if e["type"] == "lightcurves"]
+    assert light and all((report / f"{n}_lightcurve.png").exists() for n in light)
+    assert (report / "pt_src_6x2_fields.png").exists()  # the 6x regions are small: zoomed
+
+    def render(page: Path) -> str:
+        done = _chromium(page.as_uri(), "--dump-dom")
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.decode()
+
+    with ThreadPoolExecutor(2) as pool:
+        for page, dom in zip(pages, pool.map(render, pages), strict=True):
+            assert "<h1>" in dom and "</table>" in dom, page
+    shot = tmp_path / "index.png"
+    done = _chromium((report / "index.html").as_uri(), f"--screenshot={shot}", "--window-size=1200,900")
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("L"), float)
+    assert pixels.shape == (900, 1200) and pixels.std() > 20  # text, tables and a header, not one colour
+    assert 0.05 < (pixels < 128).mean() < 0.6
 
 
 def test_info_and_verify(lake, manifest, tmp_path):

@@ -11,14 +11,17 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import astropy.units as u
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from astropy.coordinates import GeocentricMeanEcliptic, SkyCoord
 
 from tmass_lake.mock import format_table, generate
 from tmass_lake.mock.bulkfmt import chunk_suffix
 from tmass_lake.mock.families import Proportion
+from tmass_lake.mock.geometry import ecliptic_latitude
 from tmass_lake.mock.tables import membership
 from tmass_lake.schema import list_tables, load_schema
 
@@ -318,6 +321,13 @@ def test_6x_geometry_and_scan_keys(lake):
                                                                 strict=True))
 
 
+def test_ecliptic_latitude_is_astropys():
+    ra = np.array([0.0, 10.0, 100.0, 200.0, 270.0, 300.0])
+    dec = np.array([0.0, -60.0, 20.0, -10.0, 66.56, 45.0])
+    ecl = SkyCoord(ra=ra * u.deg, dec=dec * u.deg).transform_to(GeocentricMeanEcliptic(equinox="J2000"))
+    assert np.allclose(ecliptic_latitude(ra, dec), ecl.lat.deg, atol=0.01)  # frame bias: ~15"
+
+
 def test_moving_objects_and_spurious(lake):
     ast = columns(lake, "ast_assoc")
     assert ast["object"] == sorted(ast["object"]) and len(ast["object"]) >= 3
@@ -328,6 +338,10 @@ def test_moving_objects_and_spurious(lake):
     pos = Counter(zip(ast["object"], ast["ra"], ast["dec"], strict=True))
     assert max(pos.values()) == 1, "each detection of a moving object in a different place"
     assert max(num(ast["dist"])) < 10
+    # along the ecliptic where a footprint reaches it: the survey's tiles are all over the sky
+    beta = ecliptic_latitude(np.array(num(ast["ra"])), np.array(num(ast["dec"])))
+    survey = np.array(ast["dataset"]) == "survey"
+    assert np.median(np.abs(beta[survey])) < 20, beta[survey]
     truth = _truth_det(lake, "pt_src_rej")
     rel = dict(zip(d["cntr"], d["rel"], strict=True))
     spur = [k for k, t in truth.items() if t == -1]

@@ -7,6 +7,7 @@ calibration light curves, plot one, and say where everything is.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -86,8 +87,11 @@ def run_demo(out: str, *, scale: float = 0.05, seed: int = 0, workers: int | Non
             png = root / f"lightcurve_{int(pick['gcntr'].iloc[0])}.png"
             plot_light_curve(pick, path=str(png))
             summary["lightcurve_png"] = str(png)
-    summary["report"] = str(lake_dir / "report" / "report.txt")
-    summary["plots"] = sorted(str(p) for p in (lake_dir / "report").glob("*.png"))[:6]
+    report_dir = lake_dir / "report"
+    summary["report"] = str(report_dir / "report.txt")
+    summary["card"] = str(report_dir / "index.html")
+    headline = json.loads((report_dir / "report.json").read_text()).get("headline_plots", [])
+    summary["plots"] = [str(report_dir / p) for p in headline]  # the plots that matter, rows.png first
     _print(summary, lake_dir)
     return summary
 
@@ -138,6 +142,7 @@ def _print(s: dict, lake_dir: Path) -> None:
           f"{lc['moving_candidates']} moving candidates ({lc['seconds']} s)")
     if "lightcurve_png" in s:
         print(f"light curve: {s['lightcurve_png']}")
+    print(f"lake card:   {Path(s['card']).as_uri()}  (open it in a browser: tables, columns, plots)")
     print(f"report:      {s['report']}")
     for p in s["plots"]:
         print(f"plot:        {p}")

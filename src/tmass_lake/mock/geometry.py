@@ -22,6 +22,8 @@ Inferred by this generator (and recorded in the manifest notes):
   an envelope), tile grids inside every region, the number of scans per tile, and the
   calibration tile numbers 90001+;
 * Atlas (coadd) images as ~0.26 deg steps along a scan (23 per 6 deg scan, 4 per 1 deg scan);
+* solar-system objects seen where scans lie near the ecliptic (scans weighted by a Gaussian in
+  ecliptic latitude, :data:`ECLIPTIC_SIGMA_DEG`), as far as a family's footprint allows;
 * observing nights uniformly between 1997-06-01 and 2001-02-15; Mt Hopkins ('n') covers
   Dec > +10, CTIO ('s') Dec < -10, both in between.
 """
@@ -55,6 +57,20 @@ def radec_to_galactic(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.n
     lon = np.degrees(np.arctan2(g[1], g[0])) % 360.0
     lat = np.degrees(np.arcsin(np.clip(g[2], -1.0, 1.0)))
     return lon, lat
+
+
+ECLIPTIC_SIGMA_DEG = 8.0
+"""Spread in ecliptic latitude of the mock's solar-system objects (our choice: most main-belt
+asteroids lie within ~15 deg of the ecliptic)."""
+OBLIQUITY_DEG = 84381.448 / 3600.0
+"""Mean obliquity of the ecliptic at J2000 (IAU 1976)."""
+
+
+def ecliptic_latitude(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Ecliptic latitude (deg, J2000 mean ecliptic) of ICRS positions (deg), vectorised."""
+    r, d, e = np.radians(ra), np.radians(dec), np.radians(OBLIQUITY_DEG)
+    return np.degrees(np.arcsin(np.clip(np.sin(d) * np.cos(e) - np.cos(d) * np.sin(e) * np.sin(r),
+                                        -1.0, 1.0)))
 
 
 def galactic_density(b: np.ndarray) -> np.ndarray:

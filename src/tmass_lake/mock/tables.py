@@ -547,6 +547,18 @@ class Movers:
     delta: np.ndarray
 
 
+def _ecliptic_weights(plan: FamilyPlan, scans: np.ndarray) -> np.ndarray | None:
+    """Probabilities of the chunk's scans to see a solar-system object: a Gaussian in the
+    ecliptic latitude of each scan's tile (normalised, so a footprint far from the ecliptic still
+    gets its few objects, in its scans nearest to it)."""
+    if len(scans) == 0:
+        return None
+    t = plan.scans.tile[scans]
+    beta = geo.ecliptic_latitude(plan.tiles.ra[t], plan.tiles.dec_c[t])
+    w = np.exp(-0.5 * (beta / geo.ECLIPTIC_SIGMA_DEG) ** 2) + 1e-300
+    return w / w.sum()
+
+
 def _moving_rows(plan: FamilyPlan, scans: np.ndarray, n_obj: int, gchunk: int,
                  rng: np.random.Generator, every_class: bool = False) -> tuple[Rows, Movers]:
     """Solar-system objects (asteroids, comets, planets/satellites), one row per appearance;
@@ -567,14 +579,15 @@ def _moving_rows(plan: FamilyPlan, scans: np.ndarray, n_obj: int, gchunk: int,
     movers = Movers(tid, cls, names, v, rh, np.maximum(rh - 1.0 + rng.normal(0, 0.1, n_obj),
                                                        0.3))
     parts: list[Rows] = []
+    near = _ecliptic_weights(plan, scans)
     for i in range(n_obj):
         k = int(rng.integers(3, 7))
         if plan.spec.name in ("cal", "sc"):  # consecutive scans of one visit: moves in between
-            start = int(rng.choice(scans)) if len(scans) else 0
+            start = int(rng.choice(scans, p=near)) if len(scans) else 0
             start -= (start - int(sc.tile_ptr[sc.tile[start]])) % 6
             obj_scans = np.arange(start, start + min(k, 6))
         else:
-            obj_scans = rng.choice(scans, min(k, len(scans)), replace=False)
+            obj_scans = rng.choice(scans, min(k, len(scans)), replace=False, p=near)
         m = len(obj_scans)
         t = sc.tile[obj_scans]
         ra, dec = geo.uniform_in_box(rng, 1, tl.ra[t[:1]], tl.width[t[:1]] * 0.5,
