@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -22,8 +23,9 @@ from hats.io.validation import is_valid_collection
 
 from tmass_lake.convert.writer import read_table_properties, upath
 from tmass_lake.errors import UserError
+from tmass_lake.lake.api import NOT_FINISHED
 from tmass_lake.schema import INPUT_HEADER, TableSchema
-from tmass_lake.storage import filesystem, join, read_json, write_json
+from tmass_lake.storage import filesystem, inside, join, read_json, url_of, write_json
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,10 @@ def format_drift(drift: dict | None) -> str | None:
 
 
 def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, parameters: dict,
-                fingerprint: dict, seconds: float, derived_from: dict | None = None) -> dict:
-    """A table's manifest entry from its build report."""
+                fingerprint: dict, seconds: float, derived_from: dict | None = None,
+                sources: dict[str, str] | None = None) -> dict:
+    """A table's manifest entry from its build report, with a new ``build_id``; ``sources``: the
+    build ids of the lake tables it was made from (derived catalogs, light curves)."""
     kind = report["kind"]
     entry = {
         "name": name, "family": family, "path": name, "type": kind,
@@ -89,7 +93,7 @@ def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, pa
                                           "quarantined")} for i in report["inputs"]],
         "parameters": parameters, "fingerprint": fingerprint,
         "built": datetime.now(UTC).isoformat(timespec="seconds"), "built_with": tool_versions(),
-        "status": "built",
+        "status": "built", "build_id": uuid.uuid4().hex,
     }
     if kind == "parquet":
         entry["dataset"] = "dataset"
@@ -101,6 +105,8 @@ def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, pa
         entry["tap"] = report["tap"] | {"queries": queries}
     if derived_from:
         entry["derived_from"] = derived_from
+    if sources is not None:
+        entry["sources"] = sources
     return entry
 
 
@@ -136,11 +142,57 @@ def write_manifest(lake: str, tables: dict[str, dict], pipelines: dict[str, dict
 
 
 def read_manifest(lake: str, storage_options: dict | None = None) -> dict:
-    """``LAKE/manifest.json``."""
+    """``LAKE/manifest.json``, refused if an entry's paths lead outside the lake."""
     fs, root = filesystem(join(lake, MANIFEST), storage_options)
     if not fs.exists(root):
         raise UserError(f"{lake} has no {MANIFEST}: not a tmass-lake lake (or its build never finished)")
-    return read_json(fs, root)
+    manifest = read_json(fs, root)
+    where = url_of(fs, root)
+    tables = manifest.get("tables") if isinstance(manifest, dict) else None
+    if not isinstance(tables, dict) or not all(isinstance(e, dict) for e in tables.values()):
+        raise UserError(f"{where}: not a tmass-lake manifest (no 'tables' object of entries)")
+    for name, entry in tables.items():
+        for key, path in _entry_paths(entry):
+            if inside(lake, path) is None:
+                raise UserError(f"{where}: table {name!r} has {key} {path!r}, which leads outside the lake: "
+                                "refused")
+    return manifest
+
+
+def _entry_paths(entry: dict) -> list[tuple[str, object]]:
+    """The paths a manifest entry gives (its directory; a collection's catalogs inside it)."""
+    out: list[tuple[str, object]] = [("path", entry.get("path"))]
+    for key in ("catalog", "margin", "dataset"):
+        if entry.get(key) is not None:
+            out.append((key, entry[key]))
+    indexes = entry.get("indexes") or {}
+    out += [(f"index {col}", idx.get("path") if isinstance(idx, dict) else idx) for col, idx in
+            (indexes.items() if isinstance(indexes, dict) else ())]
+    return out
+
+
+def unfinished(lake: str, entry: dict, storage_options: dict) -> bool:
+    """Whether a manifest entry's table lacks the properties file its build writes last."""
+    fs, root = filesystem(join(lake, entry["path"]), storage_options)
+    marks = ("table.properties",) if entry.get("type") == "parquet" else ("collection.properties",)
+    return entry.get("status", "built") != "built" or not any(fs.exists(join(root, m)) for m in marks)
+
+
+
+def check_sources(name: str, entry: dict, tables: dict[str, dict], check: Check) -> None:
+    """A derived table (6x catalog, light curves) made from the lake's current build of each source."""
+    if entry.get("type") not in DERIVED_TYPES:
+        return
+    sources = entry.get("sources")
+    if not isinstance(sources, dict) or not sources:
+        check.problems.append("records no build of the tables it was made from: rebuild it "
+                              f"(--rebuild {name})")
+        return
+    for table, build in sorted(sources.items()):
+        now = (tables.get(table) or {}).get("build_id")
+        check.expect(now == build, f"made from build {build} of {table}, but the lake's {table} is "
+                                   + (f"build {now}" if now else "not built")
+                                   + f": stale, rebuild it (--rebuild {table} rebuilds what derives from it)")
 
 
 def format_info(manifest: dict) -> str:
@@ -262,6 +314,11 @@ def verify_lake(lake: str, storage_options: dict | None = None) -> list[Check]:
     for name, entry in sorted(manifest["tables"].items()):
         check = Check(name)
         try:
+            if unfinished(lake, entry, so):
+                check.problems.append(NOT_FINISHED)
+                checks.append(check)
+                continue
+            check_sources(name, entry, manifest["tables"], check)
             if entry["type"] == "parquet":
                 verify_parquet(lake, entry, so, check)
             else:

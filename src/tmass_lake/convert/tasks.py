@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from dask.distributed import Client, as_completed
 from hats.pixel_math import HealpixPixel
 from tqdm.auto import tqdm
 
 from tmass_lake.convert.resume import ResumePlan
+from tmass_lake.storage import filesystem
+
+log = logging.getLogger(__name__)
+K = TypeVar("K")
 
 
 def run_tasks(client: Client, fn: Callable[[Any], Any], items: Sequence, label: str,
@@ -38,6 +43,24 @@ def run_tasks(client: Client, fn: Callable[[Any], Any], items: Sequence, label: 
                 on_done(res)
             bar.update(1)
     return results
+
+
+def still_written(records: dict[K, dict], files: Callable[[dict], list[str]],
+                  storage_options: dict | None) -> dict[K, dict]:
+    """The recorded steps whose ``files`` are all still there; each lost file is logged by name
+    and its step dropped, so ``--resume`` does it again instead of failing at the row count."""
+    kept = {}
+    for key, rec in records.items():
+        lost = []
+        for url in files(rec):
+            fs, path = filesystem(url, storage_options)
+            if not fs.exists(path):
+                lost.append(url)
+        if lost:
+            log.warning("%s: recorded as written but gone; writing it again", ", ".join(lost))
+        else:
+            kept[key] = rec
+    return kept
 
 
 def run_pixel_tasks(client: Client, fn: Callable[[HealpixPixel], dict], pixels: Sequence[HealpixPixel],
