@@ -32,6 +32,7 @@ pixel_threshold = THRESHOLD
 [[table]]
 name = "pt_src_6x2"
 indexes = ["cntr", "gcntr"]
+PT_PARAMETERS
 
 [[table]]
 name = "sixxf_info"
@@ -50,16 +51,20 @@ TABLES = ["pt_src_6x2", "sixxf_info", "sixxf_link"]
 NOT_FINISHED = "build not finished — `--resume` or rebuild"
 
 
-def pipeline(where: Path, threshold: int) -> tuple:
-    path = where / f"six_{threshold}.toml"
-    path.write_text(PIPELINE.replace("THRESHOLD", str(threshold)))
+def pipeline(where: Path, threshold: int, pt_threshold: int | None = None) -> tuple:
+    """The pipeline with ``threshold`` for every table (``pt_threshold`` for pt_src_6x2 alone)."""
+    path = where / f"six_{threshold}_{pt_threshold}.toml"
+    pt = f"pixel_threshold = {pt_threshold}" if pt_threshold else ""
+    path.write_text(PIPELINE.replace("THRESHOLD", str(threshold)).replace("PT_PARAMETERS", pt))
     return tuple(load_pipelines(str(path)))
 
 
-def build(client, root: Path, out: Path, threshold: int, *, rebuild: tuple[str, ...] = ()) -> list[str]:
+def build(client, root: Path, out: Path, threshold: int, *, pt_threshold: int | None = None,
+          rebuild: tuple[str, ...] = ()) -> list[str]:
     """Build the pipeline into ``out``; the lines it printed."""
     lines: list[str] = []
-    build_lake(LakeArguments(pipelines=pipeline(out.parent, threshold), input_roots=(str(root),),
+    pipelines = pipeline(out.parent, threshold, pt_threshold)
+    build_lake(LakeArguments(pipelines=pipelines, input_roots=(str(root),),
                              output=str(out), rebuild=rebuild, progress=False, report_plots=False,
                              echo=lines.append), client)
     return lines
@@ -195,7 +200,7 @@ def test_a_rebuild_at_the_same_url_on_long_lived_workers(mock_root, tmp_path, lo
 def test_rebuild_rebuilds_what_derives_from_the_table(six_lake, mock_root, tmp_path, local_client):
     lake = copy_of(six_lake, tmp_path)
     before = json.loads((lake / "manifest.json").read_text())["tables"]
-    lines = build(local_client, mock_root, lake, 120, rebuild=("pt_src_6x2",))
+    lines = build(local_client, mock_root, lake, 250, pt_threshold=120, rebuild=("pt_src_6x2",))
     text = "\n".join(lines)
     assert "pt_src_6x2: rebuilding" in text
     assert "pt_src_6x2_cat: rebuilding (pt_src_6x2 rebuilt)" in text
