@@ -7,12 +7,18 @@ import json
 import logging
 
 from tmass_lake.cli.options import add_storage_option, storage_options
-from tmass_lake.convert.manifest import format_info, read_manifest, verify_lake
+from tmass_lake.convert.manifest import format_info, read_manifest, unfinished, verify_lake
+from tmass_lake.lake.api import NOT_FINISHED
 
 
 def cmd_info(ns: argparse.Namespace) -> int:
-    manifest = read_manifest(ns.lake, storage_options(ns.storage_option))
+    so = storage_options(ns.storage_option)
+    manifest = read_manifest(ns.lake, so)
     print(json.dumps(manifest, indent=1) if ns.json else format_info(manifest))
+    if not ns.json:  # what the manifest lists but a killed (re)build left without its properties
+        for name, entry in sorted(manifest["tables"].items()):
+            if unfinished(ns.lake, entry, so):
+                print(f"{name}: {NOT_FINISHED}")
     return 0
 
 
