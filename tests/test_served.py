@@ -14,6 +14,7 @@ from hats.pixel_math import HealpixPixel
 
 from tmass_lake.convert import LakeArguments, build_lake, build_table, load_pipelines
 from tmass_lake.convert import collection as collection_module
+from tmass_lake.convert import derive as derive_module
 from tmass_lake.convert.manifest import read_manifest, verify_lake
 from tmass_lake.convert.writer import pixel_file
 from tmass_lake.errors import UserError
@@ -147,6 +148,8 @@ def test_an_unfinished_table_is_reported_and_never_served(six_lake, tmp_path):
                      "--output", str(tmp_path / "out.parquet"))
     assert result.returncode == 2 and "pt_src_6x2: build not finished" in result.stderr, result.text
     assert "Traceback" not in result.text
+    info = run_cli("info", str(lake))
+    assert info.returncode == 0 and f"pt_src_6x2: {NOT_FINISHED}" in info.stdout, info.text
     checks = {c.table: c.problems for c in verify_lake(str(lake))}
     assert checks["pt_src_6x2"] == [NOT_FINISHED] and checks["sixxf_link"] == [NOT_FINISHED]
     assert checks["sixxf_info"] == []
@@ -257,3 +260,32 @@ def test_resume_redoes_a_lost_partition_and_names_it(mock_root, tmp_path, local_
     assert report["rows_written"] + report["rows_quarantined"] == report["lines_read"]
     rows = open_lake(str(out)).open("pt_src_6x2").hc_structure.catalog_info.total_rows
     assert rows == report["rows_written"]
+
+
+@pytest.mark.slow
+def test_resume_redoes_a_lost_derived_partition(six_lake, mock_root, tmp_path, local_client, monkeypatch,
+                                                caplog):
+    lake = copy_of(six_lake, tmp_path)
+    shutil.rmtree(lake / "pt_src_6x2_cat")
+    (lake / "_lake" / "tables" / "pt_src_6x2_cat.json").unlink()
+
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt("killed after the partitions")
+
+    with monkeypatch.context() as m:
+        m.setattr(derive_module, "finish_catalog", killed)
+        with pytest.raises(KeyboardInterrupt):
+            build(local_client, mock_root, lake, 250)
+    records = sorted(lake.glob("**/plan/derive/*.json"))
+    rec = next(json.loads(r.read_text()) for r in records if json.loads(r.read_text())["rows"])
+    catalog = str(lake / "pt_src_6x2_cat" / "pt_src_6x2_cat")
+    lost = Path(pixel_file(catalog, HealpixPixel(rec["order"], rec["pixel"])))
+    lost.unlink()
+    lines: list[str] = []
+    with caplog.at_level(logging.WARNING):
+        build_lake(LakeArguments(pipelines=pipeline(lake.parent, 250), input_roots=(str(mock_root),),
+                                 output=str(lake), resume=True, progress=False, report_plots=False,
+                                 echo=lines.append), local_client)
+    assert any(str(lost) in r.getMessage() for r in caplog.records), caplog.text
+    assert lost.exists()
+    assert all(not c.problems for c in verify_lake(str(lake)))

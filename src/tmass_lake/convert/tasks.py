@@ -65,11 +65,16 @@ def still_written(records: dict[K, dict], files: Callable[[dict], list[str]],
 
 def run_pixel_tasks(client: Client, fn: Callable[[HealpixPixel], dict], pixels: Sequence[HealpixPixel],
                     plan: ResumePlan, stage: str, label: str, progress: bool = True,
-                    parse: Callable[[dict], dict] | None = None) -> list[dict]:
+                    parse: Callable[[dict], dict] | None = None,
+                    files: Callable[[dict], list[str]] | None = None,
+                    storage_options: dict | None = None) -> list[dict]:
     """``fn(pixel)`` for every pixel not yet recorded in the plan's ``stage``; the records (dicts
     with ``order`` and ``pixel``, checked by ``parse`` when resuming) in pixel order. Each is
-    recorded as it arrives, for resuming."""
+    recorded as it arrives, for resuming; ``files``: the files a record says were written, a
+    recorded pixel whose files are gone is done again (:func:`still_written`)."""
     done = {(r["order"], r["pixel"]): r for r in plan.all(stage, parse).values()}
+    if files is not None:
+        done = still_written(done, files, storage_options)
 
     def record(rec: dict) -> None:
         plan.put(stage, f"{rec['order']}_{rec['pixel']}", rec)
