@@ -8,6 +8,8 @@ import logging
 import shutil
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import make_args, run_cli
 from hats.pixel_math import HealpixPixel
@@ -289,3 +291,15 @@ def test_resume_redoes_a_lost_derived_partition(six_lake, mock_root, tmp_path, l
     assert any(str(lost) in r.getMessage() for r in caplog.records), caplog.text
     assert lost.exists()
     assert all(not c.problems for c in verify_lake(str(lake)))
+
+
+@pytest.mark.slow
+def test_a_parquet_table_serves_its_dataset_not_its_quarantine(six_lake, tmp_path):
+    lake = copy_of(six_lake, tmp_path)
+    rows = json.loads((lake / "manifest.json").read_text())["tables"]["sixxf_link"]["rows"]
+    (lake / "sixxf_link" / "quarantine").mkdir(exist_ok=True)
+    bad = pa.table({"gcntr": pa.array([1], pa.int64()), "cntr": pa.array([2], pa.int64())})
+    pq.write_table(bad, lake / "sixxf_link" / "quarantine" / "sixxf_link_aaa.parquet")
+    opened = open_lake(str(lake))
+    assert all("/dataset/" in f for f in opened.parquet_files("sixxf_link"))
+    assert len(opened["sixxf_link"]) == rows

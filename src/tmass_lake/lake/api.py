@@ -35,7 +35,7 @@ from tmass_lake.errors import UserError
 from tmass_lake.lake.crossmatch import PROFILES, ReferenceProfile, crossmatch, detect_profile
 from tmass_lake.lake.lightcurves import light_curves
 from tmass_lake.schema import TableSchema, light_curve_collection, list_tables, load_schema
-from tmass_lake.storage import filesystem, inside, join, url_of
+from tmass_lake.storage import filesystem, forget_listings, inside, join, url_of
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ class Lake:
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self._fs, self._root = filesystem(self.url, self.storage_options)
+        forget_listings(self._fs, self._root)  # listings cached before the last build wrote are stale
         if not self._fs.isdir(self._root):
             raise FileNotFoundError(f"no lake at {url}")
         entries, self.unfinished = self._discover()
@@ -166,6 +167,7 @@ class Lake:
         """``"hats"``, ``"parquet"`` (finished), ``"unfinished"`` (a directory with something in it
         but no properties written), or None (nothing there)."""
         fs, path = filesystem(url, self.storage_options)
+        forget_listings(fs, path)  # an object store's cached listing may predate the build's last files
         try:
             names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
         except (FileNotFoundError, NotADirectoryError):
@@ -235,15 +237,18 @@ class Lake:
         Returns
         -------
         list of str
-            The URLs of its ``*.parquet`` files (protocol included), sorted, leaving out any under
-            a directory whose name starts with ``_`` (``_metadata``...).
+            The URLs of its ``*.parquet`` files (protocol included), sorted: those under its
+            ``dataset/`` when it has one (not its ``quarantine/``), leaving out any under a
+            directory whose name starts with ``_`` (``_metadata``...).
 
         Raises
         ------
         KeyError
             If the lake has no table ``name``.
         """
-        return self._parquet_files_under(self.entry(name).url)
+        url = self.entry(name).url
+        fs, path = filesystem(join(url, "dataset"), self.storage_options)
+        return self._parquet_files_under(join(url, "dataset") if fs.isdir(path) else url)
 
     def _parquet_files_under(self, url: str) -> list[str]:
         fs, path = filesystem(url, self.storage_options)
