@@ -147,7 +147,8 @@ class LakeBuild:
         made_from = entry.get("sources") or {}
         stale = sorted(t for t, build in (sources or {}).items() if made_from.get(t) != build)
         if name in self.args.rebuild or stale or (changed and follows_sources):
-            why = (f" ({', '.join(stale)} rebuilt)" if stale else f" ({', '.join(changed)} changed)")
+            why = (f" ({', '.join(changed)} changed)" if changed and follows_sources or not stale
+                   else f" ({', '.join(stale)} rebuilt)")
             self.args.echo(f"{head}: rebuilding" + ("" if name in self.args.rebuild else why))
             remove_inside(join(self.args.output, name), self.args.output, self.args.storage_options)
             return False
