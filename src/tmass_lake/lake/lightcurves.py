@@ -59,7 +59,7 @@ from tmass_lake.lake.stats import (
     light_curve_stats,
 )
 from tmass_lake.schema import light_curve_collection, list_tables, load_schema
-from tmass_lake.storage import filesystem
+from tmass_lake.storage import filesystem, identity
 
 if TYPE_CHECKING:  # annotations only: the API module imports this one
     import lsdb
@@ -274,12 +274,9 @@ def stored_version(url: str, storage_options: str, marks: tuple[str, ...] = ("ha
         none).
     """
     fs, path = filesystem(url, json.loads(storage_options))
-    for mark in marks:
-        target = f"{path.rstrip('/')}/{mark}"
-        with contextlib.suppress(FileNotFoundError):
-            info = fs.info(target)
-            keys = ("size", "ETag", "etag", "mtime", "LastModified", "last_modified", "updated")
-            return json.dumps({k: str(info[k]) for k in keys if info.get(k) is not None}, sort_keys=True)
+    for target in (f"{path.rstrip('/')}/{mark}" for mark in marks):
+        if fs.exists(target):
+            return json.dumps(identity(fs, target), sort_keys=True)
     return ""
 
 
