@@ -12,7 +12,7 @@ from hats.pixel_math import HealpixPixel
 from tqdm.auto import tqdm
 
 from tmass_lake.convert.resume import ResumePlan
-from tmass_lake.storage import filesystem
+from tmass_lake.storage import filesystem, forget_listings
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -54,6 +54,7 @@ def still_written(records: dict[K, dict], files: Callable[[dict], list[str]],
         lost = []
         for url in files(rec):
             fs, path = filesystem(url, storage_options)
+            forget_listings(fs, path)  # written by the workers after this process listed the output
             if not fs.exists(path):
                 lost.append(url)
         if lost:
