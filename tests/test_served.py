@@ -104,7 +104,11 @@ def test_a_directory_that_is_not_a_lake_is_an_error(content, tmp_path):
         (tmp_path / "data" / "x.parquet").write_bytes(b"PAR1")
     with pytest.raises(NotALakeError, match="is not a tmass-lake lake"):
         open_lake(str(tmp_path))
-    assert isinstance(NotALakeError("x"), UserError)
+    with pytest.raises(NotALakeError, match="no such directory"):
+        open_lake(str(tmp_path / "missing"))
+    result = run_cli("lightcurves", "--lake", str(tmp_path), "--output", str(tmp_path / "out.parquet"))
+    assert result.returncode == 2 and "is not a tmass-lake lake" in result.stderr, result.text
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out.parquet").exists()
 
 
 @pytest.mark.parametrize("tables", [{"etc": {"path": "../../../etc"}}, ["../../../../etc"],

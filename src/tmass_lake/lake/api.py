@@ -51,7 +51,7 @@ NOT_FINISHED = "build not finished — `--resume` or rebuild"
 
 
 class NotALakeError(UserError, FileNotFoundError):
-    """A directory that holds no lake (no manifest, no table, no build records)."""
+    """No directory at the URL, or one that holds no lake (no manifest, no table, no build records)."""
 
 
 class UnfinishedTableError(UserError, LookupError):
@@ -108,10 +108,9 @@ class Lake:
 
     Raises
     ------
-    FileNotFoundError
-        If there is no directory at ``url``.
     NotALakeError
-        If the directory holds no lake (no manifest, no table, no build records).
+        If there is no directory at ``url``, or it holds no lake (no manifest, no table, no build
+        records); a ``FileNotFoundError``.
     ManifestError
         If ``manifest.json`` is not a JSON object or an entry's path leads outside the lake.
 
@@ -133,7 +132,7 @@ class Lake:
         self._fs, self._root = filesystem(self.url, self.storage_options)
         forget_listings(self._fs, self._root)  # listings cached before the last build wrote are stale
         if not self._fs.isdir(self._root):
-            raise FileNotFoundError(f"no lake at {url}")
+            raise NotALakeError(f"no lake at {url}: no such directory")
         entries, self.unfinished = self._discover()
         self._entries: dict[str, TableEntry] = entries
         if not (entries or self.unfinished or self.manifest
@@ -722,10 +721,9 @@ def open_lake(url: str, **storage_options: Any) -> Lake:
 
     Raises
     ------
-    FileNotFoundError
-        If there is no directory at ``url``.
     NotALakeError
-        If the directory holds no lake (no manifest, no table, no build records).
+        If there is no directory at ``url``, or it holds no lake (no manifest, no table, no build
+        records); a ``FileNotFoundError``.
     ManifestError
         If ``manifest.json`` is not a JSON object or an entry's path leads outside the lake.
 
