@@ -8,21 +8,23 @@ import logging
 import shutil
 from pathlib import Path
 
+import hats
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_args, run_cli
+from conftest import BUCKET, make_args, run_cli
 from hats.pixel_math import HealpixPixel
 
 from tmass_lake.convert import LakeArguments, build_lake, build_table, load_pipelines
 from tmass_lake.convert import collection as collection_module
 from tmass_lake.convert import derive as derive_module
 from tmass_lake.convert.manifest import read_manifest, verify_lake
-from tmass_lake.convert.writer import pixel_file
+from tmass_lake.convert.writer import pixel_file, upath
 from tmass_lake.errors import UserError
 from tmass_lake.lake import ManifestError, NotALakeError, UnfinishedTableError, open_lake
 from tmass_lake.mock import generate
 from tmass_lake.schema import load_schema
+from tmass_lake.storage import join
 
 PIPELINE = """[pipeline]
 name = "six"
@@ -62,14 +64,15 @@ def pipeline(where: Path, threshold: int, pt_threshold: int | None = None) -> tu
     return tuple(load_pipelines(str(path)))
 
 
-def build(client, root: Path, out: Path, threshold: int, *, pt_threshold: int | None = None,
-          rebuild: tuple[str, ...] = ()) -> list[str]:
+def build(client, root: Path, out: Path | str, threshold: int, *, pt_threshold: int | None = None,
+          rebuild: tuple[str, ...] = (), pipelines_dir: Path | None = None,
+          storage_options: dict | None = None) -> list[str]:
     """Build the pipeline into ``out``; the lines it printed."""
     lines: list[str] = []
-    pipelines = pipeline(out.parent, threshold, pt_threshold)
-    build_lake(LakeArguments(pipelines=pipelines, input_roots=(str(root),),
-                             output=str(out), rebuild=rebuild, progress=False, report_plots=False,
-                             echo=lines.append), client)
+    pipelines = pipeline(pipelines_dir or Path(out).parent, threshold, pt_threshold)
+    build_lake(LakeArguments(pipelines=pipelines, input_roots=(str(root),), output=str(out),
+                             storage_options=storage_options or {}, rebuild=rebuild, progress=False,
+                             report_plots=False, echo=lines.append), client)
     return lines
 
 
@@ -187,19 +190,31 @@ def test_a_manifest_entry_not_built_is_not_served(six_lake, tmp_path):
 # --- caches keyed by what is on the store -------------------------------------------------------------
 
 @pytest.mark.slow
-def test_a_rebuild_at_the_same_url_on_long_lived_workers(mock_root, tmp_path, local_client):
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_rebuild_at_the_same_url_on_long_lived_workers(where, mock_root, tmp_path, local_client, request):
     """Build, delete, build again with other parameters on the session's workers: the second build
     (its light curves read the detections on the workers) and on-the-fly light curves succeed."""
-    out = tmp_path / "lake"
+    so: dict = {}
+    out = str(tmp_path / "lake")
+    if where == "s3":
+        so, s3 = request.getfixturevalue("so"), request.getfixturevalue("s3")
+        out = f"s3://{BUCKET}/rebuild-{tmp_path.name}/lake"
     sizes = []
     for threshold in (250, 90):
-        shutil.rmtree(out, ignore_errors=True)
-        build(local_client, mock_root, out, threshold)
-        lake = open_lake(str(out))
-        stored = lake.light_curves("6x").compute(progress_bar=False)
-        joined = lake.light_curves("6x", links="detections").compute(progress_bar=False)
-        assert len(stored) == len(joined) == lake.open("sixxf_info").hc_structure.catalog_info.total_rows
-        sizes.append(len(lake.open("pt_src_6x2").get_healpix_pixels()))
+        if where == "s3":
+            if s3.exists(out):
+                s3.rm(out, recursive=True)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+        build(local_client, mock_root, out, threshold, pipelines_dir=tmp_path, storage_options=so)
+        assert all(not c.problems for c in verify_lake(out, so))
+        detections = hats.read_hats(upath(join(out, "pt_src_6x2"), so)).main_catalog
+        sizes.append(len(detections.get_healpix_pixels()))
+        if where == "local":  # and the lake API's joins on the same workers
+            lake = open_lake(out)
+            stored = lake.light_curves("6x").compute(progress_bar=False)
+            joined = lake.light_curves("6x", links="detections").compute(progress_bar=False)
+            assert len(stored) == len(joined) == lake.open("sixxf_info").hc_structure.catalog_info.total_rows
     assert sizes[0] != sizes[1]  # other partitions at the same URLs
 
 
