@@ -144,9 +144,6 @@ class Lake:
         return f"Lake({self.url!r}, tables={self.tables})"
 
     # -- discovery -----------------------------------------------------------------------
-    def _abs(self, path: str) -> str:
-        return path if "://" in path or path.startswith("/") else join(self.url, path)
-
     @cached_property
     def manifest(self) -> dict:
         """The root ``manifest.json`` as a dict (empty if the lake has none)."""
