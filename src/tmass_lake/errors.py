@@ -49,7 +49,19 @@ class NotInLakeError(UnknownTableError, KeyError):
 
 
 class NotALakeError(UserError, FileNotFoundError):
-    """A lake URL with nothing there, or nothing a lake holds."""
+    """A lake URL with nothing there, or one that holds no lake (no manifest, no table, no build records)."""
+
+
+class UnfinishedTableError(UserError, LookupError):
+    """A table whose build did not finish (or that the manifest lists but the store lacks)."""
+
+
+NOT_FINISHED = "build not finished — `--resume` or rebuild"
+"""Why an unfinished table is not served (``info``, ``verify`` and the lake API say the same)."""
+
+
+class ManifestError(UserError, ValueError):
+    """A ``manifest.json`` that cannot be trusted (not a manifest, an entry leading outside the lake...)."""
 
 
 class MissingDependencyError(UserError, ImportError):

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import posixpath
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -307,3 +308,17 @@ def claim_output(fs: fsspec.AbstractFileSystem, path: str, *, overwrite: bool, c
             forget_listings(fs, path)
     if directory and not check_only:
         mark_output(fs, path, command)
+
+
+def inside(root: str, path: object) -> str | None:
+    """``root/path`` when ``path`` is a relative path that stays inside ``root`` (lexically), else None.
+
+    Absolute paths, URLs, backslashes and ``..`` leading out of ``root`` give None: a path read
+    from a file (a manifest's entry) never leads outside the root it describes.
+    """
+    if not isinstance(path, str) or not path or "://" in path or "\\" in path or path.startswith("/"):
+        return None
+    norm = posixpath.normpath(path)
+    if norm in (".", "..") or norm.startswith("../"):
+        return None
+    return join(root, norm)

@@ -19,13 +19,14 @@ from tmass_lake.convert.parameters import TableArguments
 from tmass_lake.convert.plan import effective_threshold, plan_partitions, sparse_histogram
 from tmass_lake.convert.reduce import PARTITION_RECORD, reduce_partition
 from tmass_lake.convert.resume import ResumePlan
-from tmass_lake.convert.tasks import run_tasks
+from tmass_lake.convert.tasks import run_tasks, still_written
 from tmass_lake.convert.writer import (
     HEALPIX_COLUMN,
     finish_catalog,
     finish_margin,
     margin_name,
     observation_properties,
+    pixel_file,
     positional_properties,
 )
 from tmass_lake.errors import BuildError
@@ -60,6 +61,9 @@ def build_collection(args: TableArguments, plan: ResumePlan, client: Client) -> 
     margin = margin_name(args.table, params.margin_arcsec)
     margin_url = join(args.output, margin)
     written = {(r["order"], r["pixel"]): r for r in plan.all("reduce", PARTITION_RECORD).values()}
+    written = still_written(written, lambda r: [
+        pixel_file(url, HealpixPixel(r["order"], r["pixel"]))
+        for url in (catalog_url, *([margin_url] if r["margin_rows"] else []))], args.storage_options)
     todo = [p for p in partitions if (p.pixel.order, p.pixel.pixel) not in written]
 
     def reduced(rec: dict) -> None:

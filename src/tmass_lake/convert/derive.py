@@ -130,7 +130,10 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
                        storage_options=so) as plan:
         records = run_pixel_tasks(client, lambda p: derive_partition(args, p, source_catalog, margin_url,
                                                                      margin_out), pixels, plan, "derive",
-                                  args.name, args.progress, parse=_derived_record)
+                                  args.name, args.progress, parse=_derived_record, storage_options=so,
+                                  files=lambda r: [pixel_file(url, HealpixPixel(r["order"], r["pixel"]))
+                                                   for url, n in ((join(args.output, args.name), r["rows"]),
+                                                                  (margin_out, r["margin_rows"])) if n])
         kept = [r for r in records if r["rows"]]
         if not kept:
             raise BuildError(f"no row of {args.schema.table} has {args.where}: {args.name} would be empty")

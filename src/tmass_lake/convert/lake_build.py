@@ -14,8 +14,10 @@ An input root may be a TAP service (``tap+https://irsa.ipac.caltech.edu/TAP``): 
 serves is harvested from it (:mod:`~tmass_lake.convert.harvest`), the others are skipped.
 Building into an existing lake adds what is missing: a table already built from the same inputs
 (same size and mtime/ETag) and parameters is up to date and skipped; one whose inputs or
-parameters changed is an error naming what changed, until ``--rebuild TABLE`` rebuilds it.
-``--resume`` continues tables whose build was interrupted.
+parameters changed is an error naming what changed, until ``--rebuild TABLE`` rebuilds it, and
+with it, in the same run, what derives from it (6x catalogs, light-curve collections, the
+manifest): each derived table records the build id of every lake table it was made from, and is
+rebuilt when one of them was. ``--resume`` continues tables whose build was interrupted.
 """
 
 from __future__ import annotations
@@ -136,16 +138,22 @@ class LakeBuild:
         self.no_input: list[str] = []
         self.built: set[str] = set()
 
-    def _up_to_date(self, name: str, fingerprint: dict, head: str, follows_sources: bool = False) -> bool:
+    def _up_to_date(self, name: str, fingerprint: dict, head: str, follows_sources: bool = False,
+                    sources: dict[str, str] | None = None) -> bool:
         """Whether ``name`` is built from exactly this; refuse a changed one unless rebuilding it (or,
-        ``follows_sources``: a collection made only from lake tables, rebuild it when they changed)."""
+        ``follows_sources``: a collection made only from lake tables, rebuild it when they changed).
+        ``sources``: the build ids of the lake tables ``name`` is made from; it is rebuilt when
+        it was made from other builds of them (one was rebuilt)."""
         entry = self.state.get("tables", name)
         if entry is None:
             return False
         changed = _changes(entry.get("fingerprint", {}), fingerprint)
-        if name in self.args.rebuild or (changed and follows_sources):
-            self.args.echo(f"{head}: rebuilding" + ("" if name in self.args.rebuild else
-                                                    f" ({', '.join(changed)} changed)"))
+        made_from = entry.get("sources") or {}
+        stale = sorted(t for t, build in (sources or {}).items() if made_from.get(t) != build)
+        if name in self.args.rebuild or stale or (changed and follows_sources):
+            why = (f" ({', '.join(changed)} changed)" if changed and follows_sources or not stale
+                   else f" ({', '.join(stale)} rebuilt)")
+            self.args.echo(f"{head}: rebuilding" + ("" if name in self.args.rebuild else why))
             remove_inside(join(self.args.output, name), self.args.output, self.args.storage_options)
             return False
         if changed:
@@ -197,7 +205,8 @@ class LakeBuild:
             return
         fingerprint = {"source": source.get("fingerprint"), "where": [spec.column, spec.equals],
                        "parameters": {"indexes": list(spec.indexes)}}
-        if self._up_to_date(spec.name, fingerprint, head):
+        sources = {spec.source: source.get("build_id", "")}
+        if self._up_to_date(spec.name, fingerprint, head, sources=sources):
             return
         log.info("%s: deriving from %s where %s == %r", head, spec.source, spec.column, spec.equals)
         started = time.time()
@@ -220,7 +229,8 @@ class LakeBuild:
                                         "indexes": list(spec.indexes)},
                             fingerprint=fingerprint, seconds=time.time() - started,
                             derived_from={"table": spec.source,
-                                          "where": {"column": spec.column, "equals": spec.equals}})
+                                          "where": {"column": spec.column, "equals": spec.equals}},
+                            sources=sources)
         self.state.put("tables", spec.name, entry)
         self.built.add(spec.name)
         args.echo(f"{head}: derived from {spec.source} where {spec.column} == {spec.equals!r}: "
@@ -238,7 +248,8 @@ class LakeBuild:
             args.echo(f"{head}: {' and '.join(missing)} not built, skipped")
             return
         fingerprint = {t: e.get("fingerprint") for t, e in built.items() if e is not None}
-        if self._up_to_date(spec.name, fingerprint, head, follows_sources=True):
+        sources = {t: e.get("build_id", "") for t, e in built.items() if e is not None}
+        if self._up_to_date(spec.name, fingerprint, head, follows_sources=True, sources=sources):
             return
         log.info("%s: nesting %s under %s", head, tables.detections, tables.info)
         started = time.time()
@@ -256,7 +267,7 @@ class LakeBuild:
                             parameters={"links": report["link_table"]}, fingerprint=fingerprint,
                             seconds=time.time() - started,
                             derived_from={"table": tables.info, "detections": tables.detections,
-                                          "links": report["link_table"]})
+                                          "links": report["link_table"]}, sources=sources)
         entry |= {"detections": report["detections"], "links_missing": report["links_missing"]}
         self.state.put("tables", spec.name, entry)
         self.built.add(spec.name)
@@ -265,14 +276,23 @@ class LakeBuild:
                   f"{report['detections']:,} detections{lost} ({entry['lake_seconds']:.1f} s)")
 
 
+def _joined(spec: LightCurveSpec) -> tuple[str | None, ...]:
+    """The lake tables a light-curve collection is made from."""
+    tables = info_tables(spec.info)
+    return tables.info, tables.detections, tables.link
+
+
 def build_lake(args: LakeArguments, client: Client) -> dict:
     """Build every table of the pipelines into the lake; returns the manifest."""
     started = time.time()
     run = LakeBuild(args, client)
     echo = args.echo
     specs = [t for p in args.pipelines for t in p.tables if args.wanted(t.name)]
-    derived = [d for p in args.pipelines for d in p.derived if args.wanted(d.name)]
-    curves = [c for p in args.pipelines for c in p.lightcurves if args.wanted(c.name)]
+    rebuilt = set(args.rebuild)  # what derives from a rebuilt table is rebuilt with it, --tables or not
+    derived = [d for p in args.pipelines for d in p.derived if args.wanted(d.name) or d.source in rebuilt]
+    rebuilt |= {d.name for d in derived if d.source in rebuilt}
+    curves = [c for p in args.pipelines for c in p.lightcurves
+              if args.wanted(c.name) or rebuilt & {t for t in _joined(c) if t}]
     total = len(specs) + len(derived) + len(curves)
     # every table's inputs first: a pattern or link leading out of its root stops the build before it writes
     inputs = {spec.name: resolve_inputs(spec, args.input_roots, args.storage_options) for spec in specs}

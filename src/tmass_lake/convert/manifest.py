@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import uuid
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from tmass_lake.errors import UserError
+from tmass_lake.errors import ManifestError, UserError
 from tmass_lake.schema import INPUT_HEADER, TableSchema
-from tmass_lake.storage import filesystem, join, read_json, write_json
+from tmass_lake.storage import filesystem, inside, join, read_json, url_of, write_json
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,10 @@ def format_drift(drift: dict | None) -> str | None:
 
 
 def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, parameters: dict,
-                fingerprint: dict, seconds: float, derived_from: dict | None = None) -> dict:
-    """A table's manifest entry from its build report."""
+                fingerprint: dict, seconds: float, derived_from: dict | None = None,
+                sources: dict[str, str] | None = None) -> dict:
+    """A table's manifest entry from its build report, with a new ``build_id``; ``sources``: the
+    build ids of the lake tables it was made from (derived catalogs, light curves)."""
     kind = report["kind"]
     entry = {
         "name": name, "family": family, "path": name, "type": kind,
@@ -84,7 +87,7 @@ def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, pa
                                           "quarantined")} for i in report["inputs"]],
         "parameters": parameters, "fingerprint": fingerprint,
         "built": datetime.now(UTC).isoformat(timespec="seconds"), "built_with": tool_versions(),
-        "status": "built",
+        "status": "built", "build_id": uuid.uuid4().hex,
     }
     if kind == "parquet":
         entry["dataset"] = "dataset"
@@ -96,6 +99,8 @@ def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, pa
         entry["tap"] = report["tap"] | {"queries": queries}
     if derived_from:
         entry["derived_from"] = derived_from
+    if sources is not None:
+        entry["sources"] = sources
     return entry
 
 
@@ -131,11 +136,11 @@ def write_manifest(lake: str, tables: dict[str, dict], pipelines: dict[str, dict
 
 
 def read_manifest(lake: str, storage_options: dict | None = None) -> dict:
-    """``LAKE/manifest.json``."""
+    """``LAKE/manifest.json``, refused if an entry's paths lead outside the lake."""
     fs, root = filesystem(join(lake, MANIFEST), storage_options)
     if not fs.exists(root):
         raise UserError(f"{lake} has no {MANIFEST}: not a tmass-lake lake (or its build never finished)")
-    return check_manifest(read_json(fs, root), join(lake, MANIFEST))
+    return check_manifest(read_json(fs, root), url_of(fs, root), lake)
 
 
 _ENTRY_COUNTS = ("rows", "rows_quarantined", "partitions", "lines_read")
@@ -147,41 +152,62 @@ def _count_ok(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def check_manifest(doc: object, url: str) -> dict:
+def check_manifest(doc: object, url: str, lake: str = "") -> dict:
     """``doc`` if it is a manifest tmass-lake could have written, else one line naming the file and key.
 
     The top level holds ``tables``, ``pipelines``, ``tools`` and ``totals`` mappings; a table
     entry a table ``name``, a ``type``, a ``schema`` mapping, counts that are integers >= 0, and
-    a ``path`` inside the lake (relative, no ``..``).
+    paths (its directory, catalogs, indexes) that stay inside the lake.
     """
     if not isinstance(doc, dict) or not isinstance(doc.get("tables"), dict):
-        raise UserError(f"{url}: not a tmass-lake manifest (no 'tables' mapping)")
+        raise ManifestError(f"{url}: not a tmass-lake manifest (no 'tables' mapping)")
+    for name, entry in doc["tables"].items():  # first: nothing outside the lake is ever looked at
+        for key, path in _entry_paths(entry) if isinstance(entry, dict) else ():
+            if inside(lake or "lake", path) is None:
+                raise ManifestError(f"{url}: table {str(name)[:40]!r} has {key} {str(path)[:60]!r}, which "
+                                    "leads outside the lake (a path must be relative and stay inside it): "
+                                    "refused")
     for key in ("pipelines", "tools", "totals"):
         if not isinstance(doc.get(key), dict):
-            raise UserError(f"{url}: {key} must be a mapping, not {type(doc.get(key)).__name__}")
+            raise ManifestError(f"{url}: {key} must be a mapping, not {type(doc.get(key)).__name__}")
     for key in _TOTALS:
         value = doc["totals"].get(key)
         if not _count_ok(value):
-            raise UserError(f"{url}: totals.{key} must be an integer >= 0, not {str(value)[:40]!r}")
+            raise ManifestError(f"{url}: totals.{key} must be an integer >= 0, not {str(value)[:40]!r}")
     for name, entry in doc["tables"].items():
         where = f"{url}: tables.{str(name)[:40]}"
         if not isinstance(entry, dict):
-            raise UserError(f"{where}: must be a mapping, not {type(entry).__name__}")
+            raise ManifestError(f"{where}: must be a mapping, not {type(entry).__name__}")
         if not isinstance(name, str) or not name.replace("_", "").isalnum() or not name.islower():
-            raise UserError(f"{where}: not a table name (lower-case letters, digits and _ only)")
-        path = entry.get("path")
-        if not isinstance(path, str) or not path or "://" in path or path.startswith(("/", "\\", "~")) \
-                or ".." in path.replace("\\", "/").split("/"):
-            raise UserError(f"{where}: path must be a relative path inside the lake, not {str(path)[:60]!r}")
+            raise ManifestError(f"{where}: not a table name (lower-case letters, digits and _ only)")
         if not isinstance(entry.get("type"), str):
-            raise UserError(f"{where}: type must be a string")
+            raise ManifestError(f"{where}: type must be a string")
         if not isinstance(entry.get("schema"), dict) or not isinstance(entry["schema"].get("name"), str):
-            raise UserError(f"{where}: schema must be a mapping naming the schema")
+            raise ManifestError(f"{where}: schema must be a mapping naming the schema")
         for key in (*_ENTRY_COUNTS, *_OPTIONAL_COUNTS):
             value = entry.get(key)
             if (key in _ENTRY_COUNTS or value is not None) and not _count_ok(value):
-                raise UserError(f"{where}: {key} must be an integer >= 0, not {str(value)[:40]!r}")
+                raise ManifestError(f"{where}: {key} must be an integer >= 0, not {str(value)[:40]!r}")
     return doc
+
+
+def _entry_paths(entry: dict) -> list[tuple[str, object]]:
+    """The paths a manifest entry gives (its directory; a collection's catalogs inside it)."""
+    out: list[tuple[str, object]] = [("path", entry.get("path"))]
+    for key in ("catalog", "margin", "dataset"):
+        if entry.get(key) is not None:
+            out.append((key, entry[key]))
+    indexes = entry.get("indexes") or {}
+    out += [(f"index {col}", idx.get("path") if isinstance(idx, dict) else idx) for col, idx in
+            (indexes.items() if isinstance(indexes, dict) else ())]
+    return out
+
+
+def unfinished(lake: str, entry: dict, storage_options: dict) -> bool:
+    """Whether a manifest entry's table lacks the properties file its build writes last."""
+    fs, root = filesystem(join(lake, entry["path"]), storage_options)
+    marks = ("table.properties",) if entry.get("type") == "parquet" else ("collection.properties",)
+    return entry.get("status", "built") != "built" or not any(fs.exists(join(root, m)) for m in marks)
 
 
 def format_info(manifest: dict) -> str:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from dask.distributed import Client, as_completed
 from hats.pixel_math import HealpixPixel
 from tqdm.auto import tqdm
 
 from tmass_lake.convert.resume import ResumePlan
+from tmass_lake.storage import filesystem, forget_listings
+
+log = logging.getLogger(__name__)
+K = TypeVar("K")
 
 
 def run_tasks(client: Client, fn: Callable[[Any], Any], items: Sequence, label: str,
@@ -43,13 +48,37 @@ def run_tasks(client: Client, fn: Callable[[Any], Any], items: Sequence, label: 
     return results
 
 
+def still_written(records: dict[K, dict], files: Callable[[dict], list[str]],
+                  storage_options: dict | None) -> dict[K, dict]:
+    """The recorded steps whose ``files`` are all still there; each lost file is logged by name
+    and its step dropped, so ``--resume`` does it again instead of failing at the row count."""
+    kept = {}
+    for key, rec in records.items():
+        lost = []
+        for url in files(rec):
+            fs, path = filesystem(url, storage_options)
+            forget_listings(fs, path)  # written by the workers after this process listed the output
+            if not fs.exists(path):
+                lost.append(url)
+        if lost:
+            log.warning("%s: recorded as written but gone; writing it again", ", ".join(lost))
+        else:
+            kept[key] = rec
+    return kept
+
+
 def run_pixel_tasks(client: Client, fn: Callable[[HealpixPixel], dict], pixels: Sequence[HealpixPixel],
                     plan: ResumePlan, stage: str, label: str, progress: bool = True,
-                    parse: Callable[[dict], dict] | None = None) -> list[dict]:
+                    parse: Callable[[dict], dict] | None = None,
+                    files: Callable[[dict], list[str]] | None = None,
+                    storage_options: dict | None = None) -> list[dict]:
     """``fn(pixel)`` for every pixel not yet recorded in the plan's ``stage``; the records (dicts
     with ``order`` and ``pixel``, checked by ``parse`` when resuming) in pixel order. Each is
-    recorded as it arrives, for resuming."""
+    recorded as it arrives, for resuming; ``files``: the files a record says were written, a
+    recorded pixel whose files are gone is done again (:func:`still_written`)."""
     done = {(r["order"], r["pixel"]): r for r in plan.all(stage, parse).values()}
+    if files is not None:
+        done = still_written(done, files, storage_options)
 
     def record(rec: dict) -> None:
         plan.put(stage, f"{rec['order']}_{rec['pixel']}", rec)

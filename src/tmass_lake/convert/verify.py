@@ -9,8 +9,9 @@ import hats
 import pyarrow.parquet as pq
 from hats.io.validation import is_valid_collection
 
-from tmass_lake.convert.manifest import DERIVED_TYPES, read_manifest
+from tmass_lake.convert.manifest import DERIVED_TYPES, read_manifest, unfinished
 from tmass_lake.convert.writer import read_table_properties, upath
+from tmass_lake.errors import NOT_FINISHED
 from tmass_lake.storage import filesystem, join
 
 
@@ -107,6 +108,22 @@ def verify_parquet(lake: str, entry: dict, storage_options: dict, check: Check) 
                  "columns differ from the manifest's schema")
 
 
+def check_sources(name: str, entry: dict, tables: dict[str, dict], check: Check) -> None:
+    """A derived table (6x catalog, light curves) made from the lake's current build of each source."""
+    if entry.get("type") not in DERIVED_TYPES:
+        return
+    sources = entry.get("sources")
+    if not isinstance(sources, dict) or not sources:
+        check.problems.append("records no build of the tables it was made from: rebuild it "
+                              f"(--rebuild {name})")
+        return
+    for table, build in sorted(sources.items()):
+        now = (tables.get(table) or {}).get("build_id")
+        check.expect(now == build, f"made from build {build} of {table}, but the lake's {table} is "
+                                   + (f"build {now}" if now else "not built")
+                                   + f": stale, rebuild it (--rebuild {table} rebuilds what derives from it)")
+
+
 def verify_lake(lake: str, storage_options: dict | None = None) -> list[Check]:
     """Re-run the validations of every table in the manifest."""
     so = storage_options or {}
@@ -115,6 +132,11 @@ def verify_lake(lake: str, storage_options: dict | None = None) -> list[Check]:
     for name, entry in sorted(manifest["tables"].items()):
         check = Check(name)
         try:
+            if unfinished(lake, entry, so):
+                check.problems.append(NOT_FINISHED)
+                checks.append(check)
+                continue
+            check_sources(name, entry, manifest["tables"], check)
             if entry["type"] == "parquet":
                 verify_parquet(lake, entry, so, check)
             else:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import re
+import uuid
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -70,6 +71,8 @@ HEALPIX_COLUMN = SPATIAL_INDEX_COLUMN
 BUILDER = f"tmass-lake v{version('tmass-lake')}"
 SKYMAP_ALT_ORDERS = [2, 4, 6]
 TABLE_PROPERTIES = "table.properties"
+BUILD_ID = "tmass_lake_build"
+"""The properties key of a catalog's (or Parquet table's) build id: new at every build."""
 VOPARQUET_VERSION = "IVOA.VOTable-Parquet.version"
 VOPARQUET_CONTENT = "IVOA.VOTable-Parquet.content"
 WRITER_COLUMNS = {
@@ -300,6 +303,7 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
                  lambda: write_skymap(histogram=dense, catalog_dir=root, orders=SKYMAP_ALT_ORDERS))
         extra |= {"hats_skymap_order": HISTOGRAM_ORDER, "hats_skymap_alt_orders": SKYMAP_ALT_ORDERS}
     provenance = TableProperties.new_provenance_dict(root, builder=BUILDER)
+    extra[BUILD_ID] = uuid.uuid4().hex  # another build at the same URL has other properties (and ETag)
     props = TableProperties(**(provenance | properties | extra))
     target = root / "hats.properties"
     _guarded(f"writing {target}", lambda: props.to_properties_file(root), [target])
@@ -356,7 +360,8 @@ def finish_parquet_table(url: str, properties: dict, *, expected_rows: int,
     root = written_by_workers(url, storage_options)
     _write_metadata(root, url, expected_rows, order_by_healpix=False)
     write_voparquet(root, name=properties["table"], description=properties.get("title"))
-    stamp = {"builder": BUILDER, "creation_date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%MUTC")}
+    stamp = {"builder": BUILDER, "creation_date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%MUTC"),
+             BUILD_ID: uuid.uuid4().hex}
     text = "".join(f"{k}={v}\n" for k, v in (properties | stamp).items() if v is not None)
     target = root / TABLE_PROPERTIES
     _guarded(f"writing {target}", lambda: target.write_text(text), [target])

@@ -7,7 +7,13 @@ optionally a ``manifest.json`` naming tables and where they are::
 
     {"tables": {"pt_src_c": {"path": "pt_src_c"}, "cf_link": {"path": "cf_link", "format": "parquet"}}}
 
-(``tables`` may also be a list of names; paths are relative to the root or absolute URLs.)
+(``tables`` may also be a list of names; paths are relative to the root and stay inside it.)
+
+Only finished tables are served: a collection or catalogue whose ``collection.properties`` or
+``hats.properties`` is written, a Parquet table whose ``table.properties`` is (each is written
+last by the build), and whose manifest entry, if any, says ``built``. A table directory without
+them (a build killed during reduce, a rebuild in progress) is listed in :attr:`Lake.unfinished`
+and opening it raises :class:`UnfinishedTableError`.
 """
 
 from __future__ import annotations
@@ -25,11 +31,18 @@ import pyarrow.dataset as pads
 from hats.catalog.dataset.collection_properties import CollectionProperties
 from upath import UPath
 
-from tmass_lake.errors import NotALakeError, NotInLakeError, did_you_mean
+from tmass_lake.errors import (
+    NOT_FINISHED,
+    ManifestError,
+    NotALakeError,
+    NotInLakeError,
+    UnfinishedTableError,
+    did_you_mean,
+)
 from tmass_lake.lake.crossmatch import PROFILES, ReferenceProfile, crossmatch, detect_profile
 from tmass_lake.lake.lightcurves import light_curves
-from tmass_lake.schema import TableSchema, list_tables, load_schema
-from tmass_lake.storage import filesystem, join, url_of
+from tmass_lake.schema import TableSchema, light_curve_collection, list_tables, load_schema
+from tmass_lake.storage import filesystem, forget_listings, inside, join, url_of
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +50,10 @@ SIX_X_SUFFIX = "_cat"
 """``lake["pt_src_6x2_cat"]`` is pt_src_6x2 restricted to 6x Catalog rows (``cat == "1"``)."""
 SIX_X_TABLES = {"point": "pt_src_6x2", "extended": "ext_src_6x2"}
 REFERENCE_DIRS = ("", "reference")
-
-
+MANIFEST = "manifest.json"
+HATS_MARKS = ("collection.properties", "hats.properties")
+PARQUET_MARK = "table.properties"
+"""The files a build writes last: a directory without one is not a finished table."""
 @dataclass(frozen=True)
 class TableEntry:
     """Where one lake table lives and how it is stored.
@@ -80,10 +95,19 @@ class Lake:
         fsspec options of the lake's filesystem (credentials, endpoint...), passed on to every
         read.
 
+    Attributes
+    ----------
+    unfinished : dict of str to str
+        Tables present but not served, by name, with why (``"build not finished — `--resume` or
+        rebuild"``: a directory without the properties its build writes last).
+
     Raises
     ------
-    FileNotFoundError
-        If there is no directory at ``url`` (a :class:`~tmass_lake.errors.NotALakeError`).
+    NotALakeError
+        If there is no directory at ``url``, or it holds no lake (no manifest, no table, no build
+        records); a ``FileNotFoundError``.
+    ManifestError
+        If ``manifest.json`` is not a JSON object or an entry's path leads outside the lake.
 
     See Also
     --------
@@ -101,57 +125,97 @@ class Lake:
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self._fs, self._root = filesystem(self.url, self.storage_options)
+        forget_listings(self._fs, self._root)  # listings cached before the last build wrote are stale
         if not self._fs.isdir(self._root):
-            raise NotALakeError(f"no lake at {url} (no such directory)")
+            raise NotALakeError(f"no lake at {url}: no such directory")
+        entries, self.unfinished = self._discover()
+        self._entries: dict[str, TableEntry] = entries
+        if not (entries or self.unfinished or self.manifest
+                or any(self._fs.isdir(join(self._root, d)) for d in ("_lake", "reference"))):
+            raise NotALakeError(f"{url} is not a tmass-lake lake: it has no {MANIFEST}, no table and no "
+                                "build records")
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r}, tables={self.tables})"
 
     # -- discovery -----------------------------------------------------------------------
-    def _abs(self, path: str) -> str:
-        return path if "://" in path or path.startswith("/") else join(self.url, path)
-
     @cached_property
     def manifest(self) -> dict:
         """The root ``manifest.json`` as a dict (empty if the lake has none)."""
-        path = join(self._root, "manifest.json")
+        path = join(self._root, MANIFEST)
         if not self._fs.exists(path):
             return {}
         with self._fs.open(path, "r") as f:
-            return json.load(f)
+            try:
+                manifest = json.load(f)
+            except ValueError as e:
+                raise ManifestError(f"{join(self.url, MANIFEST)}: not JSON ({e})") from None
+        if not isinstance(manifest, dict):
+            raise ManifestError(f"{join(self.url, MANIFEST)}: not a manifest (a JSON object)")
+        return manifest
 
-    @cached_property
-    def _entries(self) -> dict[str, TableEntry]:
+    def _state(self, url: str) -> str | None:
+        """``"hats"``, ``"parquet"`` (finished), ``"unfinished"`` (a directory with something in it
+        but no properties written), or None (nothing there)."""
+        fs, path = filesystem(url, self.storage_options)
+        forget_listings(fs, path)  # an object store's cached listing may predate the build's last files
+        try:
+            names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if names & set(HATS_MARKS):
+            return "hats"
+        if PARQUET_MARK in names:
+            return "parquet"
+        return "unfinished" if names else None
+
+    def _discover(self) -> tuple[dict[str, TableEntry], dict[str, str]]:
+        """The finished tables (manifest entries first, then the root's directories) and, by name,
+        why each other table directory is not served."""
         entries: dict[str, TableEntry] = {}
+        unfinished: dict[str, str] = {}
         listed = self.manifest.get("tables", {})
+        if not isinstance(listed, dict | list):
+            raise ManifestError(f"{join(self.url, MANIFEST)}: 'tables' is {type(listed).__name__}, not an "
+                                "object or a list")
         items = listed.items() if isinstance(listed, dict) else ((n, {}) for n in listed)
         for name, spec in items:
             spec = spec if isinstance(spec, dict) else {"path": spec}
-            url = self._abs(spec.get("path") or spec.get("url") or name)
-            fmt = spec.get("format") or self._detect_format(url)
+            path = spec.get("path") or spec.get("url") or name
+            url = inside(self.url, path)
+            if url is None:
+                raise ManifestError(f"{join(self.url, MANIFEST)}: table {name!r} has path {path!r}, which "
+                                    "leads outside the lake: refused")
+            state = self._state(url)
             schema = spec.get("schema")
-            if fmt:
-                entries[name] = TableEntry(name, url, fmt, schema.get("name") if isinstance(schema, dict)
-                                           else schema)
+            schema = schema.get("name") if isinstance(schema, dict) else schema
+            if state is None:
+                unfinished[name] = f"listed in {MANIFEST} but not in the lake"
+            elif state == "unfinished" or spec.get("status", "built") != "built":
+                unfinished[name] = NOT_FINISHED
+            else:
+                entries[name] = TableEntry(name, url, state, schema)
+        known = self._known_names()
         for info in self._fs.ls(self._root, detail=True):
             if info["type"] != "directory" and not (info.get("islink") and self._fs.isdir(info["name"])):
                 continue
             name = info["name"].rstrip("/").rsplit("/", 1)[-1]
-            if name in entries or name.startswith((".", "_")):
+            if name in entries or name in unfinished or name.startswith((".", "_")):
                 continue
             url = join(self.url, name)
-            fmt = self._detect_format(url, known_table=name in set(list_tables()))
-            if fmt:
-                entries[name] = TableEntry(name, url, fmt)
-        return dict(sorted(entries.items()))
+            state = self._state(url)
+            if state in ("hats", "parquet"):
+                entries[name] = TableEntry(name, url, state)
+            elif state == "unfinished" and name in known:
+                unfinished[name] = NOT_FINISHED
+        return dict(sorted(entries.items())), dict(sorted(unfinished.items()))
 
-    def _detect_format(self, url: str, known_table: bool = True) -> str | None:
-        fs, path = filesystem(url, self.storage_options)
-        if fs.exists(join(path, "collection.properties")) or fs.exists(join(path, "hats.properties")):
-            return "hats"
-        if known_table and fs.isdir(path) and self._parquet_files_under(url):
-            return "parquet"
-        return None
+    @staticmethod
+    def _known_names() -> set[str]:
+        """Table names the lake build writes: the schemas' tables, 6x catalogs, light curves."""
+        tables = set(list_tables())
+        return (tables | {f"{t}{SIX_X_SUFFIX}" for t in SIX_X_TABLES.values()}
+                | {light_curve_collection(t) for t in tables if t.endswith("_info")})
 
     def parquet_files(self, name: str) -> list[str]:
         """The data files of a plain Parquet table (e.g. a link table).
@@ -164,15 +228,18 @@ class Lake:
         Returns
         -------
         list of str
-            The URLs of its ``*.parquet`` files (protocol included), sorted, leaving out any under
-            a directory whose name starts with ``_`` (``_metadata``...).
+            The URLs of its ``*.parquet`` files (protocol included), sorted: those under its
+            ``dataset/`` when it has one (not its ``quarantine/``), leaving out any under a
+            directory whose name starts with ``_`` (``_metadata``...).
 
         Raises
         ------
         KeyError
             If the lake has no table ``name``.
         """
-        return self._parquet_files_under(self.entry(name).url)
+        url = self.entry(name).url
+        fs, path = filesystem(join(url, "dataset"), self.storage_options)
+        return self._parquet_files_under(join(url, "dataset") if fs.isdir(path) else url)
 
     def _parquet_files_under(self, url: str) -> list[str]:
         fs, path = filesystem(url, self.storage_options)
@@ -181,7 +248,10 @@ class Lake:
 
     @property
     def tables(self) -> list[str]:
-        """Every table in the lake (HATS collections and plain Parquet tables), sorted."""
+        """Every finished table in the lake (HATS collections and plain Parquet tables), sorted.
+
+        Tables whose build did not finish are in :attr:`unfinished` instead, never here.
+        """
         return list(self._entries)
 
     def names(self) -> list[str]:
@@ -197,7 +267,10 @@ class Lake:
         return sorted({*self.tables, *views})
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and (name in self._entries or self._six_x_base(name) is not None)
+        if not isinstance(name, str) or name in self.unfinished:
+            return False
+        base = self._six_x_base(name)
+        return name in self._entries or (base is not None and base in self._entries)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.tables)
@@ -219,7 +292,11 @@ class Lake:
         ------
         KeyError
             If the lake has no table ``name`` (the message lists the tables it has).
+        UnfinishedTableError
+            If the table's build did not finish (see :attr:`unfinished`).
         """
+        if name in self.unfinished:
+            raise UnfinishedTableError(f"{name}: {self.unfinished[name]}")
         try:
             return self._entries[name]
         except KeyError:
@@ -295,6 +372,8 @@ class Lake:
         ...                    filters=[("k_m", "<", 10.0)])  # doctest: +SKIP
         >>> links = lake.open("cf_link").compute()  # doctest: +SKIP
         """
+        if name in self.unfinished:
+            raise UnfinishedTableError(f"{name}: {self.unfinished[name]}")
         base = self._six_x_base(name)
         if base is not None:
             return self.six_x_catalog(base, columns=columns, filters=filters,
@@ -460,7 +539,7 @@ class Lake:
             return name_or_url
         for sub in REFERENCE_DIRS:
             url = join(self.url, sub, name_or_url) if sub else join(self.url, name_or_url)
-            if self._detect_format(url, known_table=False) == "hats":
+            if self._state(url) == "hats":
                 return url
         profile = PROFILES.get(name_or_url)
         if profile and profile.url:
@@ -651,8 +730,11 @@ def open_lake(url: str, **storage_options: Any) -> Lake:
 
     Raises
     ------
-    FileNotFoundError
-        If there is no directory at ``url``.
+    NotALakeError
+        If there is no directory at ``url``, or it holds no lake (no manifest, no table, no build
+        records); a ``FileNotFoundError``.
+    ManifestError
+        If ``manifest.json`` is not a JSON object or an entry's path leads outside the lake.
 
     Examples
     --------

@@ -59,7 +59,7 @@ from tmass_lake.lake.stats import (
     light_curve_stats,
 )
 from tmass_lake.schema import light_curve_collection, list_tables, load_schema
-from tmass_lake.storage import filesystem
+from tmass_lake.storage import filesystem, identity
 
 if TYPE_CHECKING:  # annotations only: the API module imports this one
     import lsdb
@@ -213,12 +213,16 @@ class LinkSource:
         The detection key (``cntr``, ``ext_key``).
     column : str, default "cntr"
         The link table's column holding that key.
+    version : str, default ""
+        What the store says of the link table's ``table.properties`` (:func:`stored_version`): the
+        per-worker cache of opened datasets is keyed by it, so a rebuilt table is opened anew.
     """
 
     files: tuple[str, ...] = ()
     storage_options: str = "{}"  # JSON: hashable, so datasets can be cached per worker
     key: str = "cntr"  # the detection key (cntr, ext_key)
     column: str = "cntr"  # the link table's column holding it (cntr in every link table)
+    version: str = ""  # the build on the store: part of the cache key
 
     @property
     def table(self) -> bool:
@@ -240,15 +244,45 @@ class LinkSource:
         """
         if len(gcntr) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        ds = _dataset(self.files, self.storage_options)
+        ds = _dataset(self.files, self.storage_options, self.version)
         g = pc.field("gcntr")
         flt = (g >= int(gcntr.min())) & (g <= int(gcntr.max())) & g.isin(pa.array(np.unique(gcntr)))
         t = ds.to_table(columns=["gcntr", self.column], filter=flt)
         return _ints(t, "gcntr"), _ints(t, self.column)
 
 
+def stored_version(url: str, storage_options: str, marks: tuple[str, ...] = ("hats.properties",)) -> str:
+    """What the store says of a catalog's (or table's) properties file: size and ETag or mtime.
+
+    The build writes the properties last, with a build id in them, so a rebuilt catalog at the
+    same URL has another version: the per-worker caches of opened catalogs and datasets are keyed
+    by it, never by the URL alone.
+
+    Parameters
+    ----------
+    url : str
+        The catalog (or Parquet table) directory.
+    storage_options : str
+        Its filesystem's fsspec options as JSON.
+    marks : tuple of str, default ("hats.properties",)
+        The properties files to look for, the first found is used.
+
+    Returns
+    -------
+    str
+        A token that changes whenever the properties file is written again (``""`` when there is
+        none).
+    """
+    fs, path = filesystem(url, json.loads(storage_options))
+    for target in (f"{path.rstrip('/')}/{mark}" for mark in marks):
+        if fs.exists(target):
+            return json.dumps(identity(fs, target), sort_keys=True)
+    return ""
+
+
 @lru_cache(maxsize=OPENED_PER_WORKER)
-def _dataset(files: tuple[str, ...], storage_options: str) -> pads.Dataset:
+def _dataset(files: tuple[str, ...], storage_options: str, version: str) -> pads.Dataset:
+    """The link table's dataset, opened once per worker and build (``version``)."""
     so = json.loads(storage_options)
     fs, _ = filesystem(files[0], so)
     paths = [filesystem(f, so)[1] for f in files]
@@ -267,7 +301,9 @@ def _link_source(lake: Lake, tables: ProductTables, links: str) -> LinkSource:
     files = tuple(lake.parquet_files(tables.link))
     names = load_schema(tables.link).names
     column = tables.key if tables.key in names else next(c for c in names if c != "gcntr")
-    return LinkSource(files, _json(lake.storage_options), tables.key, column)
+    so = _json(lake.storage_options)
+    version = stored_version(lake.entry(tables.link).url, so, ("table.properties",))
+    return LinkSource(files, so, tables.key, column, version)
 
 
 def _json(storage_options: dict) -> str:
@@ -322,6 +358,9 @@ class DetectionSource:
         How far around a group :meth:`fetch` first looks for its rows.
     margin_url : str or None, optional
         The detection catalogue's margin, read by :meth:`near`.
+    version : str, default ""
+        The catalogue's and margin's :func:`stored_version`: the key of the per-worker cache of
+        opened catalogues, with the URL.
     """
 
     url: str  # the detection catalogue (LAKE/<table>/<table>)
@@ -329,6 +368,7 @@ class DetectionSource:
     columns: tuple[str, ...]
     radius_arcsec: float = 60.0
     margin_url: str | None = None  # its margin catalogue, read by :meth:`near`
+    version: str = ""  # the builds on the store: part of the cache key
 
     def fetch(self, column: str, values: np.ndarray, ra: np.ndarray, dec: np.ndarray,
               expected: np.ndarray) -> pa.Table:
@@ -350,7 +390,7 @@ class DetectionSource:
         pyarrow.Table
             The rows found (``columns``, ``gcntr`` and ``column``).
         """
-        cat = _hats_catalog(self.url, self.storage_options)
+        cat = _hats_catalog(self.url, self.storage_options, self.version)
         pixels: set = set()
         for r, d in zip(ra, dec, strict=True):
             with contextlib.suppress(Exception):  # a cone outside the coverage has no pixels
@@ -379,13 +419,13 @@ class DetectionSource:
             Their rows in the detection partitions overlapping ``pixel`` and in those partitions'
             margins, each row once (keyed by the first of ``columns``).
         """
-        cat = _hats_catalog(self.url, self.storage_options)
+        cat = _hats_catalog(self.url, self.storage_options, self.version)
         lo, hi = _pixel_range(pixel)
         parts = [p for p in cat.get_healpix_pixels() if _overlaps(p, lo, hi)]
         rows = self._read(cat, parts, "gcntr", gcntr)
         if self.margin_url is None:
             return rows
-        margin = _hats_catalog(self.margin_url, self.storage_options)
+        margin = _hats_catalog(self.margin_url, self.storage_options, self.version)
         edge = self._read(margin, sorted(set(parts) & set(margin.get_healpix_pixels())), "gcntr", gcntr)
         key = _ints(edge, self.columns[0])
         _, first = np.unique(key, return_index=True)
@@ -413,10 +453,14 @@ class IndexCounts:
         The index catalog (``LAKE/<table>/<table>_gcntr_index``).
     storage_options : str
         Its filesystem's fsspec options as JSON.
+    version : str, default ""
+        The index catalog's :func:`stored_version`: the key of the per-worker cache of opened
+        datasets, with the URL.
     """
 
     url: str  # the index catalog (LAKE/<table>/<table>_gcntr_index)
     storage_options: str  # JSON
+    version: str = ""  # the build on the store: part of the cache key
 
     def counts(self, gcntr: np.ndarray) -> np.ndarray:
         """Rows carrying each of some groups' ``gcntr``.
@@ -435,12 +479,14 @@ class IndexCounts:
             return np.zeros(0, np.int64)
         g = pc.field("gcntr")
         flt = (g >= int(gcntr.min())) & (g <= int(gcntr.max())) & g.isin(pa.array(np.unique(gcntr)))
-        t = _index_dataset(self.url, self.storage_options).to_table(columns=["gcntr"], filter=flt)
+        ds = _index_dataset(self.url, self.storage_options, self.version)
+        t = ds.to_table(columns=["gcntr"], filter=flt)
         return _count_by(gcntr, _ints(t, "gcntr"))
 
 
 @lru_cache(maxsize=OPENED_PER_WORKER)
-def _index_dataset(url: str, storage_options: str) -> pads.Dataset:
+def _index_dataset(url: str, storage_options: str, version: str) -> pads.Dataset:
+    """An index catalog's dataset, opened once per worker and build (``version``)."""
     fs, path = filesystem(url, json.loads(storage_options))
     return pads.dataset(f"{path.rstrip('/')}/dataset", filesystem=fs, format="parquet")  # skips _metadata
 
@@ -457,7 +503,8 @@ def _overlaps(pixel: HealpixPixel, lo: int, hi: int) -> bool:
 
 
 @lru_cache(maxsize=OPENED_PER_WORKER)
-def _hats_catalog(url: str, storage_options: str) -> Any:
+def _hats_catalog(url: str, storage_options: str, version: str) -> Any:
+    """A HATS catalog opened once per worker and build (``version``)."""
     return hats.read_hats(UPath(url, **json.loads(storage_options)))
 
 
@@ -682,13 +729,15 @@ def light_curve_job(lake: Lake, tables: ProductTables, *, detection_columns: lis
     counts = None
     if complete and not link_src.table:  # rows carrying each gcntr: the gcntr index, else napp
         index = lake.index_url(tables.detections, "gcntr")
-        counts = IndexCounts(index, _json(lake.storage_options)) if index else None
+        so = _json(lake.storage_options)
+        counts = IndexCounts(index, so, stored_version(index, so)) if index else None
         if counts is None and "napp" not in load_schema(tables.info).names:
             raise ValueError(f"{tables.info} has no napp: use links='table' or complete=False")
     source = None
     if complete:
-        source = DetectionSource(lake.main_catalog_url(tables.detections), _json(lake.storage_options),
-                                 tuple(det_cols), repair_arcsec, margin_url)
+        url, so = lake.main_catalog_url(tables.detections), _json(lake.storage_options)
+        version = stored_version(url, so) + (f"|{stored_version(margin_url, so)}" if margin_url else "")
+        source = DetectionSource(url, so, tuple(det_cols), repair_arcsec, margin_url, version)
     return LightCurveJob(link_src, source, counts, nested_name, stats, thresholds,
                          tuple(tables.mag_columns.items()), tuple(det_cols))
 
