@@ -59,6 +59,8 @@ _PARAMETER_FLAGS = {  # flag -> (BuildParameters field, type, help)
     "--compression-level": ("compression_level", int, "zstd level of data files (default 3)"),
     "--where": ("where", str, "TAP input: ADQL condition the harvested rows meet"),
     "--tap-key": ("tap_key", str, "TAP input: integer column to split the harvest on (default: the key)"),
+    "--tap-table": ("tap_table", str, "TAP input: the service's full table name, SCHEMA.NAME "
+                                      "(default: found by name)"),
     "--tap-chunk-rows": ("tap_chunk_rows", int, "TAP input: rows per chunk query (default 1,000,000)"),
     "--tap-concurrency": ("tap_concurrency", int, "TAP input: queries in flight on the service (default 4)"),
     "--tap-sync-rows": ("tap_sync_rows", int, "TAP input: larger chunks run as async jobs (default 100,000)"),
@@ -74,6 +76,9 @@ def add_build_parameters(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, dest=f"param_{dest}", type=kind, default=None, help=help_)
     p.add_argument("--allow-duplicate-content", dest="param_allow_duplicate_content", action="store_const",
                    const=True, default=None, help="build inputs even when two have the same bytes")
+    p.add_argument("--strict-layout", dest="param_strict_layout", action="store_const", const=True,
+                   default=None, help="inputs with a header must have exactly the schema's columns "
+                                      "(default: their own layout, drift reported)")
 
 
 def given_parameters(ns: argparse.Namespace) -> dict:
