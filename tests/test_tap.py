@@ -157,7 +157,7 @@ def test_an_answer_becomes_a_typed_block_with_bad_rows_quarantined():
     assert [(b.file, b.line) for b in block.bad] == [(chunk.url(), 2)] and "dec" in block.bad[0].reason
 
 
-def test_merge_keeps_our_kinds_and_takes_the_services_words():
+def test_merge_takes_the_services_layout_and_keeps_our_names_kinds_and_words():
     ours = load_schema("cf_link")
     records = [{"column_name": "cntr", "datatype": "long", "unit": "", "ucd": "meta.id", "description": "key",
                 "principal": 1, "indexed": 1},
@@ -167,12 +167,30 @@ def test_merge_keeps_our_kinds_and_takes_the_services_words():
     m = merge_schema(records, ours, table="cf_link", service="https://x/TAP", date="2026-11-27")
     assert m.schema.names == ["cntr", "gcntr", "extra"]
     assert [c.arrow for c in m.schema.columns] == ["int64", "int64", "string"]  # ours int64 kept over int
-    assert m.schema.column("cntr").indexed and m.schema.column("cntr").description == "key"
+    assert m.schema.column("cntr").indexed
+    assert m.schema.column("cntr").description == ours.column("cntr").description  # ours, not "key"
+    assert m.schema.column("cntr").origin["description"] == ours.column("cntr").source
     assert m.schema.column("gcntr").origin["arrow"] == ours.column("gcntr").source
     assert m.schema.column("extra").origin["description"] == "TAP_SCHEMA.columns of https://x/TAP, 2026-11-27"
     facts = {(d.column, d.fact) for d in m.drift}
-    assert {("extra", "column"), ("gcntr", "arrow"), ("*", "order")} <= facts
+    assert {("extra", "column"), ("gcntr", "arrow"), ("*", "order"), ("cntr", "description")} <= facts
     assert service_arrow({"column_name": "t", "datatype": "adql:TIMESTAMP"}) == "string"
+
+    psc = load_schema("pt_src_c")  # Gator names: xdate and decl are our date and dec (aliases)
+    records = [{"column_name": "cntr", "datatype": "long"}, {"column_name": "decl", "datatype": "double"},
+               {"column_name": "xdate", "datatype": "char", "arraysize": "*", "description": "obs date"},
+               {"column_name": "ra", "datatype": "double", "unit": "deg"},
+               {"column_name": "htm20", "datatype": "long", "unit": "", "description": "HTM index"}]
+    m = merge_schema(records, psc, table="pt_src_c", service="https://x/TAP", date="2026-11-27")
+    assert m.schema.names == ["cntr", "dec", "date", "ra", "htm20"]
+    date = m.schema.column("date")
+    assert (date.arrow, date.description, date.aliases) == ("date32", psc.column("date").description,
+                                                            psc.column("date").aliases)
+    assert m.schema.column("htm20").provenance == "documented" and m.schema.column("htm20").arrow == "int64"
+    facts = {(d.column, d.fact, d.service) for d in m.drift if d.fact == "name"}
+    assert {("date", "name", "xdate"), ("dec", "name", "decl")} <= facts
+    gone = {d.column for d in m.drift if d.fact == "column" and d.service == "absent"}
+    assert gone == set(psc.names) - {"cntr", "dec", "date", "ra"}
 
 
 # -- against DaCHS (slow: the service is loaded once per session, ~25 s) ---------------------------

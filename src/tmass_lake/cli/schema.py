@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tmass_lake.errors import UnknownTableError, UserError
-from tmass_lake.readers.tap import TapClient, is_tap, service_url
+from tmass_lake.readers.tap import TapClient, input_table, is_tap, service_url
 from tmass_lake.readers.tap_schema import merge_schema, write_schema
 from tmass_lake.schema import load_schema
 
@@ -22,8 +22,11 @@ def cmd_pull(ns: argparse.Namespace) -> int:
     except UnknownTableError:
         ours = None
     name = ours.table if ours else Path(ns.table).stem
+    named = input_table(ns.tap)
+    if named and ns.tap_table and named != ns.tap_table:
+        raise UserError(f"--tap-table {ns.tap_table} but --tap {ns.tap} names table {named}")
     client = TapClient(ns.tap)
-    table = client.resolve_table(name)
+    table = client.resolve_table(ns.tap_table or named or name)
     merged = merge_schema(client.columns(table), ours, table=name, service=service_url(ns.tap),
                           date=datetime.now(UTC).date().isoformat())
     if ours is not None:
@@ -43,11 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ssub = s.add_subparsers(dest="schema_command", required=True, metavar="ACTION")
     p = ssub.add_parser("pull", help="a table's columns from a TAP service's TAP_SCHEMA, merged with ours",
                         description="Read TAP_SCHEMA.columns of a table (order, types, units, UCDs, "
-                                    "descriptions, principal/indexed flags), merge it with our schema (each "
-                                    "column says where each fact came from) and print the drift between "
-                                    "them.")
+                                    "descriptions, principal/indexed flags), merge it with our schema (the "
+                                    "service's layout; our names, aliases, types and words where a column "
+                                    "matches by name or alias; each column says where each fact came from) "
+                                    "and print the drift between them.")
     p.add_argument("--tap", required=True, metavar="URL", help="the service (tap+https://HOST/PATH)")
     p.add_argument("--table", required=True, help="IRSA table name (or our schema YAML to compare with)")
+    p.add_argument("--tap-table", metavar="SCHEMA.NAME",
+                   help="the service's full name of the table (default: found by --table's name)")
     p.add_argument("--output", metavar="YAML", help="write the merged schema here (e.g. schemas/NAME.yaml)")
     p.add_argument("--report", metavar="JSON", help="write the drift report here")
     p.set_defaults(func=cmd_pull)

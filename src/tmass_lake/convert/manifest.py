@@ -78,7 +78,8 @@ def format_drift(drift: dict | None) -> str | None:
             + f"{len(drift['matched'])} matched" + (f" ({aliases})" if aliases else "")
             + f"; {len(drift['input_only'])} input-only" + (f": {extra}" if extra else "")
             + f"; {len(absent)} documented but absent" + (f": {', '.join(absent)}" if absent else "")
-            + f"; {len(drift['missing'])} missing in some inputs, null there" + (f": {missing}" if missing else ""))
+            + f"; {len(drift['missing'])} missing in some inputs, null there"
+            + (f": {missing}" if missing else ""))
 
 
 def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, parameters: dict,
@@ -106,8 +107,9 @@ def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, pa
     else:
         keys = ("catalog", "margin", "margin_rows", "margin_arcsec", "indexes")
         entry |= {key: report[key] for key in keys}
-    if report.get("tap"):  # harvested from a TAP service: its queries and TAP_SCHEMA snapshot
-        queries = [q for i in report["inputs"] for q in i.get("queries", [])]
+    if report.get("tap"):  # harvested from a TAP service: every query it ran and TAP_SCHEMA snapshot
+        queries = [*report["tap"].get("planning", []),
+                   *(q for i in report["inputs"] for q in i.get("queries", []))]
         entry["tap"] = report["tap"] | {"queries": queries}
     if derived_from:
         entry["derived_from"] = derived_from
