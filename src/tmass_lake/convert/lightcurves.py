@@ -17,6 +17,11 @@ finished by :meth:`~tmass_lake.lake.lightcurves.LightCurveJob.finish`, the code 
 on-the-fly join (exact links, groups spread beyond the margin restored, statistics, nesting).
 Margin task: the rows of the information table's margin, read back from the written partitions
 that hold them. Every step is recorded in the build's JSON resume plan.
+
+Where the lake's link table has ``ngrp`` (Expl. Suppl. A6.3c: the number of groups each WDB
+extraction is associated with), :func:`check_ngrp` first checks that every detection appears in
+exactly ``ngrp`` groups (a grouped count on the cluster); a difference fails the build naming
+the detection.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
+import dask
+import dask.dataframe as dd
 import hats
 import numpy as np
 import pandas as pd
@@ -195,6 +202,39 @@ def _properties(tables: ProductTables, job: LightCurveJob, main: hats.catalog.Ca
     }
 
 
+NGRP = "ngrp"
+NGRP_EXAMPLES = 5
+
+
+def check_ngrp(link: str, files: list[str], storage_options: dict, member: str) -> dict:
+    """Every detection (``member``: ``cntr``) of a link table in exactly ``ngrp`` groups: its rows there.
+
+    Runs on the current Dask client. Returns ``{"checked": detections with an ngrp, "differences":
+    0}``, or ``{"checked": False}`` when the table has no ``ngrp`` (an input without it); a
+    detection whose groups differ from its ``ngrp`` is a :class:`BuildError` naming it (the first
+    few, and how many).
+    """
+    if not files:
+        return {"checked": False}
+    fs, path = filesystem(files[0], storage_options)
+    if NGRP not in pq.read_schema(path, filesystem=fs).names:
+        return {"checked": False}
+    ddf = dd.read_parquet(list(files), columns=["gcntr", member, NGRP], storage_options=storage_options)
+    agg = ddf.groupby(member).agg(groups=("gcntr", "count"), lo=(NGRP, "min"), hi=(NGRP, "max"),
+                                  split_out=max(1, ddf.npartitions))
+    agg = agg[agg.lo.notnull()]
+    bad = agg[(agg.groups != agg.lo) | (agg.lo != agg.hi)]
+    checked, differences, examples = dask.compute(agg.shape[0], bad.shape[0],
+                                                  bad.head(NGRP_EXAMPLES, npartitions=-1, compute=False))
+    if differences:
+        said = "; ".join(f"{member} {k} is in {int(r.groups)} group(s) but its ngrp is "
+                         + (f"{int(r.lo)}" if r.lo == r.hi else f"{int(r.lo)} to {int(r.hi)}")
+                         for k, r in examples.sort_index().iterrows())
+        more = f" (and {differences - len(examples)} more)" if differences > len(examples) else ""
+        raise BuildError(f"{link}: {said}{more}: links are missing or extra")
+    return {"checked": int(checked), "differences": 0}
+
+
 def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
     """Write the light-curve collection of ``args.info`` (catalog, margin, index); returns its report."""
     started = time.time()
@@ -215,6 +255,7 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
     schema = collection_schema(job, tables, src_cols)
     info_rows = int(main.catalog_info.total_rows)
     link_rows = lake.parquet_dataset(tables.link).count_rows() if job.links.table else None
+    ngrp = check_ngrp(tables.link, list(job.links.files), so, job.links.column) if job.links.table else None
     task = _Task(job, join(info_url, main.catalog_name), join(args.output, args.name), tuple(src_cols),
                  schema, so, args.compression_level)
     fingerprint = {"name": args.name, "info": tables.info, "info_rows": info_rows,
@@ -267,6 +308,7 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
             "link_table": tables.link if job.links.table else None,
             "lines_read": info_rows, "rows_written": rows, "rows_quarantined": 0, "detections": n_det,
             "links": link_rows, "links_missing": None if link_rows is None else link_rows - n_det,
+            "ngrp_check": ngrp,
             "partitions": len(records), "bytes": sum(r["bytes"] for r in records), "catalog": args.name,
             "margin": margin, "margin_rows": margin_rows, "margin_arcsec": arcsec, "indexes": indexes,
             "inputs": [], "stage_seconds": {k: round(v, 3) for k, v in stages.items()},

@@ -223,8 +223,9 @@ def _table(ours: TableSchema | None, table: str, columns: tuple[Column, ...], to
 def schema_document(schema: TableSchema) -> dict:
     """A schema as the YAML document ``schemas/<table>.yaml`` holds."""
     doc = {k: getattr(schema, k) for k in ("table", "title", "product", "kind", "layout_status",
-                                            "layout_note", "rows", "rows_source", "key_column", "ra_column",
-                                            "dec_column", "epoch_column")}
+                                            "layout_note", "rows", "rows_source", "irsa_key", "irsa_columns",
+                                            "data_dictionary", "default_constraint", "documentation",
+                                            "key_column", "ra_column", "dec_column", "epoch_column")}
     doc["sources"] = list(schema.sources)
     doc["links"] = dict(schema.links) or None
     doc["columns"] = [{k: v for k, v in dataclasses.asdict(c).items() if v is not None or k in (
