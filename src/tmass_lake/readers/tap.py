@@ -106,8 +106,8 @@ def input_table(url: str) -> str | None:
     given = parse_qsl(query, keep_blank_values=True)
     unknown = sorted({k for k, _ in given if k != "table"})
     if unknown or len(given) != 1 or not given[0][1]:
-        raise UserError(f"{url}: a TAP input takes one query parameter, table=SCHEMA.NAME "
-                        f"(not {', '.join(unknown) or query!r})")
+        said = ", ".join(unknown) or repr(query)
+        raise UserError(f"{url}: a TAP input takes one query parameter, table=SCHEMA.NAME (not {said})")
     return given[0][1]
 
 
