@@ -22,6 +22,7 @@ from tmass_lake.cli import main
 from tmass_lake.convert import build_table, resolve_parameters, table_arguments
 from tmass_lake.convert.lightcurves import check_ngrp
 from tmass_lake.convert.manifest import format_drift
+from tmass_lake.convert.pipelines import load_pipeline
 from tmass_lake.errors import BuildError, InputError
 from tmass_lake.mock import generate
 from tmass_lake.readers import read_bulk, read_input, unify
@@ -232,6 +233,17 @@ def test_ngrp_check_passes_on_the_mock_and_names_a_removed_link(local_client, tm
         check_ngrp("cf_link", files, {}, "cntr")
     pq.write_table(whole.drop_columns(["ngrp"]), files[0])
     assert check_ngrp("cf_link", files[:1], {}, "cntr") == {"checked": False}
+    pq.write_table(whole.drop_columns(["cntr"]), files[0])
+    with pytest.raises(BuildError, match="cf_link has no column cntr: the light curves need its link keys"):
+        check_ngrp("cf_link", files[:1], {}, "cntr")
+
+
+def test_strict_layout_per_table_in_a_pipeline(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('[pipeline]\nname = "p"\n[[table]]\nname = "fp_psc"\ninput = "q/*.tbl"\n'
+                    'strict_layout = true\n[[table]]\nname = "fp_xsc"\ninput = "x/*.tbl"\n')
+    specs = {t.name: t for t in load_pipeline(path).tables}
+    assert specs["fp_psc"].params.strict_layout and not specs["fp_xsc"].params.strict_layout
 
 
 def test_mock_link_rows_carry_ngrp(tmp_path):

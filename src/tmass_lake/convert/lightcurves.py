@@ -212,12 +212,15 @@ def check_ngrp(link: str, files: list[str], storage_options: dict, member: str) 
     Runs on the current Dask client. Returns ``{"checked": detections with an ngrp, "differences":
     0}``, or ``{"checked": False}`` when the table has no ``ngrp`` (an input without it); a
     detection whose groups differ from its ``ngrp`` is a :class:`BuildError` naming it (the first
-    few, and how many).
+    few, and how many), and so is a link table without its keys (``gcntr``, ``member``).
     """
     if not files:
         return {"checked": False}
     fs, path = filesystem(files[0], storage_options)
-    if NGRP not in pq.read_schema(path, filesystem=fs).names:
+    names = pq.read_schema(path, filesystem=fs).names
+    if lost := [c for c in ("gcntr", member) if c not in names]:
+        raise BuildError(f"{link} has no column {', '.join(lost)}: the light curves need its link keys")
+    if NGRP not in names:
         return {"checked": False}
     ddf = dd.read_parquet(list(files), columns=["gcntr", member, NGRP], storage_options=storage_options)
     agg = ddf.groupby(member).agg(groups=("gcntr", "count"), lo=(NGRP, "min"), hi=(NGRP, "max"),
