@@ -111,7 +111,7 @@ def required_columns(schema: TableSchema) -> list[str]:
     return [c for c in (schema.ra_column, schema.dec_column) if c] if schema.positional else []
 
 
-def said(schema: TableSchema, names: Sequence[str]) -> str:
+def named_columns(schema: TableSchema, names: Sequence[str]) -> str:
     """Columns as an error names them, each with the aliases it is also matched by."""
     def one(n: str) -> str:
         c = schema.column(n)
@@ -121,7 +121,7 @@ def said(schema: TableSchema, names: Sequence[str]) -> str:
 
 def match_columns(path: str, fmt: str, columns: Sequence[InputColumn],
                   schema: TableSchema | None, source: str | None = None) -> FileLayout:
-    """Match an input's columns to ``schema`` by name, then by alias; refuse one without a required one."""
+    """Match an input's columns to ``schema`` by name, then by alias; refuse one lacking a required column."""
     names = [c.name for c in columns]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -142,7 +142,7 @@ def match_columns(path: str, fmt: str, columns: Sequence[InputColumn],
     missing = tuple(c.name for c in schema.columns if c.name not in matched) if schema else ()
     needed = [n for n in required_columns(schema) if n in missing] if schema else []
     if needed:
-        raise InputError(path, f"has no column {said(schema, needed)}: {schema.table} needs "
+        raise InputError(path, f"has no column {named_columns(schema, needed)}: {schema.table} needs "
                                f"{'it' if len(needed) == 1 else 'them'} (the positions of its rows)")
     return FileLayout(fmt, tuple(names), matched, extra, missing, source or f"{fmt} header")
 
