@@ -153,6 +153,12 @@ def test_only_what_the_build_needs_is_required(tmp_path):
     assert block.table.column_names == ["gcntr", "cntr"] and block.layout.missing == ("ngrp",)
 
 
+def test_bulk_files_take_the_schemas_layout_and_say_so():
+    schema, drift = unify(PSC, [("psc_aaa.gz", None), ("psc_aab.gz", None)])
+    assert schema is PSC and drift["absent"] == [] and drift["matched"] == PSC.names
+    assert format_drift(drift) == f"layout from schema file {PSC.path} (bulk files, by position)"
+
+
 def test_files_of_one_table_with_different_projections_unify(tmp_path):
     """A documented column only some files have is nullable, null in the others' rows; one no file
     has is absent."""

@@ -63,17 +63,20 @@ def schema_entry(schema: TableSchema, input_only: list[dict] | None = None,
 
 
 def format_drift(drift: dict | None) -> str | None:
-    """How a table's input columns met its schema, if they had headers (else ``None``): where the
-    layout came from; the columns matched (through which alias), input-only, documented but absent
-    (no input had them), and missing in some inputs (null in their rows)."""
-    if not drift or drift.get("positional") == drift.get("files"):
+    """How a table's input columns met its schema (``None`` for a record without it): where the
+    layout came from (bulk files: only that); the columns matched (through which alias),
+    input-only, documented but absent (no input had them), and missing in some inputs (null in
+    their rows)."""
+    if not drift:
         return None
+    source = "; ".join(drift.get("layout") or [])
+    if drift.get("positional") == drift.get("files"):  # bulk files: the schema's layout, by position
+        return f"layout from {source}" if source else None
     aliases = ", ".join(f"{c} from {given}" for c, given in drift["aliases"].items())
     extra = ", ".join(c["name"] + (f" [{c['unit']}]" if c.get("unit") else "") for c in drift["input_only"])
     absent = drift.get("absent") or []
     missing = ", ".join(f"{c['name']} ({c['files']} file{'s' if c['files'] > 1 else ''})"
                         for c in drift["missing"])
-    source = "; ".join(drift.get("layout") or [])
     return ((f"layout from {source}; " if source else "")
             + f"{len(drift['matched'])} matched" + (f" ({aliases})" if aliases else "")
             + f"; {len(drift['input_only'])} input-only" + (f": {extra}" if extra else "")
