@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -20,10 +21,11 @@ from conftest import as_text, bulk_lines, normalise
 
 from tmass_lake.cli import main
 from tmass_lake.convert import build_table, resolve_parameters, table_arguments
-from tmass_lake.convert.lightcurves import check_ngrp
+from tmass_lake.convert.lightcurves import check_built_columns, check_ngrp
 from tmass_lake.convert.manifest import format_drift
 from tmass_lake.convert.pipelines import load_pipeline
 from tmass_lake.errors import BuildError, InputError
+from tmass_lake.lake.lightcurves import POINT_COLUMNS, product_tables
 from tmass_lake.mock import generate
 from tmass_lake.readers import read_bulk, read_input, unify
 from tmass_lake.schema import load_schema
@@ -242,6 +244,27 @@ def test_ngrp_check_passes_on_the_mock_and_names_a_removed_link(local_client, tm
     pq.write_table(whole.drop_columns(["cntr"]), files[0])
     with pytest.raises(BuildError, match="cf_link has no column cntr: the light curves need its link keys"):
         check_ngrp("cf_link", files[:1], {}, "cntr")
+
+
+def test_light_curves_nest_what_a_projection_has_and_need_only_their_keys():
+    tables = product_tables("calibration", "point")
+
+    def lake(det: list[str], info: list[str]) -> SimpleNamespace:
+        entry = {tables.detections: det, tables.info: info}
+        return SimpleNamespace(url="LAKE", manifest={"tables": {
+            t: {"schema": {"columns": [{"name": c} for c in cols]}} for t, cols in entry.items()}})
+
+    det = [c for c in load_schema("pt_src_c").names if c not in ("err_ang", "bl_flg")]
+    nested, sources = check_built_columns("cf_lightcurves", lake(det, ["gcntr", "ra", "dec"]), tables)
+    assert nested == [c for c in POINT_COLUMNS if c not in ("err_ang", "bl_flg")]
+    assert sources == ["gcntr", "ra", "dec"]  # no napp in this projection
+    for gone, table in (("jdate", "pt_src_c"), ("gcntr", "pt_src_c"), ("cntr", "pt_src_c")):
+        with pytest.raises(BuildError, match=rf"cf_lightcurves: {table} in LAKE has no column {gone}: the light"):
+            check_built_columns("cf_lightcurves", lake([c for c in det if c != gone], ["gcntr"]), tables)
+    with pytest.raises(BuildError, match=r"cf_info in LAKE has no column gcntr"):
+        check_built_columns("cf_lightcurves", lake(det, ["ra", "dec"]), tables)
+    full = SimpleNamespace(url="LAKE", manifest={})
+    assert check_built_columns("cf_lightcurves", full, tables)[0] == POINT_COLUMNS
 
 
 def test_strict_layout_per_table_in_a_pipeline(tmp_path):

@@ -59,8 +59,10 @@ from tmass_lake.convert.writer import (
     write_partition,
 )
 from tmass_lake.errors import BuildError
-from tmass_lake.lake.api import open_lake
+from tmass_lake.lake.api import Lake, open_lake
 from tmass_lake.lake.lightcurves import (
+    EXTENDED_COLUMNS,
+    POINT_COLUMNS,
     STORED_LINKS,
     STORED_THRESHOLDS,
     LightCurveJob,
@@ -238,6 +240,28 @@ def check_ngrp(link: str, files: list[str], storage_options: dict, member: str) 
     return {"checked": int(checked), "differences": 0}
 
 
+def built_columns(lake: Lake, name: str) -> set[str] | None:
+    """The columns a lake's table was built with (its manifest entry: a projection lacks the absent
+    documented ones), or ``None`` when the manifest does not say."""
+    columns = ((lake.manifest.get("tables", {}).get(name) or {}).get("schema") or {}).get("columns")
+    return {c["name"] for c in columns} if columns else None
+
+
+def check_built_columns(name: str, lake: Lake, tables: ProductTables) -> tuple[list[str], list[str]]:
+    """The detection and merged-source columns the light curves nest and keep: the defaults a
+    projection of the tables has. What they cannot do without (the detections' key, ``jdate`` and
+    ``gcntr``; the sources' ``gcntr``) is a :class:`BuildError` naming it."""
+    det, info = built_columns(lake, tables.detections), built_columns(lake, tables.info)
+    needs = {tables.detections: (det, [tables.key, "jdate", "gcntr"]), tables.info: (info, ["gcntr"])}
+    for table, (have, need) in needs.items():
+        if have is not None and (lost := [c for c in need if c not in have]):
+            raise BuildError(f"{name}: {table} in {lake.url} has no column {', '.join(lost)}: the light "
+                             "curves need it")
+    default = POINT_COLUMNS if tables.kind == "point" else EXTENDED_COLUMNS
+    return ([c for c in default if det is None or c in det],
+            [c for c in source_columns_for(tables) if info is None or c in info])
+
+
 def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
     """Write the light-curve collection of ``args.info`` (catalog, margin, index); returns its report."""
     started = time.time()
@@ -247,14 +271,15 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
     missing = [t for t in (tables.info, tables.detections) if t not in lake.tables]
     if missing:
         raise BuildError(f"{args.name} needs {' and '.join(missing)} in {args.lake}")
+    det_cols, src_cols = check_built_columns(args.name, lake, tables)
     det_url = lake.entry(tables.detections).url
     det_margin = hats.read_hats(upath(det_url, so)).default_margin
-    job = light_curve_job(lake, tables, margin_url=join(det_url, det_margin) if det_margin else None)
+    job = light_curve_job(lake, tables, detection_columns=det_cols,
+                          margin_url=join(det_url, det_margin) if det_margin else None)
     info_url = lake.entry(tables.info).url
     info = hats.read_hats(upath(info_url, so))
     main = info.main_catalog
     pixels = list(main.get_healpix_pixels())
-    src_cols = source_columns_for(tables)
     schema = collection_schema(job, tables, src_cols)
     info_rows = int(main.catalog_info.total_rows)
     link_rows = lake.parquet_dataset(tables.link).count_rows() if job.links.table else None
