@@ -227,7 +227,9 @@ def test_ngrp_check_passes_on_the_mock_and_names_a_removed_link(local_client, tm
         pq.write_table(table, files[-1])
     whole = pa.concat_tables(pq.read_table(f) for f in files)
     assert whole.column("ngrp").null_count == 0 and pa.compute.max(whole.column("ngrp")).as_py() >= 2
-    result = check_ngrp("cf_link", files, {}, "cntr")
+    quarantine = str(tmp_path / "quarantine.parquet")  # a lake lists its quarantine among its files
+    pq.write_table(pa.table({"file": ["x"], "line": [1], "reason": ["r"], "text": ["t"]}), quarantine)
+    result = check_ngrp("cf_link", [*files, quarantine], {}, "cntr")
     assert result == {"checked": len(set(whole.column("cntr").to_pylist())), "differences": 0}
 
     first = pq.read_table(files[0])

@@ -216,14 +216,18 @@ def check_ngrp(link: str, files: list[str], storage_options: dict, member: str) 
     detection whose groups differ from its ``ngrp`` is a :class:`BuildError` naming it (the first
     few, and how many), and so is a link table without its keys (``gcntr``, ``member``).
     """
-    if not files:
+    fs, _ = filesystem(files[0], storage_options) if files else (None, None)
+    data = {f: m.schema.to_arrow_schema().names for f in files
+            if (m := pq.read_metadata(filesystem(f, storage_options)[1], filesystem=fs)).num_rows}
+    if not data:
         return {"checked": False}
-    fs, path = filesystem(files[0], storage_options)
-    names = pq.read_schema(path, filesystem=fs).names
-    if lost := [c for c in ("gcntr", member) if c not in names]:
+    keyed = [f for f, names in data.items() if {"gcntr", member} <= set(names)]  # not the quarantine's
+    if not keyed:
+        lost = [c for c in ("gcntr", member) if c not in next(iter(data.values()))]
         raise BuildError(f"{link} has no column {', '.join(lost)}: the light curves need its link keys")
-    if NGRP not in names:
+    if any(NGRP not in data[f] for f in keyed):
         return {"checked": False}
+    files = keyed
     ddf = dd.read_parquet(list(files), columns=["gcntr", member, NGRP], storage_options=storage_options)
     agg = ddf.groupby(member).agg(groups=("gcntr", "count"), lo=(NGRP, "min"), hi=(NGRP, "max"),
                                   split_out=max(1, ddf.npartitions))
