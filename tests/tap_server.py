@@ -45,7 +45,20 @@ EXTRA_COLUMNS = [  # IRSA's tables carry computed columns of their own (unit vec
      "description": "unit vector y (service computed column)", "principal": False},
     {"name": "z", "type": "double precision", "unit": None, "ucd": "pos.cartesian.z",
      "description": "unit vector z (service computed column)", "principal": False},
+    {"name": "ra_hours", "type": "double precision", "unit": "h", "ucd": "pos.eq.ra",
+     "description": "right ascension in hours (service computed column)", "principal": False},
 ]
+GATOR_NAMES = ("xdate", "decl")
+"""Aliases of ours the service uses as its column names (as IRSA's Gator does)."""
+SERVED_AS_TEXT = {"xdate"}
+"""Served as text where we document a date (Gator's xdate)."""
+NOT_SERVED = {  # documented (inferred) columns the service does not have; none the light curves use
+    "pt_src_c": ("j_psfchi", "h_psfchi", "k_psfchi", "j_m_stdap", "j_msig_stdap", "h_m_stdap", "h_msig_stdap",
+                 "k_m_stdap", "k_msig_stdap", "dist_edge_flg", "x_scan"),
+    "cf_info": ("spos", "sig_dec"),
+}
+REFUSED = {"pt_src_c_nora": ("pt_src_c", "ra"), "pt_src_c_nokey": ("pt_src_c", "cntr")}
+"""Served copies of a table (some of its rows) lacking a column a harvest needs."""
 _SQL_TYPES = {"float32": "real", "float64": "double precision", "int8": "smallint", "int16": "smallint",
               "int32": "integer", "int64": "bigint", "string": "text", "date32": "date", "bool": "boolean"}
 
@@ -66,20 +79,42 @@ class ServedTable:
     name: str
     key: str | None
     columns: tuple[dict, ...]
+    """Declared columns: ``name`` (the service's), ``source`` (our column it holds; None: computed)."""
     files: tuple[Path, ...]
     loaded: tuple[str, ...]
-    """The columns the files hold, in order (the others are computed by the service)."""
+    """The columns the files hold, in order (our names: the bulk files are in our layout)."""
+    copy_of: str | None = None
+    """A served copy of another table (some of its rows), not loaded from files."""
 
     @property
     def qualified(self) -> str:
         return f"{RESOURCE}.{self.name}"
 
+    @property
+    def served(self) -> dict[str, str]:
+        """Our column -> the service's name for it."""
+        return {c["source"]: c["name"] for c in self.columns if c.get("source")}
 
-def served_columns(schema: TableSchema, extra: bool = True) -> list[dict]:
-    """What the service declares: our columns (service-worded descriptions), then computed ones."""
-    cols = [{"name": c.name, "type": _SQL_TYPES[c.arrow], "unit": c.unit, "ucd": c.ucd,
-             "description": c.description + SERVED_DESCRIPTION, "principal": i < 10,
-             "required": not c.nullable} for i, c in enumerate(schema.columns)]
+    @property
+    def absent(self) -> list[str]:
+        """Our documented columns the service does not serve, in our order."""
+        return [n for n in self.loaded if n not in self.served]
+
+
+def served_columns(schema: TableSchema, extra: bool = True, lacking: tuple[str, ...] = ()) -> list[dict]:
+    """What the service declares, in IRSA's shape: the key first, then our other columns in reverse
+    order (bar those it does not serve), Gator's names, service-worded descriptions, then computed ones."""
+    gone = set(NOT_SERVED.get(schema.table, ())) | set(lacking)
+    ours = [c for c in schema.columns if c.name not in gone]
+    key = [c for c in ours if c.name == schema.key_column]
+    ours = key + [c for c in ours if c.name != schema.key_column][::-1]
+    cols = []
+    for i, c in enumerate(ours):
+        name = next((a for a in c.aliases if a in GATOR_NAMES), c.name)
+        sql = "text" if name in SERVED_AS_TEXT else _SQL_TYPES[c.arrow]
+        cols.append({"name": name, "source": c.name, "type": sql, "unit": c.unit, "ucd": c.ucd,
+                     "description": c.description + SERVED_DESCRIPTION,
+                     "principal": i < 10, "required": not c.nullable})
     return cols + ([dict(c, required=False) for c in EXTRA_COLUMNS] if extra and schema.positional else [])
 
 
@@ -89,8 +124,16 @@ def served_table(schema: TableSchema, files: list[Path], key: str | None = None)
                        tuple(files), tuple(schema.names))
 
 
+def refused_table(name: str) -> ServedTable:
+    """A served copy of a table lacking a column (:data:`REFUSED`)."""
+    of, lacking = REFUSED[name]
+    schema = load_schema(of)
+    return ServedTable(name, None, tuple(served_columns(schema, lacking=(lacking,))), (), tuple(schema.names),
+                       copy_of=of)
+
+
 _COMPUTED = {"x": "cos(radians({dec})) * cos(radians({ra}))", "y": "cos(radians({dec})) * sin(radians({ra}))",
-             "z": "sin(radians({dec}))"}
+             "z": "sin(radians({dec}))", "ra_hours": "{ra} / 15.0"}
 
 
 def _column_xml(c: dict) -> str:
@@ -190,17 +233,34 @@ class DachsServer:
         columns are then filled in SQL, and the table analysed.
         """
         self.dachs("imp", "q", cwd=root)
+        by_name = {t.name: t for t in tables}
         for t in tables:
-            names = ", ".join(t.loaded)
+            if t.copy_of:
+                continue
+            stage = f"{RESOURCE}.stage_{t.name}"  # the bulk files' layout (ours), then the service's
+            schema = load_schema(t.name)
+            self.sql(f"DROP TABLE IF EXISTS {stage}; CREATE TABLE {stage} ("
+                     + ", ".join(f'"{c.name}" {_SQL_TYPES[c.arrow]}' for c in schema.columns) + ")")
+            names = ", ".join(f'"{n}"' for n in t.loaded)
             for f in t.files:
                 with subprocess.Popen(["zcat", "-f", str(f)], stdout=subprocess.PIPE) as cat:
-                    self.sql(f"COPY {t.qualified} ({names}) FROM STDIN WITH (FORMAT text, DELIMITER '|')",
+                    self.sql(f"COPY {stage} ({names}) FROM STDIN WITH (FORMAT text, DELIMITER '|')",
                              stdin=cat.stdout)
+            served = t.served
+            ours = ", ".join(f'"{n}"' for n in served)
+            self.sql(f"INSERT INTO {t.qualified} ({', '.join(served.values())}) SELECT {ours} FROM {stage}; "
+                     f"DROP TABLE {stage}")
             computed = [c["name"] for c in t.columns if c["name"] in _COMPUTED]
             if computed:
-                sets = ", ".join(f"{n} = {_COMPUTED[n].format(ra=ra, dec=dec)}" for n in computed)
+                sets = ", ".join(f"{n} = {_COMPUTED[n].format(ra=served[ra], dec=served[dec])}"
+                                 for n in computed)
                 self.sql(f"UPDATE {t.qualified} SET {sets}")
             self.sql(f"ANALYZE {t.qualified}")
+        for t in tables:
+            if t.copy_of:
+                names = ", ".join(c["name"] for c in t.columns)
+                self.sql(f"INSERT INTO {t.qualified} ({names}) SELECT {names} "
+                         f"FROM {by_name[t.copy_of].qualified} LIMIT 200")
 
     def sql(self, statement: str, stdin=None, tuples: bool = False) -> str:  # noqa: ANN001 - a pipe or None
         """Run one statement in DaCHS's database as the local PostgreSQL superuser."""
@@ -304,6 +364,7 @@ def tap_service(tmp_path_factory) -> Iterator[TapService]:
              progress=False)
     tables = {name: served_table(load_schema(name), sorted((base / "mock" / "irsa" / name).glob("*.gz")))
               for name in TABLES}
+    tables |= {name: refused_table(name) for name in REFUSED}
     with postgres_running():
         yield from _serve(base, tables)
 

@@ -93,7 +93,7 @@ def test_parquet_table_is_dask(lake, env):
     links = lake["cf_link"]
     manifest = json.loads((env.lake / "manifest.json").read_text())
     assert len(links) == manifest["tables"]["cf_link"]["rows"]
-    assert list(links.columns) == ["gcntr", "cntr"]
+    assert list(links.columns) == ["gcntr", "cntr", "ngrp"]
     table = lake.parquet_dataset("cf_link").to_table()
     assert table.num_rows == manifest["tables"]["cf_link"]["rows"]
     with pytest.raises(TypeError):

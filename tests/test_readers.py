@@ -75,30 +75,29 @@ def gator_ipac(tmp_path) -> tuple[Path, list[str], list[str]]:
     return path, names, values
 
 
-def test_gator_subset_without_non_null_columns_is_refused(tmp_path):
-    """A query's column subset lacks pts_key and others fp_psc documents as never null."""
+def test_gator_subset_without_positions_is_refused(tmp_path):
+    """A projection is read as it is; only the positions of a positional table are required."""
     path, _, _ = gator_ipac(tmp_path)
-    with pytest.raises(InputError, match=r"gator.tbl: has no column prox, pxcntr, pts_key, .*never null"):
+    table = Table.read(path, format="ascii.ipac")
+    table.remove_column("dec")
+    table.write(path, format="ascii.ipac", overwrite=True)
+    with pytest.raises(InputError, match=r"gator.tbl: has no column dec \(or decl\): fp_psc needs it"):
         list(read_ipac(str(path), load_schema("fp_psc")))
 
 
 def test_gator_ipac_table_maps_onto_the_schema(tmp_path):
-    """The Gator fp_psc row reads exactly: ``xdate`` is the documented ``date``, Gator's own columns
-    are kept with their IPAC types and units, documented columns it lacks are null."""
+    """The Gator fp_psc row reads exactly with the shipped schema: ``xdate`` is the documented
+    ``date``, Gator's own columns are kept with their IPAC types and units, documented columns it
+    lacks are absent (a projection), not null."""
     path, names, values = gator_ipac(tmp_path)
-    import yaml
-
-    doc = yaml.safe_load(Path(load_schema("fp_psc").path).read_text())
-    for c in doc["columns"]:  # a user's schema for such queries: what they may leave out is nullable
-        c["nullable"] = c["nullable"] or c["name"] not in names
-    (tmp_path / "fp_psc.yaml").write_text(yaml.safe_dump(doc))
-    schema = load_schema(str(tmp_path / "fp_psc.yaml"))
+    schema = load_schema("fp_psc")
     known = schema.lookup()
     blocks = list(read_input(str(path), schema))
     table = pa.concat_tables([b.table for b in blocks])
     assert [b for blk in blocks for b in blk.bad] == []
     assert table.num_rows == 1
-    assert table.column_names[:len(schema.columns)] == schema.names
+    documented = [c.name for c in schema.columns if any(known.get(n) is c for n in names)]
+    assert table.column_names[:len(documented)] == documented  # in schema order
     for n, v in zip(names, values, strict=True):
         c = known.get(n)
         got = table.column(c.name if c else n)[0].as_py()
@@ -116,9 +115,11 @@ def test_gator_ipac_table_maps_onto_the_schema(tmp_path):
     assert table.schema.field("dist").metadata[b"unit"] == b"arcsec"
     assert table.schema.field("angle").metadata[b"unit"] == b"deg"
     assert table.schema.field("dist").metadata[b"provenance"] == b"input header"
-    assert table.column("pts_key").null_count == 1  # documented, not in the query: null
+    assert "pts_key" not in table.column_names  # documented, not in the query: absent
     layout = blocks[0].layout
     assert layout.matched["date"] == "xdate" and "pts_key" in layout.missing
+    assert set(layout.missing) == set(schema.names) - set(documented)
+    assert layout.source == "ipac header"
     assert [c.name for c in layout.extra] == ["clon", "clat", "j_h", "h_k", "j_k", "id", "dist", "angle"]
 
 

@@ -199,25 +199,35 @@ def test_headed_inputs_build_exactly_with_their_drift_reported(local_client, sou
     assert [(c["name"], c["unit"], c["files"]) for c in drift["input_only"]] == [
         ("dist", "arcsec", 3), ("angle", "deg", 1), ("src_note", None, 1), ("note", None, 1)]
     assert drift["missing"] == [{"name": n, "files": 1} for n in ("j_psfchi", "h_psfchi", "k_psfchi")]
+    assert drift["absent"] == [] and drift["layout"] == ["csv header", "ipac header", "votable header"]
     assert {c["name"]: c["unit"] for c in entry["schema"]["columns"]}["dist"] == "arcsec"
     assert sorted(i["format"] for i in entry["inputs"]) == ["csv", "ipac", "votable", "votable"]
 
     assert main(["info", str(lake)]) == 0
     info = capsys.readouterr().out
     assert "62 matched (dec from decl, date from xdate)" in info
-    assert "4 input-only: dist [arcsec], angle [deg], src_note, note" in info
-    assert "3 missing, null: j_psfchi (1 file), h_psfchi (1 file), k_psfchi (1 file)" in info
+    assert "4 input-only: dist [arcsec], angle [deg], src_note, note; 0 documented but absent" in info
+    assert ("3 missing in some inputs, null there: j_psfchi (1 file), h_psfchi (1 file), k_psfchi (1 file)"
+            in info)
+    assert "layout from csv header; ipac header; votable header; 62 matched" in info
     assert all(not c.problems for c in verify_lake(str(lake))), [c.problems for c in verify_lake(str(lake))]
 
 
-def test_missing_non_null_column_is_an_error_naming_file_and_column(local_client, rows, tmp_path):
+def test_missing_required_column_is_an_error_naming_file_and_column(local_client, rows, tmp_path):
+    """Only what the build needs is required: the positions; the key only where an index uses it."""
     table, _ = rows
+    part = astropy_table(table.slice(0, 50))
+    part.remove_column("ra")
+    path = tmp_path / "no_ra.tbl"
+    part.write(path, format="ascii.ipac")
+    with pytest.raises(InputError, match=r"no_ra.tbl: has no column ra: pt_src_6x2 needs it"):
+        build(local_client, [path], tmp_path / "out")
     part = astropy_table(table.slice(0, 50))
     part.remove_column("cntr")
     path = tmp_path / "no_key.tbl"
     part.write(path, format="ascii.ipac")
-    with pytest.raises(InputError, match=r"no_key.tbl: has no column cntr: pt_src_6x2 documents it as never"):
-        build(local_client, [path], tmp_path / "out")
+    report = build(local_client, [path], tmp_path / "projection")  # a projection without the key builds
+    assert report["rows_written"] == 50 and "cntr" in report["columns"]["absent"]
 
 
 def test_files_that_cannot_be_unified_are_named(local_client, rows, tmp_path):

@@ -93,6 +93,7 @@ def test_schema_carries_irsas_table_facts(table):
     assert s.rows == int(r["rows"]) and "irsa_gator_catalogs.csv" in s.rows_source
     assert s.irsa_key == r["key"] and s.irsa_columns == int(r["cols"])
     assert s.default_constraint == (r["where1"] or None)
+    assert s.data_dictionary == r["ddname"].split(":", 1)[1]
     link = r["ddlink"] or None
     if link and link.startswith("/"):
         link = "https://irsa.ipac.caltech.edu" + link
@@ -105,11 +106,37 @@ def test_schema_carries_irsas_table_facts(table):
         assert f"more than the {s.irsa_columns} of IRSA's database" in s.layout_note
 
 
-@pytest.mark.parametrize("table,cols", [("cf_info", 56), ("wsdb_link", 3), ("deepcal_src", 20),
+@pytest.mark.parametrize("table,cols", [("cf_info", 56), ("deepcal_src", 20),
                                         ("pscan_dat", 405)])
 def test_layouts_irsa_shows_incomplete_say_so(table, cols):
     s = load_schema(table)
     assert s.layout_status == "incomplete" and s.irsa_columns == cols
+
+
+LINK_TABLES = sorted(t for t in IRSA_TABLES if t.endswith("_link"))
+
+
+@pytest.mark.parametrize("table", LINK_TABLES)
+def test_link_tables_have_irsas_three_columns_with_ngrp(table):
+    """Expl. Suppl. A6.3c: gcntr, the WDB extraction's key and ngrp; one format (link_dd) for all."""
+    s = load_schema(table)
+    assert s.names == ["gcntr", "cntr", "ngrp"] and len(s.names) == s.irsa_columns
+    ngrp = s.column("ngrp")
+    assert ngrp.provenance == "documented" and "seca6_3c" in ngrp.source and ngrp.nullable
+    assert s.data_dictionary == "link_dd" and s.layout_status == "partial"
+
+
+def test_shared_data_dictionaries_and_documented_layout_facts():
+    for family, dd in (("info", "info_dd"), ("einfo", "einfo_dd")):
+        extended = family == "einfo"
+        tables = [t for t in IRSA_TABLES if t.endswith("_info") and t.startswith("e") == extended]
+        assert {load_schema(t).data_dictionary for t in tables} == {dd}, family
+    assert {load_schema(t).data_dictionary for t in ("pt_src_c", "pt_src_sc")} == {"pt_src_c_dd"}
+    deep = load_schema("deepcal_src")
+    assert deep.names[:3] == ["id", "ra", "dec"] and deep.names[-1] == "cc_flg"
+    assert deep.column("id").type == "%6d" and deep.column("cc_flg").provenance == "documented"
+    for t in ("pt_src_rej", "ext_src_rej", "pt_src_6x2", "ext_src_6x2", "pt_src_c", "ext_src_c"):
+        assert "designation" not in load_schema(t).names, t  # seca1_5: the WDBs carry none
 
 
 def test_irsa_default_constraints_are_filters():

@@ -11,6 +11,8 @@ where IRSA's own column count shows columns are missing, or ``inferred from FILE
 ``tmass-lake inspect`` proposed) and ``layout_note``; from IRSA's Gator catalog table
 (``irsa_gator_catalogs.csv``): ``rows``/``rows_source``, ``irsa_key``, ``irsa_columns`` (its
 database column count, IRSA's computed columns included: an upper bound on a file's),
+``data_dictionary`` (IRSA's name for the table's column dictionary: tables sharing one share a
+format, e.g. every link table's ``link_dd``),
 ``default_constraint`` (what Gator applies unless told otherwise) and ``documentation``.
 A user can point any reader at their own file to drop in a real layout.
 """
@@ -140,6 +142,8 @@ class TableSchema:
     irsa_columns: int | None = None
     default_constraint: str | None = None
     documentation: str | None = None
+    data_dictionary: str | None = None
+    """IRSA's data dictionary of the table (``info_dd``: shared by a family's merged information tables)."""
 
     @property
     def names(self) -> list[str]:
@@ -298,6 +302,7 @@ def _parse(doc: dict, path: str | None) -> TableSchema:
         sources=tuple(doc.get("sources") or ()), links=dict(doc.get("links") or {}), path=path,
         irsa_key=doc.get("irsa_key"), irsa_columns=doc.get("irsa_columns"),
         default_constraint=doc.get("default_constraint"), documentation=doc.get("documentation"),
+        data_dictionary=doc.get("data_dictionary"),
     )
 
 

@@ -34,7 +34,7 @@ def _headed(path: str, description: str, schema, so: dict) -> str:
     return (f"{head}\n    {len(layout.matched)} of {len(schema.columns)} {schema.table} columns matched"
             + (f" ({', '.join(aliased)})" if aliased else "")
             + f"\n    input-only: {', '.join(extra) or '-'}"
-            + f"\n    missing (null): {', '.join(layout.missing) or '-'}")
+            + f"\n    documented but absent: {', '.join(layout.missing) or '-'}")
 
 
 def cmd_inspect(ns: argparse.Namespace) -> int:

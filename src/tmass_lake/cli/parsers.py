@@ -105,6 +105,8 @@ PARAMETER_FLAGS = {  # flag -> (BuildParameters field, type, metavar, help)
     "--where": ("where", str, "ADQL", "TAP input: ADQL condition the harvested rows meet"),
     "--tap-key": ("tap_key", str, "COLUMN",
                   "TAP input: integer column to split the harvest on (default: the key)"),
+    "--tap-table": ("tap_table", str, "SCHEMA.NAME",
+                    "TAP input: the service's full table name (default: found by the table's name)"),
     "--tap-chunk-rows": ("tap_chunk_rows", int, "ROWS",
                          "TAP input: rows per chunk query (default 1,000,000)"),
     "--tap-concurrency": ("tap_concurrency", int, "N",
@@ -126,6 +128,9 @@ def add_build_parameters(p: argparse.ArgumentParser) -> None:
     g.add_argument("--allow-duplicate-content", dest="param_allow_duplicate_content",
                    action="store_const", const=True, default=None,
                    help="build inputs even when two have the same bytes")
+    g.add_argument("--strict-layout", dest="param_strict_layout", action="store_const", const=True,
+                   default=None, help="inputs with a header must have exactly the schema's columns "
+                                      "(default: their own layout, drift reported)")
 
 
 # --- the subcommands --------------------------------------------------------------------------
@@ -232,11 +237,14 @@ def register_schema(sub: argparse._SubParsersAction) -> None:
     p = add_command(ssub, "pull", "tmass_lake.cli.schema:cmd_pull",
                     "a table's columns from a TAP service's TAP_SCHEMA, merged with ours",
                     "Read TAP_SCHEMA.columns of a table (order, types, units, UCDs, descriptions, "
-                    "principal/indexed flags), merge it with our schema (each column says where each "
-                    "fact came from) and print the drift between them.")
+                    "principal/indexed flags), merge it with our schema (the service's layout; our "
+                    "names, aliases, types and words where a column matches by name or alias; each "
+                    "column says where each fact came from) and print the drift between them.")
     p.add_argument("--tap", required=True, metavar="URL", help="the service (tap+https://HOST/PATH)")
     p.add_argument("--table", required=True, metavar="NAME",
                    help="IRSA table name (or our schema YAML to compare with)")
+    p.add_argument("--tap-table", metavar="SCHEMA.NAME",
+                   help="the service's full name of the table (default: found by --table's name)")
     p.add_argument("--output", metavar="YAML", help="write the merged schema here (e.g. schemas/NAME.yaml)")
     p.add_argument("--report", metavar="JSON", help="write the drift report here")
 

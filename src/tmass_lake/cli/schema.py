@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tmass_lake.errors import UnknownTableError, UserError
-from tmass_lake.readers.tap import TapClient, is_tap, service_url
+from tmass_lake.readers.tap import TapClient, input_table, is_tap, service_url
 from tmass_lake.readers.tap_schema import merge_schema, write_schema
 from tmass_lake.schema import load_schema
 
@@ -22,8 +22,11 @@ def cmd_pull(ns: argparse.Namespace) -> int:
     except UnknownTableError:
         ours = None
     name = ours.table if ours else Path(ns.table).stem
+    named = input_table(ns.tap)
+    if named and ns.tap_table and named != ns.tap_table:
+        raise UserError(f"--tap-table {ns.tap_table} but --tap {ns.tap} names table {named}")
     client = TapClient(ns.tap)
-    table = client.resolve_table(name)
+    table = client.resolve_table(ns.tap_table or named or name)
     merged = merge_schema(client.columns(table), ours, table=name, service=service_url(ns.tap),
                           date=datetime.now(UTC).date().isoformat())
     if ours is not None:

@@ -49,7 +49,7 @@ def build_collection(args: TableArguments, plan: ResumePlan, client: Client) -> 
     clock = time.time()
     results = map_inputs(args, plan, client)
     stages["map"], clock = time.time() - clock, time.time()
-    schema, drift = unified_schema(args.schema, results)
+    schema, drift = unified_schema(args, results)
     args = replace(args, schema=schema)  # reduce brings every run to it
 
     params = args.params

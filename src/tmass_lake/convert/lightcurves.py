@@ -17,6 +17,11 @@ finished by :meth:`~tmass_lake.lake.lightcurves.LightCurveJob.finish`, the code 
 on-the-fly join (exact links, groups spread beyond the margin restored, statistics, nesting).
 Margin task: the rows of the information table's margin, read back from the written partitions
 that hold them. Every step is recorded in the build's JSON resume plan.
+
+Where the lake's link table has ``ngrp`` (Expl. Suppl. A6.3c: the number of groups each WDB
+extraction is associated with), :func:`check_ngrp` first checks that every detection appears in
+exactly ``ngrp`` groups (a grouped count on the cluster); a difference fails the build naming
+the detection.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
+import dask
+import dask.dataframe as dd
 import hats
 import numpy as np
 import pandas as pd
@@ -52,8 +59,10 @@ from tmass_lake.convert.writer import (
     write_partition,
 )
 from tmass_lake.errors import BuildError
-from tmass_lake.lake.api import open_lake
+from tmass_lake.lake.api import Lake, open_lake
 from tmass_lake.lake.lightcurves import (
+    EXTENDED_COLUMNS,
+    POINT_COLUMNS,
     STORED_LINKS,
     STORED_THRESHOLDS,
     LightCurveJob,
@@ -195,6 +204,68 @@ def _properties(tables: ProductTables, job: LightCurveJob, main: hats.catalog.Ca
     }
 
 
+NGRP = "ngrp"
+NGRP_EXAMPLES = 5
+
+
+def check_ngrp(link: str, files: list[str], storage_options: dict, member: str) -> dict:
+    """Every detection (``member``: ``cntr``) of a link table in exactly ``ngrp`` groups: its rows there.
+
+    Runs on the current Dask client. Returns ``{"checked": detections with an ngrp, "differences":
+    0}``, or ``{"checked": False}`` when the table has no ``ngrp`` (an input without it); a
+    detection whose groups differ from its ``ngrp`` is a :class:`BuildError` naming it (the first
+    few, and how many), and so is a link table without its keys (``gcntr``, ``member``).
+    """
+    fs, _ = filesystem(files[0], storage_options) if files else (None, None)
+    data = {f: m.schema.to_arrow_schema().names for f in files
+            if (m := pq.read_metadata(filesystem(f, storage_options)[1], filesystem=fs)).num_rows}
+    if not data:
+        return {"checked": False}
+    keyed = [f for f, names in data.items() if {"gcntr", member} <= set(names)]  # not the quarantine's
+    if not keyed:
+        lost = [c for c in ("gcntr", member) if c not in next(iter(data.values()))]
+        raise BuildError(f"{link} has no column {', '.join(lost)}: the light curves need its link keys")
+    if any(NGRP not in data[f] for f in keyed):
+        return {"checked": False}
+    files = keyed
+    ddf = dd.read_parquet(list(files), columns=["gcntr", member, NGRP], storage_options=storage_options)
+    agg = ddf.groupby(member).agg(groups=("gcntr", "count"), lo=(NGRP, "min"), hi=(NGRP, "max"),
+                                  split_out=max(1, ddf.npartitions))
+    agg = agg[agg.lo.notnull()]
+    bad = agg[(agg.groups != agg.lo) | (agg.lo != agg.hi)]
+    checked, differences, examples = dask.compute(agg.shape[0], bad.shape[0],
+                                                  bad.head(NGRP_EXAMPLES, npartitions=-1, compute=False))
+    if differences:
+        said = "; ".join(f"{member} {k} is in {int(r.groups)} group(s) but its ngrp is "
+                         + (f"{int(r.lo)}" if r.lo == r.hi else f"{int(r.lo)} to {int(r.hi)}")
+                         for k, r in examples.sort_index().iterrows())
+        more = f" (and {differences - len(examples)} more)" if differences > len(examples) else ""
+        raise BuildError(f"{link}: {said}{more}: links are missing or extra")
+    return {"checked": int(checked), "differences": 0}
+
+
+def built_columns(lake: Lake, name: str) -> set[str] | None:
+    """The columns a lake's table was built with (its manifest entry: a projection lacks the absent
+    documented ones), or ``None`` when the manifest does not say."""
+    columns = ((lake.manifest.get("tables", {}).get(name) or {}).get("schema") or {}).get("columns")
+    return {c["name"] for c in columns} if columns else None
+
+
+def check_built_columns(name: str, lake: Lake, tables: ProductTables) -> tuple[list[str], list[str]]:
+    """The detection and merged-source columns the light curves nest and keep: the defaults a
+    projection of the tables has. What they cannot do without (the detections' key, ``jdate`` and
+    ``gcntr``; the sources' ``gcntr``) is a :class:`BuildError` naming it."""
+    det, info = built_columns(lake, tables.detections), built_columns(lake, tables.info)
+    needs = {tables.detections: (det, [tables.key, "jdate", "gcntr"]), tables.info: (info, ["gcntr"])}
+    for table, (have, need) in needs.items():
+        if have is not None and (lost := [c for c in need if c not in have]):
+            raise BuildError(f"{name}: {table} in {lake.url} has no column {', '.join(lost)}: the light "
+                             "curves need it")
+    default = POINT_COLUMNS if tables.kind == "point" else EXTENDED_COLUMNS
+    return ([c for c in default if det is None or c in det],
+            [c for c in source_columns_for(tables) if info is None or c in info])
+
+
 def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
     """Write the light-curve collection of ``args.info`` (catalog, margin, index); returns its report."""
     started = time.time()
@@ -204,17 +275,19 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
     missing = [t for t in (tables.info, tables.detections) if t not in lake.tables]
     if missing:
         raise BuildError(f"{args.name} needs {' and '.join(missing)} in {args.lake}")
+    det_cols, src_cols = check_built_columns(args.name, lake, tables)
     det_url = lake.entry(tables.detections).url
     det_margin = hats.read_hats(upath(det_url, so)).default_margin
-    job = light_curve_job(lake, tables, margin_url=join(det_url, det_margin) if det_margin else None)
+    job = light_curve_job(lake, tables, detection_columns=det_cols,
+                          margin_url=join(det_url, det_margin) if det_margin else None)
     info_url = lake.entry(tables.info).url
     info = hats.read_hats(upath(info_url, so))
     main = info.main_catalog
     pixels = list(main.get_healpix_pixels())
-    src_cols = source_columns_for(tables)
     schema = collection_schema(job, tables, src_cols)
     info_rows = int(main.catalog_info.total_rows)
     link_rows = lake.parquet_dataset(tables.link).count_rows() if job.links.table else None
+    ngrp = check_ngrp(tables.link, list(job.links.files), so, job.links.column) if job.links.table else None
     task = _Task(job, join(info_url, main.catalog_name), join(args.output, args.name), tuple(src_cols),
                  schema, so, args.compression_level)
     fingerprint = {"name": args.name, "info": tables.info, "info_rows": info_rows,
@@ -267,6 +340,7 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
             "link_table": tables.link if job.links.table else None,
             "lines_read": info_rows, "rows_written": rows, "rows_quarantined": 0, "detections": n_det,
             "links": link_rows, "links_missing": None if link_rows is None else link_rows - n_det,
+            "ngrp_check": ngrp,
             "partitions": len(records), "bytes": sum(r["bytes"] for r in records), "catalog": args.name,
             "margin": margin, "margin_rows": margin_rows, "margin_arcsec": arcsec, "indexes": indexes,
             "inputs": [], "stage_seconds": {k: round(v, 3) for k, v in stages.items()},

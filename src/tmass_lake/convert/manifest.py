@@ -40,8 +40,11 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def schema_entry(schema: TableSchema, input_only: list[dict] | None = None) -> dict:
-    """The manifest's description of a table schema (and of the columns only its inputs had)."""
+def schema_entry(schema: TableSchema, input_only: list[dict] | None = None,
+                 absent: list[str] | None = None) -> dict:
+    """The manifest's description of a table schema as built: its documented columns but the
+    ``absent`` ones (no input had them), then the columns only its inputs had."""
+    gone = set(absent or ())
     return {
         "name": schema.table, "title": schema.title, "product": schema.product, "kind": schema.kind,
         "layout_status": schema.layout_status, "key_column": schema.key_column,
@@ -49,23 +52,33 @@ def schema_entry(schema: TableSchema, input_only: list[dict] | None = None) -> d
         "irsa_key": schema.irsa_key, "default_constraint": schema.default_constraint,
         "file": Path(schema.path).name if schema.path else None,
         "columns": [{"name": c.name, "type": c.arrow, "unit": c.unit, "nullable": c.nullable}
-                    for c in schema.columns]
+                    for c in schema.columns if c.name not in gone]
                    + [{"name": c["name"], "type": c["arrow"], "unit": c["unit"], "nullable": True,
                        "provenance": INPUT_HEADER} for c in input_only or ()],
     }
 
 
 def format_drift(drift: dict | None) -> str | None:
-    """One line on how a table's input columns met its schema, if they had headers (else ``None``)."""
-    if not drift or drift.get("positional") == drift.get("files"):
+    """How a table's input columns met its schema (``None`` for a record without it): where the
+    layout came from (bulk files: only that); the columns matched (through which alias),
+    input-only, documented but absent (no input had them), and missing in some inputs (null in
+    their rows)."""
+    if not drift:
         return None
+    source = "; ".join(drift.get("layout") or [])
+    if drift.get("positional") == drift.get("files"):  # bulk files: the schema's layout, by position
+        return f"layout from {source}" if source else None
     aliases = ", ".join(f"{c} from {given}" for c, given in drift["aliases"].items())
     extra = ", ".join(c["name"] + (f" [{c['unit']}]" if c.get("unit") else "") for c in drift["input_only"])
+    absent = drift.get("absent") or []
     missing = ", ".join(f"{c['name']} ({c['files']} file{'s' if c['files'] > 1 else ''})"
                         for c in drift["missing"])
-    return (f"{len(drift['matched'])} matched" + (f" ({aliases})" if aliases else "")
+    return ((f"layout from {source}; " if source else "")
+            + f"{len(drift['matched'])} matched" + (f" ({aliases})" if aliases else "")
             + f"; {len(drift['input_only'])} input-only" + (f": {extra}" if extra else "")
-            + f"; {len(drift['missing'])} missing, null" + (f": {missing}" if missing else ""))
+            + f"; {len(absent)} documented but absent" + (f": {', '.join(absent)}" if absent else "")
+            + f"; {len(drift['missing'])} missing in some inputs, null there"
+            + (f": {missing}" if missing else ""))
 
 
 def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, parameters: dict,
@@ -77,7 +90,8 @@ def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, pa
     entry = {
         "name": name, "family": family, "path": name, "type": kind,
         "format": "parquet" if kind == "parquet" else "hats",
-        "schema": schema_entry(schema, (report.get("columns") or {}).get("input_only"))
+        "schema": schema_entry(schema, (report.get("columns") or {}).get("input_only"),
+                               (report.get("columns") or {}).get("absent"))
                   | ({"title": report.get("title")} if report.get("title") else {}),
         "columns": report.get("columns"),
         "rows": report["rows_written"], "lines_read": report["lines_read"],
@@ -94,8 +108,9 @@ def table_entry(report: dict, *, name: str, family: str, schema: TableSchema, pa
     else:
         keys = ("catalog", "margin", "margin_rows", "margin_arcsec", "indexes")
         entry |= {key: report[key] for key in keys}
-    if report.get("tap"):  # harvested from a TAP service: its queries and TAP_SCHEMA snapshot
-        queries = [q for i in report["inputs"] for q in i.get("queries", [])]
+    if report.get("tap"):  # harvested from a TAP service: every query it ran and TAP_SCHEMA snapshot
+        queries = [*report["tap"].get("planning", []),
+                   *(q for i in report["inputs"] for q in i.get("queries", []))]
         entry["tap"] = report["tap"] | {"queries": queries}
     if derived_from:
         entry["derived_from"] = derived_from

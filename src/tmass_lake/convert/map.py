@@ -168,9 +168,15 @@ def map_input(args: TableArguments, index: int) -> MapResult:
     return result
 
 
-def unified_schema(schema: TableSchema, results: list[MapResult]) -> tuple[TableSchema, dict]:
-    """The one schema every input of a table is brought to before reduce, and its drift report."""
-    return unify(schema, [(r.path, r.file_layout()) for r in results])
+def unified_schema(args: TableArguments, results: list[MapResult]) -> tuple[TableSchema, dict]:
+    """The one schema every input of a table is brought to before reduce, and its drift report
+    (``--strict-layout``: drift is an error); an index column no input has is refused, named."""
+    schema, drift = unify(args.schema, [(r.path, r.file_layout()) for r in results],
+                          strict=args.params.strict_layout)
+    if lost := [c for c in args.indexes if c not in schema.names]:
+        raise BuildError(f"{args.table}: no input has column(s) {', '.join(lost)}, which its index(es) "
+                         "need")
+    return schema, drift
 
 
 def map_inputs(args: TableArguments, plan: ResumePlan, client: Client,

@@ -56,10 +56,15 @@ class BuildParameters:
     hats' default 15 costs ~11x the write CPU for ~10% fewer bytes, 9 ~2.6x for ~2.4%, and 1 saves
     ~14% of it for ~1% more; reading a partition (local or S3) takes about as long at each level."""
     allow_duplicate_content: bool = False
+    strict_layout: bool = False
+    """Inputs with a header: documented columns they lack, or columns the schema does not list, are
+    an error (``--strict-layout``), not drift."""
     where: str | None = None
     """TAP inputs: an ADQL condition the harvested rows must meet (``--where``)."""
     tap_key: str | None = None
     """TAP inputs: the integer column the harvest is split on (default: the schema's key column)."""
+    tap_table: str | None = None
+    """TAP inputs: the service's full name of the table (``SCHEMA.NAME``; default: found by name)."""
     tap_chunk_rows: int = 1_000_000
     """TAP inputs: rows per harvest chunk (one query, one Dask task) at most."""
     tap_concurrency: int = 4
@@ -100,7 +105,8 @@ class BuildParameters:
     def partitioning(self) -> dict[str, Any]:
         """What a resumed build must share with the interrupted one (the rest may change)."""
         keep = ("input_format", "pixel_threshold", "byte_threshold", "lowest_order", "highest_order",
-                "margin_arcsec", "compression_level", "max_line_bytes", "where", "tap_key", "tap_chunk_rows")
+                "margin_arcsec", "compression_level", "max_line_bytes", "where", "tap_key", "tap_table",
+                "tap_chunk_rows")
         return {k: getattr(self, k) for k in keep}
 
     def as_dict(self) -> dict[str, Any]:
@@ -109,8 +115,8 @@ class BuildParameters:
 
 PARAMETER_NAMES = tuple(f.name for f in fields(BuildParameters))
 _KINDS: dict[str, type] = {name: int for name in PARAMETER_NAMES} | {
-    "input_format": str, "margin_arcsec": float, "allow_duplicate_content": bool, "where": str,
-    "tap_key": str, "tap_backoff": float, "tap_timeout": float}
+    "input_format": str, "margin_arcsec": float, "allow_duplicate_content": bool, "strict_layout": bool,
+    "where": str, "tap_key": str, "tap_table": str, "tap_backoff": float, "tap_timeout": float}
 
 
 def resolve_parameters(*layers: Mapping[str, Any], where: str = "build parameters") -> BuildParameters:

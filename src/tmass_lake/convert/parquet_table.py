@@ -121,7 +121,7 @@ def build_parquet_table(args: TableArguments, plan: ResumePlan, client: Client) 
     """Store one table without positions; returns the report's counts."""
     clock = time.time()
     results = map_inputs(args, plan, client, task=convert_file, stage="convert")
-    schema, drift = unified_schema(args.schema, results)
+    schema, drift = unified_schema(args, results)
     if any(r.layout for r in results):  # inputs with a header: their files may differ
         args = replace(args, schema=schema)
         run_tasks(client, lambda i: conform_file(args, i), list(range(len(results))), f"unify {args.table}",

@@ -376,9 +376,9 @@ def merged_values(inv: np.ndarray, gcntr: np.ndarray, ra: np.ndarray, dec: np.nd
     return out
 
 
-def _sorted_link(gcntr: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sorted_link(gcntr: np.ndarray, key: np.ndarray, ngrp: np.ndarray) -> tuple[np.ndarray, ...]:
     o = np.lexsort((key, gcntr))
-    return gcntr[o], key[o]
+    return gcntr[o], key[o], ngrp[o]
 
 
 # --------------------------------------------------------------------------------------------
@@ -933,9 +933,11 @@ def _write_family_tables(res: ChunkResult, plan: FamilyPlan, prefix: str, det: p
     link_name = tabs.get(f"{prefix}_link")
     if link_name and link_name in want:
         s = get_schema(link_name)
-        g, k = _sorted_link(mem.group_gcntr[mem.link_group], key[mem.link_row])
-        member = next(c for c in s.names if c != "gcntr")  # holds cntr or ext_key values
-        t = make_table(s, len(g), {"gcntr": g, member: k}, rng)
+        groups_of_row = np.bincount(mem.link_row, minlength=len(key))  # ngrp (Expl. Suppl. A6.3c)
+        g, k, ngrp = _sorted_link(mem.group_gcntr[mem.link_group], key[mem.link_row],
+                                  groups_of_row[mem.link_row].astype(np.int32))
+        member = next(c for c in s.names if c not in ("gcntr", "ngrp"))  # holds cntr or ext_key values
+        t = make_table(s, len(g), {"gcntr": g, member: k, "ngrp": ngrp}, rng)
         res.files[link_name] = write_bulk(out, link_name, ci, format_table(t, s), len(g), level,
                                           storage_options)
 

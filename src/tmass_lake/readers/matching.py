@@ -1,17 +1,23 @@
 """Where an input's own column names meet the table schema: matching, per-file layout, unification.
 
-Every reader of an input with a header (IPAC, VOTable, headed CSV, Parquet) describes its
-columns as :class:`InputColumn` and calls :func:`match_columns`: columns match the schema **by
-name** (case-insensitive), or through the aliases the schema declares (``xdate`` -> ``date``).
-A matched column takes the schema's documented type, unit, UCD and description; a column the
-schema does not list is kept with what the input says (provenance ``input header``); a
-documented column the input lacks is null if nullable, and an :class:`InputError` naming the file
-and the column if not. :func:`typed_block` turns one block of such an input into a
-:class:`ParsedBlock`: documented columns first, in schema order, then the file's own.
+**Layout from the source, documentation from the schema.** Every reader of an input with a
+header (IPAC, VOTable, headed CSV, Parquet, a TAP answer) describes its columns as
+:class:`InputColumn` and calls :func:`match_columns`: the table's columns are the input's. An
+input column matching a schema column **by name** (case-insensitive), or through an alias the
+schema declares (``xdate`` -> ``date``, ``decl`` -> ``dec``), takes the schema's name, documented
+type (its values coerced: ``xdate`` text -> ``date32``), unit, UCD, description and provenance;
+a column the schema does not list is kept with what the input says (provenance ``input
+header``). A documented column the input lacks is **absent** (the input is a projection, as any
+query result is): not a column of nulls, not an error, but listed in the drift report. Only what
+the build needs is required (:func:`required_columns`: the positions of a positional table); a
+missing one is an :class:`InputError` naming the file and the column. :func:`typed_block` turns
+one block of such an input into a :class:`ParsedBlock`: its documented columns first, in schema
+order, then the file's own. Headerless bulk files stay positional against the whole schema.
 
 The build gathers every file's :class:`FileLayout` and :func:`unify` gives the table one schema
-(the documented columns, then every input-only column of any file) and its drift report;
-:func:`conform` brings any block or file to that schema.
+(the documented columns some input has, then every input-only column of any file; a documented
+column only some files have is null in the others' rows) and its drift report (``strict``:
+any drift is an error instead); :func:`conform` brings any block or file to that schema.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from tmass_lake.errors import InputError
+from tmass_lake.errors import BuildError, InputError
 from tmass_lake.readers.blocks import BadLine, ParsedBlock
 from tmass_lake.readers.values import checked, drop_rows, validate_rows
 from tmass_lake.schema import INPUT_HEADER, Column, TableSchema, arrow_name
@@ -56,7 +62,9 @@ class FileLayout:
     extra: tuple[Column, ...]
     """Columns the schema does not list, as the input describes them."""
     missing: tuple[str, ...]
-    """Documented (nullable) columns the input lacks: null in every row."""
+    """Documented columns the input lacks: absent from what it becomes (a projection)."""
+    source: str = ""
+    """Where the layout came from (``ipac header``, ``TAP_SCHEMA.columns of URL``)."""
 
     def target(self, name: str) -> str:
         """The lake's name of the input's column ``name``."""
@@ -75,12 +83,13 @@ class FileLayout:
     def to_json(self) -> dict:
         return {"format": self.format, "columns": list(self.columns), "matched": self.matched,
                 "extra": [asdict(c) | {"aliases": list(c.aliases)} for c in self.extra],
-                "missing": list(self.missing)}
+                "missing": list(self.missing), "source": self.source}
 
     @classmethod
     def from_json(cls, d: dict) -> FileLayout:
         extra = tuple(Column(**(c | {"aliases": tuple(c.get("aliases") or ())})) for c in d["extra"])
-        return cls(d["format"], tuple(d["columns"]), dict(d["matched"]), extra, tuple(d["missing"]))
+        return cls(d["format"], tuple(d["columns"]), dict(d["matched"]), extra, tuple(d["missing"]),
+                   d.get("source") or f"{d['format']} header")
 
 
 def input_schema(extra: Sequence[Column], name: str = "input") -> TableSchema:
@@ -97,9 +106,22 @@ def extra_column(col: InputColumn, fmt: str) -> Column:
                   provenance=INPUT_HEADER, source=f"{fmt} header")
 
 
+def required_columns(schema: TableSchema) -> list[str]:
+    """The documented columns every input of ``schema`` must have: a positional table's positions."""
+    return [c for c in (schema.ra_column, schema.dec_column) if c] if schema.positional else []
+
+
+def named_columns(schema: TableSchema, names: Sequence[str]) -> str:
+    """Columns as an error names them, each with the aliases it is also matched by."""
+    def one(n: str) -> str:
+        c = schema.column(n)
+        return c.name + (f" (or {'/'.join(c.aliases)})" if c.aliases else "")
+    return ", ".join(one(n) for n in names)
+
+
 def match_columns(path: str, fmt: str, columns: Sequence[InputColumn],
-                  schema: TableSchema | None) -> FileLayout:
-    """Match an input's columns to ``schema`` by name, then by alias; refuse a missing non-null one."""
+                  schema: TableSchema | None, source: str | None = None) -> FileLayout:
+    """Match an input's columns to ``schema`` by name, then by alias; refuse one lacking a required column."""
     names = [c.name for c in columns]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -118,18 +140,32 @@ def match_columns(path: str, fmt: str, columns: Sequence[InputColumn],
     taken = set(matched.values())
     extra = tuple(extra_column(c, fmt) for c in columns if c.name not in taken)
     missing = tuple(c.name for c in schema.columns if c.name not in matched) if schema else ()
-    needed = [schema.column(n) for n in missing if not schema.column(n).nullable] if schema else []
+    needed = [n for n in required_columns(schema) if n in missing] if schema else []
     if needed:
-        said = ", ".join(c.name + (f" (or {'/'.join(c.aliases)})" if c.aliases else "") for c in needed)
-        raise InputError(path, f"has no column {said}: {schema.table} documents "
-                               f"{'it' if len(needed) == 1 else 'them'} as never null (a query that left "
-                               "them out needs a schema file of its own: --table FILE.yaml)")
-    return FileLayout(fmt, tuple(names), matched, extra, missing)
+        raise InputError(path, f"has no column {named_columns(schema, needed)}: {schema.table} needs "
+                               f"{'it' if len(needed) == 1 else 'them'} (the positions of its rows)")
+    return FileLayout(fmt, tuple(names), matched, extra, missing, source or f"{fmt} header")
+
+
+def project(schema: TableSchema, present: set[str] | Sequence[str],
+            nullable: set[str] | Sequence[str] = ()) -> TableSchema:
+    """``schema`` with only its ``present`` columns (in its order), those in ``nullable`` made
+    nullable, and the roles (key, positions, epoch) of absent columns unset."""
+    present, nullable = set(present), set(nullable)
+    if present >= set(schema.names) and not nullable:
+        return schema
+    columns = tuple(replace(c, nullable=True) if c.name in nullable else c
+                    for c in schema.columns if c.name in present)
+    roles = {k: getattr(schema, k) if getattr(schema, k) in present else None
+             for k in ("key_column", "ra_column", "dec_column", "epoch_column")}
+    return replace(schema, columns=columns, **roles)
 
 
 def table_schema(layout: FileLayout, schema: TableSchema | None) -> TableSchema:
-    """The schema of what one input becomes: the documented columns, then its own."""
-    return schema.with_columns(layout.extra) if schema is not None else input_schema(layout.extra)
+    """The schema of what one input becomes: its documented columns, then its own."""
+    if schema is None:
+        return input_schema(layout.extra)
+    return project(schema, set(layout.matched)).with_columns(layout.extra)
 
 
 def conform(table: pa.Table, target: pa.Schema) -> pa.Table:
@@ -178,15 +214,22 @@ def _wider(a: pa.DataType, b: pa.DataType) -> pa.DataType | None:
     return None
 
 
-def unify(schema: TableSchema, layouts: Sequence[tuple[str, FileLayout | None]]) -> tuple[TableSchema, dict]:
+def unify(schema: TableSchema, layouts: Sequence[tuple[str, FileLayout | None]], *,
+          strict: bool = False) -> tuple[TableSchema, dict]:
     """One schema for every file of a table, and the table's drift report.
 
-    The schema: the documented columns, then every input-only column in the order first seen
+    The schema: the documented columns at least one input has (a column only some inputs have is
+    nullable: null in the others' rows), then every input-only column in the order first seen
     (described by the first file that describes it), numbers widened where files differ (int and
     float: float64). An input-only column that is
     text in one file and numbers in another, or carries another unit, cannot be unified: an
     :class:`InputError` naming both files. ``layouts`` pairs each input with its layout
-    (``None``: a bulk file, read by position).
+    (``None``: a bulk file, read by position). ``strict``: documented columns absent from an input
+    or input-only columns are a :class:`BuildError` naming them (the schema's layout, exactly).
+
+    The drift report: where the layout came from (``layout``), the documented columns ``matched``
+    (``aliases``: through which input name), ``input_only``, ``absent`` (documented, in no input)
+    and ``missing`` (documented, lacking in some inputs: null in their rows).
     """
     extras: dict[str, Column] = {}
     seen_in: dict[str, str] = {}
@@ -220,12 +263,24 @@ def unify(schema: TableSchema, layouts: Sequence[tuple[str, FileLayout | None]])
                 have = replace(have, arrow=arrow_name(wider), type=arrow_name(wider))
             extras[c.name] = replace(have, description=have.description or c.description,
                                      ucd=have.ucd or c.ucd)
+    absent = [n for n in schema.names if n not in matched]
+    partial = [n for n in schema.names if n in matched and n in missing]
+    sources = sorted({layout.source for _, layout in layouts if layout is not None})
+    if positional:
+        sources.insert(0, f"schema file {schema.path or schema.table} (bulk files, by position)")
     drift = {
-        "files": len(layouts), "positional": positional,
+        "files": len(layouts), "positional": positional, "layout": sources,
         "matched": [n for n in schema.names if n in matched],
         "aliases": {n: aliases[n] for n in schema.names if n in aliases},
         "input_only": [{"name": c.name, "type": c.type, "arrow": c.arrow, "unit": c.unit, "ucd": c.ucd,
                         "description": c.description, "files": counts[c.name]} for c in extras.values()],
-        "missing": [{"name": n, "files": missing[n]} for n in schema.names if n in missing],
+        "absent": absent,
+        "missing": [{"name": n, "files": missing[n]} for n in partial],
     }
-    return schema.with_columns(tuple(extras.values())), drift
+    if strict and (absent or partial or extras):
+        parts = [f"documented column(s) absent: {', '.join(absent)}" if absent else "",
+                 f"lacking in some inputs: {', '.join(partial)}" if partial else "",
+                 f"not in the schema: {', '.join(extras)}" if extras else ""]
+        raise BuildError(f"{schema.table}: the inputs' layout is not the schema's (--strict-layout): "
+                         + "; ".join(p for p in parts if p))
+    return project(schema, matched, partial).with_columns(tuple(extras.values())), drift

@@ -1,9 +1,16 @@
 """TAP services as a source: a table harvested in key-range chunks, each chunk's VOTable into typed blocks.
 
-A TAP input is ``tap+http(s)://HOST/PATH`` (the service's base URL with ``tap+`` in front).
-:func:`plan_chunks` splits a table on its integer key (``cntr``, ``gcntr``) into key ranges of
-about ``chunk_rows`` rows, counting each range on the service (``COUNT(*)``); a :class:`Chunk`
-is a plain string too (:meth:`Chunk.url`), so a build lists chunks as it lists files.
+A TAP input is ``tap+http(s)://HOST/PATH`` (the service's base URL with ``tap+`` in front;
+``?table=SCHEMA.NAME`` addresses a table unambiguously, any other query string is an error).
+**The service owns the layout**: :func:`plan_chunks` matches the columns its ``TAP_SCHEMA``
+lists to the schema by name or alias (``xdate`` is our ``date``), refuses a table without the
+positions or the key (naming the column), and every chunk query selects the service's columns
+by the service's names (documented ones are stored under the documented name and type, the
+others as the answer describes them). It splits the table on its integer key (``cntr``,
+``gcntr``) into key ranges of about ``chunk_rows`` rows, counting each range on the service
+(``COUNT(*)``); a :class:`Chunk` is a plain string too (:meth:`Chunk.url`), so a build lists
+chunks as it lists files. Every query run (planning, split counts, failed attempts) is logged
+for the build report.
 :func:`read_chunk` runs a chunk's query (sync for small chunks, async UWS for large ones, with
 pyvo), BINARY2 VOTable when the service offers it, and yields :class:`ParsedBlock` objects:
 
@@ -34,6 +41,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import numpy as np
+import pyarrow as pa
 import pyvo
 import requests
 from astropy.io.votable import parse as parse_vot_xml
@@ -42,6 +50,8 @@ from pyvo.dal.exceptions import DALQueryError, DALServiceError
 
 from tmass_lake.errors import InputError, UserError
 from tmass_lake.readers.blocks import FileDigest, ParsedBlock
+from tmass_lake.readers.matching import FileLayout, InputColumn, match_columns
+from tmass_lake.readers.tap_schema import service_arrow
 from tmass_lake.readers.votable import parse_votable
 from tmass_lake.schema import TableSchema
 
@@ -87,6 +97,20 @@ def service_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
 
 
+def input_table(url: str) -> str | None:
+    """The table a TAP input names (``tap+https://HOST/TAP?table=SCHEMA.NAME``), if any; any other
+    query string is a :class:`UserError` (it would otherwise be dropped without a word)."""
+    query = urlsplit(url).query
+    if not query:
+        return None
+    given = parse_qsl(query, keep_blank_values=True)
+    unknown = sorted({k for k, _ in given if k != "table"})
+    if unknown or len(given) != 1 or not given[0][1]:
+        said = ", ".join(unknown) or repr(query)
+        raise UserError(f"{url}: a TAP input takes one query parameter, table=SCHEMA.NAME (not {said})")
+    return given[0][1]
+
+
 def identifier(name: str) -> str:
     """A column name as a query writes it: reserved words (``date``) as delimited identifiers."""
     return f'"{name}"' if name.lower() in RESERVED or not name.replace("_", "").isalnum() else name
@@ -121,6 +145,8 @@ class Chunk:
     where: str | None = None
     format: str = VOTABLE
     """The response format asked for (BINARY2 VOTable when the service offers it)."""
+    columns: tuple[str, ...] = ()
+    """The service's names of the columns to select (empty: the schema's names)."""
 
     def url(self) -> str:
         """The chunk as an input string (``tap+SERVICE?table=...&key=...&lo=...&hi=...&rows=...``)."""
@@ -129,6 +155,8 @@ class Chunk:
             q["where"] = self.where
         if self.format != VOTABLE:
             q["format"] = self.format
+        if self.columns:
+            q["columns"] = ",".join(self.columns)
         return f"{SCHEME}{self.service}?{urlencode(q)}"
 
     @classmethod
@@ -136,9 +164,14 @@ class Chunk:
         q = dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
         try:
             return cls(service_url(url), q["table"], q["key"], int(q["lo"]), int(q["hi"]), int(q["rows"]),
-                       q.get("where") or None, q.get("format") or VOTABLE)
+                       q.get("where") or None, q.get("format") or VOTABLE,
+                       tuple(c for c in q.get("columns", "").split(",") if c))
         except (KeyError, ValueError) as e:
             raise InputError(url, "not a TAP chunk (needs table, key, lo, hi and rows)") from e
+
+    def selected(self, names: list[str]) -> list[str]:
+        """The columns the chunk's query selects: the service's names, else ``names``."""
+        return list(self.columns) or list(names)
 
     def condition(self) -> str:
         key = identifier(self.key)
@@ -163,7 +196,7 @@ class Chunk:
 def chunk_identity(url: str, columns: list[str]) -> dict:
     """What a chunk is, for a resumed build to compare: its query and the rows counted for it."""
     chunk = Chunk.from_url(url)
-    return {"query": chunk.query(columns), "rows": chunk.rows}
+    return {"query": chunk.query(chunk.selected(columns)), "rows": chunk.rows}
 
 
 @dataclass
@@ -190,14 +223,20 @@ class TapClient:
         self.session = requests.Session()
         self.service = pyvo.dal.TAPService(self.url, session=self.session)
         self._format: str | None = None
+        self.log: list[dict] = []
+        """Every metadata or count query run and every failed attempt, for the build report."""
 
     # -- retries -------------------------------------------------------------------------------
-    def _retrying(self, fn: Callable[[], object], what: str) -> object:
+    def _retrying(self, fn: Callable[[], object], what: str, query: str | None = None) -> object:
         opts = self.options
         for attempt in range(opts.retries + 1):
+            started = time.time()
             try:
                 return fn()
             except Exception as e:  # noqa: BLE001 - classified below
+                self.log.append({"kind": "failed", "query": query or what, "attempt": attempt + 1,
+                                 "error": _reason(e), "started": started,
+                                 "seconds": round(time.time() - started, 3)})
                 if not is_transient_tap_error(e):
                     raise TapError(f"{self.url}: {what}: {_reason(e)}") from e
                 if attempt == opts.retries:
@@ -226,6 +265,10 @@ class TapClient:
     def rows(self, query: str) -> list[dict]:
         """A small query's rows as dicts (metadata, counts), keys in lower case."""
         answer = self.fetch(query, maxrec=1_000_000, sync=True)
+        kind = "count" if query.upper().startswith("SELECT COUNT(") else "metadata"
+        self.log.append({"kind": kind, "query": query, "received": answer.rows, "status": answer.status,
+                         "mode": answer.mode, "bytes": answer.bytes, "started": answer.started,
+                         "seconds": round(answer.seconds, 3)})
         if answer.status == "OVERFLOW":
             raise TapError(f"{self.url}: query {query!r} returned more than {answer.rows} rows")
         table = answer.table.to_table()
@@ -243,7 +286,7 @@ class TapClient:
                 data = self._sync(query, maxrec, fmt) if sync else self._async(query, maxrec, fmt)
                 seconds = time.time() - started
             return _answer(query, data, started, seconds, "sync" if sync else "async")
-        return self._retrying(run, f"query {query!r}")
+        return self._retrying(run, f"query {query!r}", query)
 
     def _sync(self, query: str, maxrec: int, fmt: str) -> bytes:
         q = self.service.create_query(query, mode="sync", maxrec=maxrec, RESPONSEFORMAT=fmt)
@@ -385,40 +428,64 @@ class HarvestPlan:
     """``TAP_SCHEMA.columns`` of the table as the service listed it (the snapshot)."""
     planned: str = ""
     queries: int = 0
+    log: list[dict] = field(default_factory=list)
+    """Every query planning ran (metadata, counts, failed attempts)."""
+    layout: dict | None = None
+    """How the service's columns met the schema (:class:`FileLayout` JSON)."""
 
     def to_json(self) -> dict:
         return {"service": self.service, "table": self.table, "key": self.key, "where": self.where,
                 "rows": self.rows, "planned": self.planned, "queries": self.queries,
-                "chunks": [asdict(c) for c in self.chunks], "tap_schema": self.columns}
+                "chunks": [asdict(c) for c in self.chunks], "tap_schema": self.columns, "log": self.log,
+                "layout": self.layout}
 
     @classmethod
     def from_json(cls, d: dict) -> HarvestPlan:
-        return cls(d["service"], d["table"], d["key"], d["where"], d["rows"],
-                   [Chunk(**c) for c in d["chunks"]], d["tap_schema"], d["planned"], d["queries"])
+        chunks = [Chunk(**(c | {"columns": tuple(c.get("columns") or ())})) for c in d["chunks"]]
+        return cls(d["service"], d["table"], d["key"], d["where"], d["rows"], chunks, d["tap_schema"],
+                   d["planned"], d["queries"], d.get("log") or [], d.get("layout"))
+
+
+def served_layout(url: str, table: str, records: list[dict], schema: TableSchema) -> FileLayout:
+    """How a served table's ``TAP_SCHEMA.columns`` meet ``schema`` (by name or alias); a table
+    without the positions of a positional schema is refused naming the column."""
+    columns = []
+    for r in records:
+        try:
+            arrow = service_arrow(r)
+        except ValueError:
+            arrow = "string"
+        columns.append(InputColumn(str(r["column_name"]).strip('"'), pa.type_for_alias(arrow),
+                                   str(r.get("datatype") or ""),
+            r.get("unit") or None, r.get("ucd") or None, r.get("description") or ""))
+    return match_columns(f"{url} table {table}", "tap", columns, schema,
+                         source=f"TAP_SCHEMA.columns of {url}")
 
 
 def plan_chunks(url: str, schema: TableSchema, key: str, *, chunk_rows: int, where: str | None = None,
-                options: TapOptions | None = None) -> HarvestPlan:
+                options: TapOptions | None = None, table: str | None = None) -> HarvestPlan:
     """Key ranges of about ``chunk_rows`` rows covering the table (with ``where``), each counted.
 
-    ``COUNT``, ``MIN`` and ``MAX`` of the key first; a range holding more than ``chunk_rows`` is cut
-    into ``ceil(rows / chunk_rows)`` ranges of equal key width and each is counted, again until
-    every range fits; neighbouring ranges are then merged while they fit. The counts must add up
-    to the table's, or a row has no key and the plan is refused.
+    The table is ``table`` (``SCHEMA.NAME``) or found by the schema's name; its columns are the
+    service's (:func:`served_layout`), matched to ``schema`` by name or alias, and ``key`` (a
+    documented name, or the service's) must be one of them. ``COUNT``, ``MIN`` and ``MAX`` of the
+    key first; a range holding more than ``chunk_rows`` is cut into ``ceil(rows / chunk_rows)``
+    ranges of equal key width and each is counted, again until every range fits; neighbouring
+    ranges are then merged while they fit. The counts must add up to the table's, or a row has no
+    key and the plan is refused.
     """
     client = TapClient(url, options)
-    table = client.resolve_table(schema.table)
+    table = client.resolve_table(table or schema.table)
     columns = client.columns(table)
-    served = {c["column_name"].strip('"').lower() for c in columns}
-    missing = [c for c in schema.names if c.lower() not in served]
-    if missing:
-        raise TapError(f"{client.url}: {table} has no column(s) {', '.join(missing)} of schema "
-                       f"{schema.table}; "
-                       f"run `tmass-lake schema pull --tap {SCHEME}{client.url} --table {schema.table}` "
-                       "for the service's layout")
-    if key.lower() not in served:
-        raise TapError(f"{client.url}: {table} has no key column {key}")
-    start = Chunk(client.url, table, key, 0, 0, 0, where, client.output_format())
+    layout = served_layout(client.url, table, columns, schema)
+    served_key = layout.matched.get(key) or next((n for n in layout.columns if n.lower() == key.lower()),
+                                                 None)
+    if served_key is None:
+        known = schema.lookup().get(key.lower())
+        also = f" (or {'/'.join(known.aliases)})" if known is not None and known.aliases else ""
+        raise TapError(f"{client.url}: {table} has no key column {key}{also}: the harvest is split on it")
+    key = served_key
+    start = Chunk(client.url, table, key, 0, 0, 0, where, client.output_format(), tuple(layout.columns))
     k = identifier(key)
     cond = f" WHERE {where}" if where else ""
     head = client.rows(f"SELECT COUNT(*) AS n, MIN({k}) AS lo, MAX({k}) AS hi FROM {table}{cond}")[0]
@@ -426,7 +493,8 @@ def plan_chunks(url: str, schema: TableSchema, key: str, *, chunk_rows: int, whe
     total = int(head["n"])
     planned = datetime.now(UTC).isoformat(timespec="seconds")
     if total == 0:
-        return HarvestPlan(client.url, table, key, where, 0, [], columns, planned, queries)
+        return HarvestPlan(client.url, table, key, where, 0, [], columns, planned, queries, client.log,
+                           layout.to_json())
     todo = [replace(start, lo=int(head["lo"]), hi=int(head["hi"]) + 1, rows=total)]
     done: list[Chunk] = []
     while todo:
@@ -451,7 +519,8 @@ def plan_chunks(url: str, schema: TableSchema, key: str, *, chunk_rows: int, whe
     if sum(c.rows for c in merged) != total:
         raise TapError(f"{client.url}: {table}: key ranges hold {sum(c.rows for c in merged)} rows but "
                        f"COUNT(*) is {total}: rows with a null {key}?")
-    return HarvestPlan(client.url, table, key, where, total, merged, columns, planned, queries)
+    return HarvestPlan(client.url, table, key, where, total, merged, columns, planned, queries, client.log,
+                       layout.to_json())
 
 
 # -- reading one chunk ----------------------------------------------------------------------------
@@ -462,7 +531,8 @@ def read_chunk(url: str, schema: TableSchema, *, options: TapOptions | None = No
     A result the service cut short at its row limit (OVERFLOW) is split into key ranges that are
     counted and queried in turn; a result with more or fewer rows than counted is queried again
     (``options.retries`` times), then an :class:`InputError` names the chunk and the query.
-    Each block lists the queries (rows expected and received, status, timing) that led to it.
+    Each block lists the queries that led to it: the data queries (``kind: data``, rows expected and
+    received, status, timing), a split's counts (``count``) and failed attempts (``failed``).
     """
     opts = options or TapOptions()
     chunk = Chunk.from_url(url)
@@ -474,11 +544,11 @@ def read_chunk(url: str, schema: TableSchema, *, options: TapOptions | None = No
         part = todo.pop(0)
         if part.rows == 0:
             continue
-        query = part.query(schema.names)
+        query = part.query(part.selected(schema.names))
         for attempt in range(opts.retries + 1):
             answer = client.fetch(query, maxrec=part.rows + 1, sync=part.rows <= opts.sync_rows,
                                   fmt=part.format)
-            queries.append({"query": query, "expected": part.rows, "received": answer.rows,
+            queries.append({"kind": "data", "query": query, "expected": part.rows, "received": answer.rows,
                                    "status": answer.status, "mode": answer.mode, "bytes": answer.bytes,
                                    "started": answer.started, "seconds": round(answer.seconds, 3)})
             if answer.status == "OVERFLOW" and answer.rows <= part.rows:
@@ -506,13 +576,15 @@ def read_chunk(url: str, schema: TableSchema, *, options: TapOptions | None = No
         if digest is not None:
             digest.update(answer.data)
         block = answer_block(url, line, answer, schema)
-        block.queries, queries = queries, []
+        block.queries, queries = sorted(queries + client.log, key=lambda q: q["started"]), []
+        client.log.clear()
         answer.data = b""
         line += block.n_lines
         yield block
 
 
 def answer_block(url: str, first_line: int, answer: Answer, schema: TableSchema) -> ParsedBlock:
-    """One answer as a typed block: the VOTable reader's (columns by name, values that break the
-    schema quarantined with their row)."""
-    return parse_votable(answer.table, schema, path=url, first_line=first_line)
+    """One answer as a typed block: the VOTable reader's (columns by name or alias, values that
+    break the schema quarantined with their row)."""
+    return parse_votable(answer.table, schema, path=url, first_line=first_line,
+                         source_name=f"TAP_SCHEMA.columns of {service_url(url)}")

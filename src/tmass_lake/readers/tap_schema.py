@@ -4,9 +4,12 @@
 :meth:`tmass_lake.readers.tap.TapClient.columns`) and our :class:`~tmass_lake.schema.TableSchema`
 (if we have one) and returns a schema whose every column says where each fact came from
 (``origin``: the service and the date, or our schema's documented source), plus the drift: every
-fact on which the two disagree. ``layout="service"`` (``tmass-lake schema pull``) takes the
-service's columns and order; ``layout="ours"`` (a harvest) keeps our columns and takes the
-service's units, UCDs and descriptions, so a lake built from the service carries its words.
+fact on which the two disagree. **Layout from the service, documentation from our schema**:
+``layout="service"`` (``tmass-lake schema pull``) takes the service's columns and order; a served
+column matching ours by name or alias (``xdate`` is our ``date``) keeps our name, aliases,
+documented type, unit, UCD, description and nullability, the service's words filling only what
+we leave empty; the service's other columns are added as it describes them; our columns it does
+not serve are left out (listed in the drift). ``layout="ours"`` keeps our columns instead.
 
 Types: the service's VOTable (or TAP 1.0 ADQL) datatype gives the Arrow type of a column we do
 not document; where we document one of the same kind (an ``int16`` the service serves as
@@ -109,7 +112,9 @@ def merge_schema(records: list[dict], ours: TableSchema | None, *, table: str, s
     if layout not in ("service", "ours"):
         raise ValueError(f"layout must be 'service' or 'ours', not {layout!r}")
     told = f"TAP_SCHEMA.columns of {service}, {date}"
-    served = {str(r["column_name"]).strip('"').lower(): r for r in records}
+    records_by = {str(r["column_name"]).strip('"').lower(): r for r in records}
+    pairs = _pairs(list(records_by), ours)  # served name -> our column name
+    served = {pairs.get(n, n).lower(): r for n, r in records_by.items()}  # keyed by our names
     mine = {c.name.lower(): c for c in ours.columns} if ours else {}
     drift: list[Drift] = []
     names = list(served) if layout == "service" else list(mine)
@@ -125,12 +130,28 @@ def merge_schema(records: list[dict], ours: TableSchema | None, *, table: str, s
         drift += [Drift(c.name, "column", "present", "absent") for n, c in mine.items() if n not in served]
         drift += [Drift(str(r["column_name"]), "column", "absent", "present")
                   for n, r in served.items() if n not in mine]
+        drift += [Drift(mine[o.lower()].name, "name", mine[o.lower()].name, n) for n, o in pairs.items()
+                  if n != o.lower()]
         common_ours = [n for n in mine if n in served]
         common_served = [n for n in served if n in mine]
         if common_ours != common_served:
             drift.append(Drift("*", "order", common_ours, common_served))
     schema = _table(ours, table, tuple(columns), told, layout)
     return Merged(schema, drift, service, date)
+
+
+def _pairs(served: list[str], ours: TableSchema | None) -> dict[str, str]:
+    """Served (lower-case) names matching our columns: by name first, then by alias -> our name."""
+    if ours is None:
+        return {}
+    exact = {c.name.lower(): c.name for c in ours.columns}
+    out = {n: exact[n] for n in served if n in exact}
+    lookup = ours.lookup()
+    for n in served:
+        c = lookup.get(n)
+        if n not in out and c is not None and c.name not in out.values():
+            out[n] = c.name
+    return out
 
 
 def _merge_column(rec: dict, col: Column | None, told: str, drift: list[Drift]) -> Column:
@@ -155,16 +176,19 @@ def _merge_column(rec: dict, col: Column | None, told: str, drift: list[Drift]) 
     if kept_arrow != arrow or col.arrow != arrow:
         drift.append(Drift(col.name, "arrow", col.arrow, f"{arrow} ({datatype})"))
     values: dict[str, Any] = {}
-    for fact in ("unit", "ucd", "description"):
+    for fact in ("unit", "ucd", "description"):  # documentation from our schema, gaps from the service
         theirs, mine = facts[fact], getattr(col, fact)
-        if theirs is not None:
-            values[fact], origin[fact] = theirs, told
-        else:
+        if mine:
             values[fact], origin[fact] = mine, col.source
+        else:
+            values[fact], origin[fact] = theirs, told if theirs is not None else col.source
         if (theirs or None) != (mine or None):
             drift.append(Drift(col.name, fact, mine, theirs))
-    return dataclasses.replace(col, name=name, arrow=kept_arrow, unit=values["unit"], ucd=values["ucd"],
-                               description=values["description"] or "", origin=origin, **flags)
+    aliases = col.aliases + ((name,) if name.lower() != col.name.lower() and name.lower() not in
+                             {a.lower() for a in col.aliases} else ())
+    return dataclasses.replace(col, arrow=kept_arrow, unit=values["unit"], ucd=values["ucd"],
+                               description=values["description"] or "", origin=origin, aliases=aliases,
+                               **flags)
 
 
 def _guess(columns: tuple[Column, ...], ucd: str) -> str | None:
@@ -184,8 +208,10 @@ def _table(ours: TableSchema | None, table: str, columns: tuple[Column, ...], to
             return dataclasses.replace(ours, columns=columns, sources=(*ours.sources, told))
         return dataclasses.replace(
             ours, columns=columns, layout_status="documented", **keep,
-            layout_note=f"Columns, order, units, UCDs and descriptions from {told}; Arrow types and "
-                        "nullability kept from our schema where the kinds agree (see each column's origin).",
+            layout_note=f"Columns and order from {told}; a column matching ours by name or alias keeps our "
+                        "name, aliases, type (where the kinds agree), words and nullability, the service's "
+                        "words filling gaps; the service's other columns as it describes them (see each "
+                        "column's origin).",
             sources=(*ours.sources, told), path=None)
     return TableSchema(
         table=table, title=table, product="", kind="service", layout_status="documented",
@@ -197,8 +223,9 @@ def _table(ours: TableSchema | None, table: str, columns: tuple[Column, ...], to
 def schema_document(schema: TableSchema) -> dict:
     """A schema as the YAML document ``schemas/<table>.yaml`` holds."""
     doc = {k: getattr(schema, k) for k in ("table", "title", "product", "kind", "layout_status",
-                                            "layout_note", "rows", "rows_source", "key_column", "ra_column",
-                                            "dec_column", "epoch_column")}
+                                            "layout_note", "rows", "rows_source", "irsa_key", "irsa_columns",
+                                            "data_dictionary", "default_constraint", "documentation",
+                                            "key_column", "ra_column", "dec_column", "epoch_column")}
     doc["sources"] = list(schema.sources)
     doc["links"] = dict(schema.links) or None
     doc["columns"] = [{k: v for k, v in dataclasses.asdict(c).items() if v is not None or k in (

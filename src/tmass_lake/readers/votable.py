@@ -186,12 +186,14 @@ class _NotXML(Exception):
 
 
 def parse_votable(source: bytes | Table | TableElement, schema: TableSchema | None, *,
-                  path: str = "<votable>", first_line: int = 1) -> ParsedBlock:
+                  path: str = "<votable>", first_line: int = 1,
+                  source_name: str | None = None) -> ParsedBlock:
     """A VOTable (its bytes, or a table astropy already holds) on ``schema`` as one :class:`ParsedBlock`.
 
     Columns match the schema by name or alias; rows whose values break the schema are in the
     block's quarantine with their row number (counted from ``first_line``: a TAP chunk's answers
-    continue each other); ``block.layout`` says what matched (the drift).
+    continue each other); ``block.layout`` says what matched (the drift) and where the layout came
+    from (``source_name``, default ``votable header``).
     """
     bad: dict[int, str] = {}
     if isinstance(source, Table):
@@ -207,7 +209,7 @@ def parse_votable(source: bytes | Table | TableElement, schema: TableSchema | No
                 columns, table, bad = _text_cells(source)  # TABLEDATA: find the rows, keep the rest
             except _NotXML as x:
                 raise InputError(path, f"is not well-formed XML: {x} (after: {str(e)[:200]})") from None
-    layout = match_columns(path, "votable", columns, schema)
+    layout = match_columns(path, "votable", columns, schema, source=source_name)
     n = table.num_rows
     keep = np.array([i not in bad for i in range(n)], bool)
     return typed_block(path, first_line, n, table.filter(pa.array(keep)), np.flatnonzero(keep), bad, layout,
