@@ -465,9 +465,10 @@ def open_code(lake: str, entry: dict, fields: list[Field]) -> str:
 
 
 def _layout_source(entry: dict, schema_meta: dict) -> str:
-    """Where the layout came from: the manifest's field when the build records one, else the schema's note."""
-    return (entry.get("layout_source") or entry["schema"].get("layout_source")
-            or schema_meta.get("layout_note")
+    """Where the layout came from: what the build recorded (schema file, input headers, a service's
+    TAP_SCHEMA), else the schema's note."""
+    recorded = "; ".join((entry.get("columns") or {}).get("layout") or [])
+    return (recorded or schema_meta.get("layout_note")
             or (f"schema file {entry['schema']['file']}" if entry["schema"].get("file") else ""))
 
 
