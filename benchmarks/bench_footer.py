@@ -3,8 +3,9 @@
     python benchmarks/bench_footer.py --lake DIR [--tables pt_src_c ext_src_c cf_info] [--out FILE]
 
 For each table, its catalog's data files (``DIR/<table>/<table>/dataset/**/Npix=*.parquet``) are
-also imported with hats-import (its pandas Parquet reader, as from a CSV: the lake's own columns minus hats' spatial
-index, the same pixel threshold as the lake's largest partition), and the serialized footer of every
+also imported with hats-import (its pandas Parquet reader, as from a CSV: the lake's own columns
+minus hats' spatial index, the same pixel threshold as the lake's largest partition), and the
+serialized footer of every
 data file is measured (``pyarrow.parquet.ParquetFile(...).metadata.serialized_size``, plus the
 8-byte trailer). Reports per table the mean, median and largest footer of each, and the ratio of
 the means; the issue's bound is ours <= hats-import's + 20 %. Prints JSON (and writes ``--out``).
@@ -42,7 +43,8 @@ def hats_import(client, table: str, catalog: Path, out: Path) -> Path:
     columns = [n for n in schema.names if n not in (HEALPIX_COLUMN, "Norder", "Dir", "Npix")]
     threshold = max(pq.ParquetFile(f).metadata.num_rows for f in files)
     args = ImportArguments(
-        output_artifact_name=table, input_file_list=files, file_reader=ParquetPandasReader(column_names=columns),
+        output_artifact_name=table, input_file_list=files,
+        file_reader=ParquetPandasReader(column_names=columns),
         ra_column="ra", dec_column="dec", output_path=str(out), tmp_dir=str(out / "tmp"),
         pixel_threshold=threshold, progress_bar=False, resume=False,
     )

@@ -53,6 +53,7 @@ from hats.io.skymap import write_skymap
 from hats.io.summary_file import write_catalog_summary_file
 from hats.pixel_math import HealpixPixel
 from hats.pixel_math.spatial_index import SPATIAL_INDEX_COLUMN
+from matplotlib import pyplot as plt
 from upath import UPath
 
 from tmass_lake.convert.parameters import HISTOGRAM_ORDER
@@ -407,14 +408,19 @@ def write_summaries(root: UPath) -> None:
 
     A collection's summary shows its main catalog (columns, sky maps, how to open it). hats 0.11.1
     draws the density map with a logarithmic colour scale, which matplotlib refuses for a catalog
-    of one density everywhere (a few rows): that summary is skipped and the log says so."""
+    of a few pixels (the mock's smallest): that summary is skipped, the log says so, and the figure
+    hats left open is closed (left open, it broke every later summary in the process)."""
     for fmt, name in (("markdown", "README.md"), ("html", "index.html")):
         target = root / name
+        before = set(plt.get_fignums())
         try:
             _guarded(f"writing {target}",
                      lambda fmt=fmt: write_catalog_summary_file(root, fmt=fmt, uri=str(root)), [target])
         except ValueError as e:
             LOG.warning("no catalog summary %s: hats could not draw its density map (%s)", target, e)
+        finally:
+            for number in set(plt.get_fignums()) - before:
+                plt.close(number)
 
 
 MAGNITUDE_BANDS = ("em.IR.J", "em.IR.H", "em.IR.K")
