@@ -5,10 +5,10 @@
 For each table, its catalog's data files (``DIR/<table>/<table>/dataset/**/Npix=*.parquet``) are
 also imported with hats-import (its pandas Parquet reader, as from a CSV: the lake's own columns
 minus hats' spatial index, the same pixel threshold as the lake's largest partition), and the
-serialized footer of every
-data file is measured (``pyarrow.parquet.ParquetFile(...).metadata.serialized_size``, plus the
-8-byte trailer). Reports per table the mean, median and largest footer of each, and the ratio of
-the means; the issue's bound is ours <= hats-import's + 20 %. Prints JSON (and writes ``--out``).
+serialized footer of every data file is measured (``ParquetFile(...).metadata.serialized_size``
+plus the 8-byte trailer). Reports per table the mean, median and largest footer of each, and the
+ratio of the means; the issue's bound is ours <= hats-import's + 20 %. Prints JSON (and writes
+``--out``).
 """
 
 from __future__ import annotations
