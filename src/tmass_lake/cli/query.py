@@ -16,6 +16,13 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from upath import UPath
 
+from tmass_lake.cli.export_metadata import (
+    Source,
+    crossmatch_sources,
+    describe_hats,
+    described_table,
+    table_sources,
+)
 from tmass_lake.cli.options import add_cluster, add_storage_option, cluster, storage_options
 from tmass_lake.lake import MarginWarning, open_lake, plot_light_curve
 from tmass_lake.lake.lightcurves import product_tables
@@ -30,11 +37,16 @@ def _output_args(p: argparse.ArgumentParser) -> None:
 
 
 def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: dict,
-                 name: str) -> int:
-    """Write a catalogue as a HATS catalogue, one Parquet file, or a directory of Parquet parts."""
+                 name: str, sources: list[Source] | None = None) -> int:
+    """Write a catalogue as a HATS catalogue, one Parquet file, or a directory of Parquet parts,
+    each column described from ``sources`` (:mod:`tmass_lake.cli.export_metadata`)."""
+    sources = sources or []
     if fmt == "hats":
         catalog.write_catalog(UPath(output, **storage_options), catalog_name=name, overwrite=True,
                               progress_bar=False)
+        describe_hats(UPath(output, **storage_options) / name if (
+            UPath(output, **storage_options) / name / "hats.properties").exists()
+            else UPath(output, **storage_options), sources, name=name)
         written = lsdb.open_catalog(UPath(output, **storage_options))
         return int(written.hc_structure.catalog_info.total_rows or 0)
     fs, root = filesystem(output, storage_options)
@@ -42,12 +54,12 @@ def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: 
     def part(df: npd.NestedFrame, path: str) -> int:
         if len(df) == 0:
             return 0
-        write_parquet(npd.NestedFrame(df).to_pyarrow(), fs, path)
+        write_parquet(described_table(npd.NestedFrame(df).to_pyarrow(), sources, name=name), fs, path)
         return len(df)
 
     if output.endswith(".parquet"):
         df = catalog.compute(progress_bar=False)
-        table = npd.NestedFrame(df).to_pyarrow()
+        table = described_table(npd.NestedFrame(df).to_pyarrow(), sources, name=name)
         fs.makedirs(fs._parent(root), exist_ok=True)
         with fs.open(root, "wb") as f:
             pq.write_table(table, f, compression="zstd")
@@ -74,7 +86,9 @@ def cmd_crossmatch(ns: argparse.Namespace) -> int:
         for w in caught:
             if issubclass(w.category, MarginWarning):
                 print(f"tmass-lake: warning: {w.message}", file=sys.stderr)
-        rows = write_output(result, ns.output, fmt, so, f"{ns.table}_x_{right.name}")
+        sources = crossmatch_sources(list(result.columns), lake.open(ns.table).hc_structure.schema,
+                                     right.hc_structure.schema)
+        rows = write_output(result, ns.output, fmt, so, f"{ns.table}_x_{right.name}", sources)
     kind = "positional" if ns.plain else "epoch-aware"
     print(f"{ns.table} x {right.name}: {rows:,} {kind} matches within {ns.radius:g}\" "
           f"({time.time() - started:.1f} s) -> {ns.output}")
@@ -92,7 +106,9 @@ def cmd_lightcurves(ns: argparse.Namespace) -> int:
     with cluster(ns):
         cat = lake.light_curves(ns.product, kind=ns.kind, links=ns.links, complete=not ns.no_repair,
                                 search_filter=search, stored=False if ns.join else None)
-        rows = write_output(cat, ns.output, fmt, so, f"{ns.product}_lightcurves")
+        tables = product_tables(ns.product, ns.kind)
+        sources = [Source(cat.hc_structure.schema), *table_sources(tables.info, tables.detections)]
+        rows = write_output(cat, ns.output, fmt, so, f"{ns.product}_lightcurves", sources)
     stored = product_tables(ns.product, ns.kind).collection
     how = f"read from {stored}" if cat.name == stored else "joined on the fly"
     print(f"{ns.product}: {rows:,} merged sources with nested detections, {how} "
