@@ -194,9 +194,7 @@ def observation_properties(schema: TableSchema, *, title: str | None = None,
     """IVOA ``obs_*`` description keys for a 2MASS table (or a catalog derived from one)."""
     return {
         "obs_title": title or schema.title,
-        "obs_description": description or (
-            f"{schema.title}, converted from IRSA's distribution by tmass-lake. "
-            f"Layout: {schema.layout_status}. {schema.layout_note}"),
+        "obs_description": description or archive_description(schema),
         "obs_regime": "Infrared",
         "obs_ack": "This publication makes use of data products from the Two Micron All Sky "
                    "Survey, a joint project of UMass and IPAC/Caltech, funded by NASA and NSF.",
@@ -205,6 +203,31 @@ def observation_properties(schema: TableSchema, *, title: str | None = None,
         "em_max": "2.4e-6",
         "prov_progenitor": progenitor or "IRSA 2MASS Extended Mission " + schema.table,
     }
+
+
+LAYOUT_WORDING = {
+    "documented": "the column layout is the one the Explanatory Supplement documents",
+    "partial": "the column layout is partly documented by the Explanatory Supplement, the rest inferred",
+    "inferred": "the column layout is inferred from the Explanatory Supplement's descriptions and "
+                "the related released catalogs' formats",
+    "incomplete": "the column layout is incomplete: IRSA's database has columns the Explanatory "
+                  "Supplement does not describe",
+}
+"""How ``obs_description`` words a table's ``layout_status`` (``inferred from FILE``: ``inferred``)."""
+
+
+def archive_description(schema: TableSchema) -> str:
+    """``obs_description`` of a table in the archive's terms: what IRSA distributes, where it is
+    documented, how much of the layout is documented and how much inferred (the schema file's
+    working note on how the layout was looked for stays in the manifest and the schema file)."""
+    documented = sum(c.provenance.startswith("documented") for c in schema.columns)
+    status = LAYOUT_WORDING.get(schema.layout_status.split()[0], schema.layout_status)
+    where = f" (Explanatory Supplement: {schema.documentation})" if schema.documentation else ""
+    irsa = f"; IRSA's database has {schema.irsa_columns} columns" if schema.irsa_columns else ""
+    return (f"{schema.title}, from the 2MASS Extended Mission data distributed by IRSA{where}, "
+            f"converted to HATS by tmass-lake. {status[0].upper()}{status[1:]} ({documented} of "
+            f"{len(schema.columns)} columns documented, {len(schema.columns) - documented} inferred{irsa}). "
+            "Each column's provenance is in dataset/_common_metadata and the lake manifest.")
 
 
 def positional_properties(ra_column: str, dec_column: str) -> dict:
