@@ -37,6 +37,7 @@ from tmass_lake.convert.writer import (
     pixel_file,
     positional_properties,
     upath,
+    with_metadata,
     write_collection_properties,
     write_partition,
 )
@@ -92,8 +93,16 @@ def _derived_metadata(args: DeriveArguments, source: pa.Schema) -> dict:
 
 def derive_partition(args: DeriveArguments, pixel: HealpixPixel, source_catalog: str,
                      source_margin: str | None, margin_out: str | None) -> dict:
-    """Filter one partition and its margin; returns counts, bytes and its order-10 histogram."""
-    table = _filtered(args, pixel_file(source_catalog, pixel))
+    """Filter one partition and its margin; returns counts, bytes and its order-10 histogram.
+
+    The source's data files hold types only: the rows take the columns' metadata from the source's
+    ``_common_metadata``, so the derived data files' compact VOParquet has the units and UCDs."""
+    described = common_schema(source_catalog, args.storage_options)
+
+    def with_units(t: pa.Table) -> pa.Table:
+        return t.cast(with_metadata(t.schema, described))
+
+    table = with_units(_filtered(args, pixel_file(source_catalog, pixel)))
     rec = {"order": pixel.order, "pixel": pixel.pixel, "rows": table.num_rows, "bytes": 0,
            "margin_rows": 0, "margin_bytes": 0, "hist": [[], []]}
     if not table.num_rows:
@@ -106,7 +115,7 @@ def derive_partition(args: DeriveArguments, pixel: HealpixPixel, source_catalog:
     if source_margin and margin_out:
         fs, path = filesystem(pixel_file(source_margin, pixel), so)
         if fs.exists(path):
-            margin = _filtered(args, pixel_file(source_margin, pixel))
+            margin = with_units(_filtered(args, pixel_file(source_margin, pixel)))
             if margin.num_rows:
                 rec["margin_rows"] = margin.num_rows
                 rec["margin_bytes"] = write_partition(margin, pixel_file(margin_out, pixel),
