@@ -378,7 +378,8 @@ def write_voparquet(root: UPath, *, name: str, description: str | None = None,
 def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_options: dict | None = None,
                    pixels: list[HealpixPixel] | None = None,
                    histogram: tuple[np.ndarray, np.ndarray] | None = None,
-                   empty_schema: pa.Schema | None = None, schema: pa.Schema | None = None) -> None:
+                   empty_schema: pa.Schema | None = None, schema: pa.Schema | None = None,
+                   key_column: str | None = None) -> None:
     """Write a catalog's metadata around its written data files, ``hats.properties`` last.
 
     ``pixels`` (object and margin catalogs) gives ``partition_info.csv`` and
@@ -388,7 +389,8 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
     catalogs: the non-empty order-10 pixels and their row counts) gives the point map and skymaps.
     ``schema`` is the catalog's described schema (units, UCDs, descriptions, provenance), for
     ``_common_metadata``: the data files carry types and compact VOParquet only. Unless the
-    properties set it, ``hats_cols_default`` is :func:`default_columns` of it. Raises if
+    properties set it, ``hats_cols_default`` is :func:`default_columns` of it (and ``key_column``,
+    the table's key). Raises if
     ``_metadata`` does not count ``expected_rows`` rows. A catalog of no partition at all (the
     margin of a table whose partitions have no neighbours) is written from ``empty_schema``:
     hats and lsdb open it as an empty catalog.
@@ -408,7 +410,7 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
     write_voparquet(root, name=properties["catalog_name"], schema=schema or empty_schema,
                     description=properties.get("obs_description") or properties.get("obs_title"))
     if "hats_cols_default" not in properties:
-        extra["hats_cols_default"] = default_columns(common_schema(url, storage_options)) or None
+        extra["hats_cols_default"] = default_columns(common_schema(url, storage_options), key_column) or None
     if histogram is not None:
         dense = np.zeros(12 * 4**HISTOGRAM_ORDER, dtype=np.int64)
         np.add.at(dense, histogram[0], histogram[1])
@@ -449,17 +451,18 @@ def write_summaries(root: UPath) -> None:
 MAGNITUDE_BANDS = ("em.IR.J", "em.IR.H", "em.IR.K")
 
 
-def default_columns(schema: pa.Schema) -> list[str]:
+def default_columns(schema: pa.Schema, key_column: str | None = None) -> list[str]:
     """``hats_cols_default``: the columns a user needs first, chosen from the described schema.
 
     IRSA publishes no short form of the Extended Mission working databases (Gator's short form is
     the All-Sky release's), and the schema files record no TAP ``principal`` flags, so the choice
-    follows the documented UCDs: every ``meta.main`` column (the key, the position, the observation
+    follows the table's key and the documented UCDs: every ``meta.main`` column (the position, the observation
     date), the epoch (``time.epoch``), per 2MASS band J, H, Ks the first magnitude (``phot.mag``) and
     its first uncertainty (``stat.error;phot.mag``), and every nested column (the light curves).
     Empty for a schema with none of these (hats then loads every column)."""
     ucds = {f.name: (f.metadata or {}).get(b"ucd", b"").decode() for f in schema}
-    chosen = [n for n, ucd in ucds.items() if "meta.main" in ucd or ucd.startswith("time.epoch")]
+    chosen = [key_column] if key_column in ucds else []
+    chosen += [n for n, ucd in ucds.items() if "meta.main" in ucd or ucd.startswith("time.epoch")]
     for band in MAGNITUDE_BANDS:
         for kind in ("phot.mag", "stat.error;phot.mag"):
             chosen += [n for n, ucd in ucds.items() if ucd.startswith(kind) and band in ucd][:1]
@@ -472,9 +475,12 @@ def finish_margin(url: str, primary_url: str, *, threshold_arcsec: float, pixels
     """A margin catalog's metadata (:func:`finish_catalog`), written even when it has no partition.
 
     The catalog names are the URLs' last parts (``<collection>/<margin>``, ``<collection>/<primary>``);
-    an empty margin takes its primary catalog's schema, so lsdb loads a margin for every table.
+    an empty margin takes its primary catalog's schema, so lsdb loads a margin for every table, and
+    its primary's ``hats_cols_default``.
     """
-    finish_catalog(url, positional_properties(ra_column, dec_column) | {
+    primary = TableProperties.read_from_dir(upath(primary_url, storage_options))
+    default = {"hats_cols_default": primary.default_columns} if primary.default_columns else {}
+    finish_catalog(url, positional_properties(ra_column, dec_column) | default | {
         "catalog_name": url.rstrip("/").rsplit("/", 1)[-1], "catalog_type": "margin", "total_rows": rows,
         "primary_catalog": primary_url.rstrip("/").rsplit("/", 1)[-1], "margin_threshold": threshold_arcsec,
     }, expected_rows=rows, storage_options=storage_options, pixels=pixels,

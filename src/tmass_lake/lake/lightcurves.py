@@ -816,7 +816,7 @@ def _stored(lake: Lake, tables: ProductTables, *, detection_columns: list[str] |
     """The stored collection opened for this request, or why it cannot serve it."""
     if tables.collection not in lake.tables:
         return f"the lake has no {tables.collection}"
-    cat = lake.open(tables.collection, margin=margin, columns="all",  # not only hats_cols_default
+    cat = lake.open(tables.collection, margin=margin,
                     **({"search_filter": search_filter} if search_filter is not None else {}))
     extra = cat.hc_structure.catalog_info.__pydantic_extra__ or {}
     if links not in ("auto", extra.get(STORED_LINKS)):
