@@ -31,9 +31,12 @@ def test_thumbnail_statistics_and_summaries(env, name):
     if name not in NO_SUMMARY:
         assert (root / "README.md").read_text().lstrip().startswith("#") and (root / "index.html").exists()
     for kind, cat in catalogs(env, name).items():
-        thumb = pq.read_table(paths.get_data_thumbnail_pointer(cat.catalog_base_dir))
         files = list((cat.catalog_base_dir / "dataset").rglob("*.parquet"))
-        assert thumb.num_rows == len(files) > 0, kind
+        if not files:  # an empty margin (no partition has neighbours): no row to show
+            assert kind == "margin" and cat.catalog_info.total_rows == 0
+            continue
+        thumb = pq.read_table(paths.get_data_thumbnail_pointer(cat.catalog_base_dir))
+        assert thumb.num_rows == len(files), kind
         if kind in ("main", "margin"):
             assert (cat.catalog_base_dir / PER_PARTITION_STATISTICS).exists()
             stats = cat.per_partition_statistics()  # hats reads its cached file

@@ -156,7 +156,11 @@ def data_files(env, kind: str) -> list:
 def test_one_data_file_alone_keeps_units_and_ucds(env, kind):
     """A data file downloaded alone carries the compact VOParquet (datatype, unit, UCD per column,
     no descriptions: those are in _common_metadata), and astropy reads it back."""
-    path = data_files(env, kind)[0]
+    files = data_files(env, kind)
+    if not files:  # a margin of no partition (the mock's sparse tables): nothing to download
+        assert "margin" in kind
+        return
+    path = files[0]
     meta = pq.ParquetFile(path).metadata.metadata
     with warnings.catch_warnings():
         warnings.simplefilter("error")
