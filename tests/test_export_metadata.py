@@ -7,11 +7,13 @@ from __future__ import annotations
 import io
 import warnings
 
+import hats
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from astropy import units as u
 from astropy.io import votable
+from hats.io import paths
 
 from tmass_lake.cli import main
 from tmass_lake.cli.export_metadata import Source, crossmatch_sources, described_schema
@@ -61,8 +63,12 @@ def test_crossmatch_exports_carry_both_sides_metadata(env, tmp_path, form):
     assert meta(schema, "_dist_arcsec", "unit") == "arcsec"
     fields = vo_fields(schema)
     assert u.Unit(fields["ra_2mass"].unit) == u.deg and fields["j_m_2mass"].ucd == pt.column("j_m").ucd
-    right = [n for n in schema.names if not n.endswith("_2mass") and n.startswith("ra_")]
-    assert right and fields[right[0]].unit is not None  # the reference's own ra, with its unit
+    # the reference's columns keep whatever metadata the reference's own _common_metadata gives
+    ref = hats.read_hats(env.reference("gaia_dr3"))
+    primary = getattr(ref, "main_catalog", ref)
+    ref = pq.read_schema(paths.get_common_metadata_pointer(primary.catalog_base_dir))
+    assert "source_id_gaia_dr3" in schema.names
+    assert schema.field("source_id_gaia_dr3").metadata == ref.field("source_id").metadata
 
 
 @pytest.mark.slow

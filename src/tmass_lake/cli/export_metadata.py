@@ -42,7 +42,7 @@ class Source:
 def _meta(name: str, sources: list[Source]) -> dict | None:
     for s in sources:
         base = name[:-len(s.suffix)] if s.suffix and name.endswith(s.suffix) else (None if s.suffix else name)
-        if base is not None and base in s.schema.names:
+        if base is not None and base in s.schema.names and s.schema.field(base).metadata:
             return s.schema.field(base).metadata
     if name in EXTRA_COLUMNS:
         return EXTRA_COLUMNS[name]

@@ -24,6 +24,7 @@ from tmass_lake.cli.export_metadata import (
     table_sources,
 )
 from tmass_lake.cli.options import add_cluster, add_storage_option, cluster, storage_options
+from tmass_lake.convert.writer import common_schema
 from tmass_lake.lake import MarginWarning, open_lake, plot_light_curve
 from tmass_lake.lake.lightcurves import product_tables
 from tmass_lake.storage import filesystem, join, write_parquet
@@ -86,8 +87,8 @@ def cmd_crossmatch(ns: argparse.Namespace) -> int:
         for w in caught:
             if issubclass(w.category, MarginWarning):
                 print(f"tmass-lake: warning: {w.message}", file=sys.stderr)
-        sources = crossmatch_sources(list(result.columns), lake.open(ns.table).hc_structure.schema,
-                                     right.hc_structure.schema)
+        sources = crossmatch_sources(list(result.columns), common_schema(lake.main_catalog_url(ns.table), so),
+                                     common_schema(str(right.hc_structure.catalog_base_dir), so))
         rows = write_output(result, ns.output, fmt, so, f"{ns.table}_x_{right.name}", sources)
     kind = "positional" if ns.plain else "epoch-aware"
     print(f"{ns.table} x {right.name}: {rows:,} {kind} matches within {ns.radius:g}\" "
@@ -107,7 +108,9 @@ def cmd_lightcurves(ns: argparse.Namespace) -> int:
         cat = lake.light_curves(ns.product, kind=ns.kind, links=ns.links, complete=not ns.no_repair,
                                 search_filter=search, stored=False if ns.join else None)
         tables = product_tables(ns.product, ns.kind)
-        sources = [Source(cat.hc_structure.schema), *table_sources(tables.info, tables.detections)]
+        stored = [Source(common_schema(lake.main_catalog_url(tables.collection), so))] \
+            if tables.collection in lake.tables else []
+        sources = [*stored, *table_sources(tables.info, tables.detections)]
         rows = write_output(cat, ns.output, fmt, so, f"{ns.product}_lightcurves", sources)
     stored = product_tables(ns.product, ns.kind).collection
     how = f"read from {stored}" if cat.name == stored else "joined on the fly"
