@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo-output
 
-.PHONY: install dev demo test test-fast lint bench clean
+.PHONY: install dev demo test test-fast test-newest lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,19 @@ test-fast: dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q -m "not slow"
 
+# The suite against the newest hats, lsdb, nested-pandas and hats-import (pre-releases excluded), in a
+# venv of its own so the pinned development venv is untouched: what a cap in pyproject.toml must cite.
+NEWEST := .venv-newest
+test-newest:
+	$(PYTHON) -m venv $(NEWEST)
+	$(NEWEST)/bin/pip install --quiet --upgrade pip
+	$(NEWEST)/bin/pip install --quiet --upgrade -e '.[dev]' hats lsdb nested-pandas hats-import
+	$(NEWEST)/bin/pip list 2>/dev/null | grep -iE '^(hats|lsdb|nested-pandas|hats-import|astropy|pandas) '
+	$(NEWEST)/bin/ruff check src tests benchmarks
+	$(NEWEST)/bin/pytest -q
+
 bench: dev
 	$(BIN)/python benchmarks/bench_build.py --rows 2000000
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(NEWEST) $(DEMO_DIR) .pytest_cache

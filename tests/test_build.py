@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import shutil
 from pathlib import Path
@@ -12,11 +13,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from astropy.coordinates import Latitude, Longitude
+from astropy.io import votable
 from cdshealpix.nested import lonlat_to_healpix
 from conftest import as_text, normalise
 from hats.io.validation import is_valid_catalog, is_valid_collection
 
 from tmass_lake.convert import build_table, resolve_parameters, table_arguments
+from tmass_lake.convert.writer import VOPARQUET_CONTENT
 from tmass_lake.errors import BuildError
 from tmass_lake.mock import generate
 from tmass_lake.readers import expand_inputs
@@ -67,7 +70,7 @@ def test_build_is_valid_hats_and_equals_the_text(local_client, mock_root, tmp_pa
                                             truth_total_rows=len(rows), verbose=False))
     assert verifier.all_tests_passed, verifier.results_df
 
-    frame = lsdb.open_catalog(str(out)).compute()
+    frame = lsdb.open_catalog(str(out), columns="all").compute()  # not only hats_cols_default
     assert len(frame) == len(rows)
     key = schema.key_column
     by_key = {int(r[schema.names.index(key)]): r for r in rows}
@@ -83,9 +86,13 @@ def test_build_is_valid_hats_and_equals_the_text(local_client, mock_root, tmp_pa
             assert as_text(value, column) == normalise(field, column), (column.name, rec[key])
 
     part = next((catalog_dir / "dataset").rglob("Npix=*.parquet"))
-    fields = pq.read_schema(part)
-    assert fields.field("ra").metadata[b"unit"] == b"deg"
-    assert fields.field("ra").metadata[b"ucd"].startswith(b"pos.eq.ra")
+    fields = pq.read_schema(part)  # a data file: types, and units/UCDs in its compact VOParquet
+    ra = votable.parse(io.BytesIO(fields.metadata[VOPARQUET_CONTENT.encode()])).get_first_table() \
+        .get_field_by_id_or_name("ra")
+    assert str(ra.unit) == "deg" and ra.ucd.startswith("pos.eq.ra")
+    common = pq.read_schema(catalog_dir / "dataset" / "_common_metadata")  # and the full metadata
+    assert common.field("ra").metadata[b"unit"] == b"deg"
+    assert common.field("ra").metadata[b"ucd"].startswith(b"pos.eq.ra")
     assert fields.names[0] == "_healpix_29"
     props = (catalog_dir / "hats.properties").read_text()
     assert "obs_title=" in props and "hats_builder=tmass-lake" in props

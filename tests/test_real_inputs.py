@@ -182,7 +182,9 @@ def test_headed_inputs_build_exactly_with_their_drift_reported(local_client, sou
                 want = extra_values(column, 1, i)[0] if column in spec["extra"] else None
                 assert row[column] == want, (name, column, i)
 
-    fields = built.schema
+    # the described schema (data files hold types and a compact VOParquet; the metadata is here)
+    fields = pq.read_schema(lake / TABLE / TABLE / "dataset" / "_common_metadata")
+    assert built.schema.field("dist").type == fields.field("dist").type
     assert fields.field("dist").metadata[b"unit"] == b"arcsec"
     assert fields.field("angle").metadata[b"unit"] == b"deg"
     assert fields.field("dist").metadata[b"provenance"] == b"input header"

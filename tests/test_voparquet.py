@@ -145,3 +145,45 @@ def test_voparquet_types_and_input_metadata():
                    "n.t": ("double", "*", None, "d")}
     assert table.get_field_by_id("x").ucd == "phot.flux" and meta["table::len::s"] == "3"
     assert table.description == "a test table"
+
+
+def data_files(env, kind: str) -> list:
+    return sorted((env.lake / KINDS[kind][0] / "dataset").rglob("*.parquet"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "parquet"])
+def test_one_data_file_alone_keeps_units_and_ucds(env, kind):
+    """A data file downloaded alone carries the compact VOParquet (datatype, unit, UCD per column,
+    no descriptions: those are in _common_metadata), and astropy reads it back."""
+    files = data_files(env, kind)
+    if not files:  # a margin of no partition (the mock's sparse tables): nothing to download
+        assert "margin" in kind
+        return
+    path = files[0]
+    meta = pq.ParquetFile(path).metadata.metadata
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = votable.parse(io.BytesIO(meta[VOPARQUET_CONTENT.encode()])).get_first_table()
+    schema = pq.read_schema(common_metadata(env, kind))
+    assert [f.name for f in table.fields] == leaves(schema)
+    for f in table.fields:
+        want = expected(kind, f.name)
+        assert unit(f.unit, want["unit"]) and f.ucd == want["ucd"], (kind, f.name)
+        assert f.description is None
+    if readable_by_astropy(schema):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            t = Table.read(path, format="parquet.votable")
+        assert "ra" not in t.colnames or t["ra"].unit == u.deg
+
+
+@pytest.mark.slow
+def test_data_file_footer_is_compact(env):
+    """Descriptions and provenance are not repeated in every data file; _common_metadata has them."""
+    path = data_files(env, "catalog")[0]
+    footer = pq.ParquetFile(path).metadata
+    assert b"ARROW:schema" not in footer.metadata and b"layout_note" not in footer.metadata
+    common = pq.read_schema(common_metadata(env, "catalog"))
+    assert common.field("j_m").metadata[b"description"] and b"layout_note" in common.metadata
+    assert footer.serialized_size < 1.2 * 220 * len(common)  # hats-import's ~190 B a column, +20 %

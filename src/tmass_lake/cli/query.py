@@ -20,7 +20,15 @@ import pyarrow.dataset as pads
 from upath import UPath
 
 from tmass_lake.cli.compute import cache_alignment_kernels, cluster
+from tmass_lake.cli.export_metadata import (
+    Source,
+    crossmatch_sources,
+    describe_hats,
+    described_table,
+    table_sources,
+)
 from tmass_lake.cli.options import check_urls, data_bytes, storage_options
+from tmass_lake.convert.writer import common_schema
 from tmass_lake.errors import (
     EmptyResultError,
     NotALakeError,
@@ -42,12 +50,15 @@ def check_output(output: str, fmt: str, storage_options: dict, overwrite: bool, 
 
 
 def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: dict,
-                 name: str, *, overwrite: bool = False, command: str = "export") -> int:
-    """Write a catalogue as a HATS catalogue, one Parquet file, or a directory of Parquet parts.
+                 name: str, sources: list[Source] | None = None, *, overwrite: bool = False,
+                 command: str = "export") -> int:
+    """Write a catalogue as a HATS catalogue, one Parquet file, or a directory of Parquet parts,
+    each column described from ``sources`` (:mod:`tmass_lake.cli.export_metadata`).
 
     An existing output is refused unless ``overwrite``; with it the whole output is replaced
     (a directory only when tmass-lake wrote it), and a single file atomically.
     """
+    sources = sources or []
     fs, root = filesystem(output, storage_options)
     single = fmt == "parquet" and output.endswith(".parquet")
     existed = fs.exists(root)
@@ -65,18 +76,20 @@ def write_output(catalog: lsdb.Catalog, output: str, fmt: str, storage_options: 
             raise EmptyResultError(f"{name}: the result is empty (no rows), so no HATS catalogue "
                                    f"was written to {output}") from None
         mark_output(fs, root, command)
+        out = UPath(output, **storage_options)
+        describe_hats(out / name if (out / name / "hats.properties").exists() else out, sources, name=name)
         written = lsdb.open_catalog(UPath(output, **storage_options))
         return int(written.hc_structure.catalog_info.total_rows or 0)
 
     def part(df: npd.NestedFrame, path: str) -> int:
         if len(df) == 0:
             return 0
-        write_parquet(npd.NestedFrame(df).to_pyarrow(), fs, path)
+        write_parquet(described_table(npd.NestedFrame(df).to_pyarrow(), sources, name=name), fs, path)
         return len(df)
 
     if single:
         df = catalog.compute(progress_bar=False)
-        table = npd.NestedFrame(df).to_pyarrow()
+        table = described_table(npd.NestedFrame(df).to_pyarrow(), sources, name=name)
         write_parquet(table, fs, root)
         return len(df)
     parts = catalog.to_delayed()
@@ -167,7 +180,9 @@ def cmd_crossmatch(ns: argparse.Namespace) -> int:
         for w in caught:
             if issubclass(w.category, MarginWarning):
                 print(f"tmass-lake: warning: {w.message}", file=sys.stderr)
-        rows = write_output(result, ns.output, fmt, so, f"{ns.table}_x_{right.name}",
+        sources = crossmatch_sources(list(result.columns), common_schema(lake.main_catalog_url(ns.table), so),
+                                     common_schema(str(right.hc_structure.catalog_base_dir), so))
+        rows = write_output(result, ns.output, fmt, so, f"{ns.table}_x_{right.name}", sources,
                             overwrite=ns.overwrite, command="crossmatch")
     kind = "positional" if ns.plain else "epoch-aware"
     print(f"{ns.table} x {right.name}: {rows:,} {kind} matches within {ns.radius:g}\" "
@@ -206,7 +221,10 @@ def cmd_lightcurves(ns: argparse.Namespace) -> int:
     with cluster(ns, lake_bytes(lake)):
         cat = lake.light_curves(ns.product, kind=ns.kind, links=ns.links, complete=not ns.no_repair,
                                 search_filter=search, stored=False if ns.join else None)
-        rows = write_output(cat, ns.output, fmt, so, f"{ns.product}_lightcurves",
+        stored = [Source(common_schema(lake.main_catalog_url(tables.collection), so))] \
+            if tables.collection in lake.tables else []
+        sources = [*stored, *table_sources(tables.info, tables.detections)]
+        rows = write_output(cat, ns.output, fmt, so, f"{ns.product}_lightcurves", sources,
                             overwrite=ns.overwrite, command="lightcurves")
     how = f"read from {tables.collection}" if cat.name == tables.collection else "joined on the fly"
     print(f"{ns.product}: {rows:,} merged sources with nested detections, {how} "

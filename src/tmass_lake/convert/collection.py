@@ -82,7 +82,8 @@ def build_collection(args: TableArguments, plan: ResumePlan, client: Client) -> 
     finish_catalog(catalog_url, base | observation_properties(schema) | {
         "catalog_name": args.table, "catalog_type": "object", "total_rows": rows,
         "hats_cols_sort": HEALPIX_COLUMN, "hats_max_rows": threshold,
-    }, expected_rows=rows, storage_options=args.storage_options,
+    }, expected_rows=rows, storage_options=args.storage_options, schema=schema.arrow_schema(),
+        key_column=schema.key_column,
         pixels=[HealpixPixel(r["order"], r["pixel"]) for r in records], histogram=sparse_histogram(results))
     with_margin = [r for r in records if r["margin_rows"]]
     margin_rows = sum(r["margin_rows"] for r in with_margin)

@@ -29,6 +29,7 @@ from tmass_lake.convert.table import build_session, write_report
 from tmass_lake.convert.tasks import run_pixel_tasks
 from tmass_lake.convert.writer import (
     HEALPIX_COLUMN,
+    common_schema,
     finish_catalog,
     finish_margin,
     margin_name,
@@ -36,6 +37,7 @@ from tmass_lake.convert.writer import (
     pixel_file,
     positional_properties,
     upath,
+    with_metadata,
     write_collection_properties,
     write_partition,
 )
@@ -79,16 +81,28 @@ def _filtered(args: DeriveArguments, url: str) -> pa.Table:
     table = retrying(lambda: pq.read_table(path, filesystem=fs), what=f"reading {url}")
     value = pa.scalar(args.value).cast(table.schema.field(args.column).type)
     kept = table.filter(pc.fill_null(pc.equal(table.column(args.column), value), False))
-    meta = dict(kept.schema.metadata or {}) | {
+    return kept.replace_schema_metadata(_derived_metadata(args, kept.schema))
+
+
+def _derived_metadata(args: DeriveArguments, source: pa.Schema) -> dict:
+    """The source's schema metadata, naming the derived table and how it was derived."""
+    return dict(source.metadata or {}) | {
         b"table": args.name.encode(), b"title": args.title.encode(),
         b"derived_from": args.schema.table.encode(), b"where": args.where.encode()}
-    return kept.replace_schema_metadata(meta)
 
 
 def derive_partition(args: DeriveArguments, pixel: HealpixPixel, source_catalog: str,
                      source_margin: str | None, margin_out: str | None) -> dict:
-    """Filter one partition and its margin; returns counts, bytes and its order-10 histogram."""
-    table = _filtered(args, pixel_file(source_catalog, pixel))
+    """Filter one partition and its margin; returns counts, bytes and its order-10 histogram.
+
+    The source's data files hold types only: the rows take the columns' metadata from the source's
+    ``_common_metadata``, so the derived data files' compact VOParquet has the units and UCDs."""
+    described = common_schema(source_catalog, args.storage_options)
+
+    def with_units(t: pa.Table) -> pa.Table:
+        return t.cast(with_metadata(t.schema, described))
+
+    table = with_units(_filtered(args, pixel_file(source_catalog, pixel)))
     rec = {"order": pixel.order, "pixel": pixel.pixel, "rows": table.num_rows, "bytes": 0,
            "margin_rows": 0, "margin_bytes": 0, "hist": [[], []]}
     if not table.num_rows:
@@ -101,7 +115,7 @@ def derive_partition(args: DeriveArguments, pixel: HealpixPixel, source_catalog:
     if source_margin and margin_out:
         fs, path = filesystem(pixel_file(source_margin, pixel), so)
         if fs.exists(path):
-            margin = _filtered(args, pixel_file(source_margin, pixel))
+            margin = with_units(_filtered(args, pixel_file(source_margin, pixel)))
             if margin.num_rows:
                 rec["margin_rows"] = margin.num_rows
                 rec["margin_bytes"] = write_partition(margin, pixel_file(margin_out, pixel),
@@ -142,6 +156,8 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
         hist = (np.concatenate([np.asarray(r["hist"][0], np.int64) for r in kept]),
                 np.concatenate([np.asarray(r["hist"][1], np.int64) for r in kept]))
         base = positional_properties(info.ra_column, info.dec_column)
+        described = common_schema(source_catalog, so)
+        described = described.with_metadata(_derived_metadata(args, described))
         finish_catalog(join(args.output, args.name), base | observation_properties(
             args.schema, title=args.title,
             description=f"{args.title}: the rows of {args.schema.table} with {args.where}, derived "
@@ -149,7 +165,8 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
             progenitor=f"{args.schema.table} ({args.where})") | {
             "catalog_name": args.name, "catalog_type": "object", "total_rows": rows,
             "hats_cols_sort": HEALPIX_COLUMN, "hats_max_rows": info.hats_max_rows,
-        }, expected_rows=rows, storage_options=so,
+        }, expected_rows=rows, storage_options=so, schema=described,
+            key_column=args.schema.key_column,
             pixels=[HealpixPixel(r["order"], r["pixel"]) for r in kept], histogram=hist)
         with_margin = [r for r in kept if r["margin_rows"]]
         margin_rows = sum(r["margin_rows"] for r in with_margin)

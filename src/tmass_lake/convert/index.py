@@ -228,6 +228,6 @@ def _index_column(args: IndexArguments, col: str, spills: list[IndexSpill], sche
         "catalog_name": name, "catalog_type": "index", "total_rows": rows,
         "primary_catalog": args.catalog, "indexing_column": col,
         "obs_title": f"Index of {args.catalog} on {col}",
-    }, expected_rows=rows, storage_options=args.storage_options)
+    }, expected_rows=rows, storage_options=args.storage_options, schema=schema)
     return {"path": name, "rows": rows, "bytes": sum(w["bytes"] for w in written.values()),
             "files": len(written)}

@@ -29,6 +29,7 @@ a :class:`~tmass_lake.storage.StorageError` naming the file.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import uuid
 import warnings
@@ -50,8 +51,10 @@ from hats.io.file_io import write_fits_image
 from hats.io.file_io.file_io import get_parquet_write_table_kwargs
 from hats.io.parquet_metadata import write_parquet_metadata
 from hats.io.skymap import write_skymap
+from hats.io.summary_file import write_catalog_summary_file
 from hats.pixel_math import HealpixPixel
 from hats.pixel_math.spatial_index import SPATIAL_INDEX_COLUMN
+from matplotlib import pyplot as plt
 from upath import UPath
 
 from tmass_lake.convert.parameters import HISTOGRAM_ORDER
@@ -62,17 +65,20 @@ from tmass_lake.storage import (
     filesystem,
     forget_listings,
     join,
+    open_atomic,
     retrying,
-    write_parquet,
+    url_of,
 )
 
 T = TypeVar("T")
+LOG = logging.getLogger(__name__)
 HEALPIX_COLUMN = SPATIAL_INDEX_COLUMN
 BUILDER = f"tmass-lake v{version('tmass-lake')}"
 SKYMAP_ALT_ORDERS = [2, 4, 6]
 TABLE_PROPERTIES = "table.properties"
 BUILD_ID = "tmass_lake_build"
 """The properties key of a catalog's (or Parquet table's) build id: new at every build."""
+PER_PARTITION_STATISTICS = "per_partition_statistics.parquet"
 VOPARQUET_VERSION = "IVOA.VOTable-Parquet.version"
 VOPARQUET_CONTENT = "IVOA.VOTable-Parquet.content"
 WRITER_COLUMNS = {
@@ -113,9 +119,63 @@ def parquet_kwargs(schema: pa.Schema, compression_level: int, sort_by: str | Non
 
 def write_partition(table: pa.Table, url: str, *, compression_level: int, storage_options: dict | None = None,
                     sort_by: str | None = HEALPIX_COLUMN, **extra: object) -> int:
-    """Write one data file (already sorted by ``sort_by``) atomically; returns its size in bytes."""
+    """Write one data file (already sorted by ``sort_by``) atomically; returns its size in bytes.
+
+    The file is compact (:func:`data_file_schema`): its columns' types, and as key-value metadata the
+    compact VOParquet of :func:`voparquet_metadata` (``compact=True``: datatype, unit, UCD of every
+    column), so one file downloaded alone keeps its units for astropy and TOPCAT. Descriptions,
+    provenance and the table's notes are only in ``_common_metadata`` (:func:`finish_catalog`) and
+    the manifest: repeated in every file they made each footer 4x hats-import's. No ``ARROW:schema``
+    either (``store_schema=False``): the Parquet types say everything these columns need, and the
+    Arrow schema (with its own copy of the key-value metadata) is in ``_common_metadata``.
+    """
     fs, path = filesystem(url, storage_options)
-    return write_parquet(table, fs, path, **parquet_kwargs(table.schema, compression_level, sort_by, **extra))
+    bare = data_file_schema(table.schema)
+    kwargs = parquet_kwargs(bare, compression_level, sort_by, **extra)
+    row_group_size = kwargs.pop("row_group_size", None)
+    kwargs.setdefault("compression", "zstd")
+    meta = voparquet_metadata(table.schema, name=url.split("/dataset/")[0].rstrip("/").rsplit("/", 1)[-1],
+                              compact=True)
+    data = table.cast(bare)
+
+    def put() -> int:
+        with open_atomic(fs, path) as f:
+            with pq.ParquetWriter(f, bare, store_schema=False, **kwargs) as writer:
+                writer.write_table(data, row_group_size=row_group_size)
+                writer.add_key_value_metadata(meta)
+            return int(f.tell())
+
+    return retrying(put, what=f"writing {url_of(fs, path)}")
+
+
+def data_file_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` without field or schema metadata (types and nullability only): a data file's."""
+    def bare(f: pa.Field) -> pa.Field:
+        t = f.type
+        if pa.types.is_struct(t):
+            t = pa.struct([bare(c) for c in t])
+        return pa.field(f.name, t, nullable=f.nullable)
+    return pa.schema([bare(f) for f in schema])
+
+
+def with_metadata(schema: pa.Schema, described: pa.Schema | None) -> pa.Schema:
+    """``schema`` (what the data files hold) with each field's metadata, and the schema's, from the
+    field of the same name in ``described`` (the table's full schema; sub-fields of nested columns
+    too); a field ``described`` lacks keeps its own."""
+    if described is None:
+        return schema
+
+    def merge(f: pa.Field, d: pa.Field | None) -> pa.Field:
+        if d is None:
+            return f
+        t = f.type
+        if pa.types.is_struct(t) and pa.types.is_struct(d.type):
+            names = [c.name for c in d.type]
+            t = pa.struct([merge(c, d.type[names.index(c.name)] if c.name in names else None) for c in t])
+        return pa.field(f.name, t, nullable=f.nullable, metadata=d.metadata or f.metadata)
+
+    fields = [merge(f, described.field(f.name) if f.name in described.names else None) for f in schema]
+    return pa.schema(fields, metadata=(schema.metadata or {}) | (described.metadata or {}))
 
 
 def _guarded(what: str, fn: Callable[[], T], partial: list[UPath] = ()) -> T:
@@ -137,9 +197,7 @@ def observation_properties(schema: TableSchema, *, title: str | None = None,
     """IVOA ``obs_*`` description keys for a 2MASS table (or a catalog derived from one)."""
     return {
         "obs_title": title or schema.title,
-        "obs_description": description or (
-            f"{schema.title}, converted from IRSA's distribution by tmass-lake. "
-            f"Layout: {schema.layout_status}. {schema.layout_note}"),
+        "obs_description": description or archive_description(schema),
         "obs_regime": "Infrared",
         "obs_ack": "This publication makes use of data products from the Two Micron All Sky "
                    "Survey, a joint project of UMass and IPAC/Caltech, funded by NASA and NSF.",
@@ -148,6 +206,31 @@ def observation_properties(schema: TableSchema, *, title: str | None = None,
         "em_max": "2.4e-6",
         "prov_progenitor": progenitor or "IRSA 2MASS Extended Mission " + schema.table,
     }
+
+
+LAYOUT_WORDING = {
+    "documented": "the column layout is the one the Explanatory Supplement documents",
+    "partial": "the column layout is partly documented by the Explanatory Supplement, the rest inferred",
+    "inferred": "the column layout is inferred from the Explanatory Supplement's descriptions and "
+                "the related released catalogs' formats",
+    "incomplete": "the column layout is incomplete: IRSA's database has columns the Explanatory "
+                  "Supplement does not describe",
+}
+"""How ``obs_description`` words a table's ``layout_status`` (``inferred from FILE``: ``inferred``)."""
+
+
+def archive_description(schema: TableSchema) -> str:
+    """``obs_description`` of a table in the archive's terms: what IRSA distributes, where it is
+    documented, how much of the layout is documented and how much inferred (the schema file's
+    working note on how the layout was looked for stays in the manifest and the schema file)."""
+    documented = sum(c.provenance.startswith("documented") for c in schema.columns)
+    status = LAYOUT_WORDING.get(schema.layout_status.split()[0], schema.layout_status)
+    where = f" (Explanatory Supplement: {schema.documentation})" if schema.documentation else ""
+    irsa = f"; IRSA's database has {schema.irsa_columns} columns" if schema.irsa_columns else ""
+    return (f"{schema.title}, from the 2MASS Extended Mission data distributed by IRSA{where}, "
+            f"converted to HATS by tmass-lake. {status[0].upper()}{status[1:]} ({documented} of "
+            f"{len(schema.columns)} columns documented, {len(schema.columns) - documented} inferred{irsa}). "
+            "Each column's provenance is in dataset/_common_metadata and the lake manifest.")
 
 
 def positional_properties(ra_column: str, dec_column: str) -> dict:
@@ -209,57 +292,85 @@ def _string_width(field: pa.Field) -> int | None:
     return string_width((field.metadata or {}).get(b"documented_type", b"").decode())
 
 
-def _vo_field(vot: VOTableFile, name: str, field: pa.Field) -> Field:
+def _vo_field(vot: VOTableFile, name: str, field: pa.Field, *, compact: bool = False,
+              referenced: bool = False) -> Field:
     meta = WRITER_COLUMNS.get(name, {}) | {k.decode(): v.decode() for k, v in (field.metadata or {}).items()}
     attrs = _vo_datatype(field.type)
     width = _string_width(field)
     if width and pa.types.is_string(field.type):
         attrs["arraysize"] = f"{width}*"
-    out = Field(vot, name=name, ID=name, unit=vounit(meta.get("unit")), ucd=meta.get("ucd") or None, **attrs)
-    if meta.get("description"):
+    ident = name if (referenced or not compact) else None  # a nested sub-column's GROUP refers to it
+    out = Field(vot, name=name, ID=ident, unit=vounit(meta.get("unit")), ucd=meta.get("ucd") or None, **attrs)
+    if meta.get("description") and not compact:
         out.description = meta["description"]
     return out
 
 
-def voparquet_metadata(schema: pa.Schema, *, name: str, description: str | None = None) -> dict[str, str]:
+def _compact_xml(xml: str) -> str:
+    """astropy's VOTable text without its comment, schema location and indentation (one FIELD a line)."""
+    xml = re.sub(r"<!--.*?-->\s*", "", xml, flags=re.S)
+    xml = re.sub(r' xmlns:xsi="[^"]*" xsi:schemaLocation="[^"]*"', "", xml)
+    xml = re.sub(r">\s+<", "><", xml).replace("<FIELD", "\n<FIELD")
+    return re.sub(r"(<FIELD[^>]*)></FIELD>", r"\1/>", xml)
+
+
+def voparquet_metadata(schema: pa.Schema, *, name: str, description: str | None = None,
+                       compact: bool = False) -> dict[str, str]:
     """The VOParquet keys for ``schema``: a VOTable with one FIELD per column (per sub-column of a
-    nested column, hats' convention), plus astropy's ``table::len::`` for fixed-width strings."""
+    nested column, hats' convention), plus astropy's ``table::len::`` for fixed-width strings.
+
+    ``compact`` (every data file's): datatype, unit and UCD only, no descriptions, no indentation.
+
+    Not hats' :func:`hats.io.parquet_metadata.write_voparquet_in_common_metadata`: it builds FIELDs
+    from pandas dtypes (every string ``char`` of no width, unsigned integers astropy cannot write),
+    takes units and descriptions as separate dicts, and writes only ``_common_metadata``, while
+    every data file needs the compact form too. Its nested convention (``column.sub`` FIELDs, a
+    GROUP with ``is_nested_column``) is followed here.
+    """
     vot = VOTableFile()
     resource = Resource()
     vot.resources.append(resource)
     table = TableElement(vot, name=name, ID=name)
     resource.tables.append(table)
-    if description:
+    if description and not compact:
         table.description = description
     keys: dict[str, str] = {}
     for field in schema:
         if pa.types.is_struct(field.type):
             group = Group(table, name=field.name, ID=field.name)
-            group.description = (field.metadata or {}).get(b"description", b"").decode() or \
-                "multi-column nested format"
+            if not compact:
+                group.description = (field.metadata or {}).get(b"description", b"").decode() or \
+                    "multi-column nested format"
             group.entries.append(Param(vot, name="is_nested_column", datatype="boolean", value="t"))
             for child in field.type:
                 sub = f"{field.name}.{child.name}"
-                table.fields.append(_vo_field(vot, sub, child))
+                table.fields.append(_vo_field(vot, sub, child, compact=compact, referenced=True))
                 group.entries.append(FieldRef(table, ref=sub))
             table.groups.append(group)
             continue
-        table.fields.append(_vo_field(vot, field.name, field))
+        table.fields.append(_vo_field(vot, field.name, field, compact=compact))
         width = _string_width(field)
         if width and pa.types.is_string(field.type):
             keys[f"table::len::{field.name}"] = str(width)
     out = io.BytesIO()
     vot.to_xml(out)
-    xml = _exact_descriptions(out.getvalue().decode(), table)
+    xml = out.getvalue().decode()
+    xml = _compact_xml(xml) if compact else _exact_descriptions(xml, table)
     return {VOPARQUET_VERSION: "1.0", VOPARQUET_CONTENT: xml} | keys
 
 
-def write_voparquet(root: UPath, *, name: str, description: str | None = None) -> None:
-    """Add the VOParquet metadata of the catalog or table at ``root`` to its ``_common_metadata``."""
+def write_voparquet(root: UPath, *, name: str, description: str | None = None,
+                    schema: pa.Schema | None = None) -> None:
+    """Give the ``_common_metadata`` of the catalog or table at ``root`` the full metadata: each
+    column's from ``schema`` (the table's described schema: the data files carry only types) and
+    the VOParquet made from it, descriptions included."""
     pointer = paths.get_common_metadata_pointer(root)
+    described = schema
 
     def put() -> None:
-        schema = file_io.read_parquet_metadata(pointer).schema.to_arrow_schema()
+        schema = with_metadata(file_io.read_parquet_metadata(pointer).schema.to_arrow_schema(), described)
+        schema = schema.with_metadata({k: v for k, v in (schema.metadata or {}).items()
+                                       if not k.startswith(b"table::len::")})
         vo = voparquet_metadata(schema, name=name, description=description)
         meta = dict(schema.metadata or {}) | {k.encode(): v.encode() for k, v in vo.items()}
         file_io.write_parquet_metadata(schema.with_metadata(meta), pointer)
@@ -270,12 +381,19 @@ def write_voparquet(root: UPath, *, name: str, description: str | None = None) -
 def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_options: dict | None = None,
                    pixels: list[HealpixPixel] | None = None,
                    histogram: tuple[np.ndarray, np.ndarray] | None = None,
-                   empty_schema: pa.Schema | None = None) -> None:
+                   empty_schema: pa.Schema | None = None, schema: pa.Schema | None = None,
+                   key_column: str | None = None) -> None:
     """Write a catalog's metadata around its written data files, ``hats.properties`` last.
 
-    ``pixels`` (object and margin catalogs) gives ``partition_info.csv``; without them (index
-    catalogs) ``_metadata`` is not reordered by pixel. ``histogram`` (object catalogs: the
-    non-empty order-10 pixels and their row counts) gives the point map and skymaps. Raises if
+    ``pixels`` (object and margin catalogs) gives ``partition_info.csv`` and
+    ``per_partition_statistics.parquet``; without them (index catalogs) ``_metadata`` is not
+    reordered by pixel. Every catalog gets hats' ``data_thumbnail.parquet`` (one row per data file)
+    and its summaries (``README.md``, ``index.html``: :func:`write_summaries`). ``histogram`` (object
+    catalogs: the non-empty order-10 pixels and their row counts) gives the point map and skymaps.
+    ``schema`` is the catalog's described schema (units, UCDs, descriptions, provenance), for
+    ``_common_metadata``: the data files carry types and compact VOParquet only. Unless the
+    properties set it, ``hats_cols_default`` is :func:`default_columns` of it (and ``key_column``,
+    the table's key). Raises if
     ``_metadata`` does not count ``expected_rows`` rows. A catalog of no partition at all (the
     margin of a table whose partitions have no neighbours) is written from ``empty_schema``:
     hats and lsdb open it as an empty catalog.
@@ -291,9 +409,11 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
         extra = {"hats_order": info.get_highest_order() if pixels else 0,
                  "moc_sky_fraction": f"{info.calculate_fractional_coverage() if pixels else 0:0.5f}"}
     _write_metadata(root, url, expected_rows, order_by_healpix=pixels is not None,
-                    empty_schema=empty_schema if pixels == [] else None)
-    write_voparquet(root, name=properties["catalog_name"],
+                    empty_schema=empty_schema if pixels == [] else None, statistics=bool(pixels))
+    write_voparquet(root, name=properties["catalog_name"], schema=schema or empty_schema,
                     description=properties.get("obs_description") or properties.get("obs_title"))
+    if "hats_cols_default" not in properties:
+        extra["hats_cols_default"] = default_columns(common_schema(url, storage_options), key_column) or None
     if histogram is not None:
         dense = np.zeros(12 * 4**HISTOGRAM_ORDER, dtype=np.int64)
         np.add.at(dense, histogram[0], histogram[1])
@@ -307,6 +427,51 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
     props = TableProperties(**(provenance | properties | extra))
     target = root / "hats.properties"
     _guarded(f"writing {target}", lambda: props.to_properties_file(root), [target])
+    if properties.get("catalog_type") in ("margin", "index"):
+        write_summaries(root)  # an object catalog's is its collection's (write_collection_properties)
+
+
+def write_summaries(root: UPath) -> None:
+    """hats' catalog summaries of the catalog or collection at ``root`` (``README.md`` and
+    ``index.html``: :func:`hats.io.summary_file.write_catalog_summary_file`, hats' own templates).
+
+    A collection's summary shows its main catalog (columns, sky maps, how to open it). hats 0.11.1
+    draws the density map with a logarithmic colour scale, which matplotlib refuses for a catalog
+    of a few pixels (the mock's smallest): that summary is skipped, the log says so, and the figure
+    hats left open is closed (left open, it broke every later summary in the process)."""
+    for fmt, name in (("markdown", "README.md"), ("html", "index.html")):
+        target = root / name
+        before = set(plt.get_fignums())
+        try:
+            _guarded(f"writing {target}",
+                     lambda fmt=fmt: write_catalog_summary_file(root, fmt=fmt, uri=str(root)), [target])
+        except ValueError as e:
+            LOG.warning("no catalog summary %s: hats could not draw its density map (%s)", target, e)
+        finally:
+            for number in set(plt.get_fignums()) - before:
+                plt.close(number)
+
+
+MAGNITUDE_BANDS = ("em.IR.J", "em.IR.H", "em.IR.K")
+
+
+def default_columns(schema: pa.Schema, key_column: str | None = None) -> list[str]:
+    """``hats_cols_default``: the columns a user needs first, chosen from the described schema.
+
+    IRSA publishes no short form of the Extended Mission working databases (Gator's short form is
+    the All-Sky release's), and the schema files record no TAP ``principal`` flags, so the choice
+    follows the table's key and the documented UCDs: every ``meta.main`` column (the position, the observation
+    date), the epoch (``time.epoch``), per 2MASS band J, H, Ks the first magnitude (``phot.mag``) and
+    its first uncertainty (``stat.error;phot.mag``), and every nested column (the light curves).
+    Empty for a schema with none of these (hats then loads every column)."""
+    ucds = {f.name: (f.metadata or {}).get(b"ucd", b"").decode() for f in schema}
+    chosen = [key_column] if key_column in ucds else []
+    chosen += [n for n, ucd in ucds.items() if "meta.main" in ucd or ucd.startswith("time.epoch")]
+    for band in MAGNITUDE_BANDS:
+        for kind in ("phot.mag", "stat.error;phot.mag"):
+            chosen += [n for n, ucd in ucds.items() if ucd.startswith(kind) and band in ucd][:1]
+    chosen += [f.name for f in schema if pa.types.is_struct(f.type)]
+    return list(dict.fromkeys(chosen))
 
 
 def finish_margin(url: str, primary_url: str, *, threshold_arcsec: float, pixels: list[HealpixPixel],
@@ -314,28 +479,36 @@ def finish_margin(url: str, primary_url: str, *, threshold_arcsec: float, pixels
     """A margin catalog's metadata (:func:`finish_catalog`), written even when it has no partition.
 
     The catalog names are the URLs' last parts (``<collection>/<margin>``, ``<collection>/<primary>``);
-    an empty margin takes its primary catalog's schema, so lsdb loads a margin for every table.
+    an empty margin takes its primary catalog's schema, so lsdb loads a margin for every table, and
+    its primary's ``hats_cols_default``.
     """
-    finish_catalog(url, positional_properties(ra_column, dec_column) | {
+    primary = TableProperties.read_from_dir(upath(primary_url, storage_options))
+    default = {"hats_cols_default": primary.default_columns} if primary.default_columns else {}
+    finish_catalog(url, positional_properties(ra_column, dec_column) | default | {
         "catalog_name": url.rstrip("/").rsplit("/", 1)[-1], "catalog_type": "margin", "total_rows": rows,
         "primary_catalog": primary_url.rstrip("/").rsplit("/", 1)[-1], "margin_threshold": threshold_arcsec,
     }, expected_rows=rows, storage_options=storage_options, pixels=pixels,
-        empty_schema=common_schema(primary_url, storage_options))
+        empty_schema=common_schema(primary_url, storage_options))  # also the margin's described schema
 
 
 def _write_metadata(root: UPath, url: str, expected_rows: int, *, order_by_healpix: bool,
-                    empty_schema: pa.Schema | None = None) -> None:
+                    empty_schema: pa.Schema | None = None, statistics: bool = False,
+                    thumbnail: bool = True) -> None:
     """``_metadata`` and ``_common_metadata`` of the data files under ``root`` (of no file: from
-    ``empty_schema``); removed again, and an error raised, unless they count ``expected_rows`` rows."""
+    ``empty_schema``), hats' ``data_thumbnail.parquet`` (``thumbnail``) and, with ``statistics``,
+    its ``per_partition_statistics.parquet``; removed again, and an error raised, unless they count
+    ``expected_rows`` rows."""
     targets = [paths.get_parquet_metadata_pointer(root), paths.get_common_metadata_pointer(root)]
+    made = [paths.get_data_thumbnail_pointer(root), root / PER_PARTITION_STATISTICS]
     if empty_schema is not None:
         written = _guarded(f"writing {targets[0]}", lambda: _write_empty_metadata(empty_schema, targets),
                            targets)
     else:
-        written = _guarded(f"writing {targets[0]}",
-                           lambda: write_parquet_metadata(root, order_by_healpix=order_by_healpix), targets)
+        written = _guarded(f"writing {targets[0]}", lambda: write_parquet_metadata(
+            root, order_by_healpix=order_by_healpix, create_thumbnail=thumbnail,
+            create_per_partition_stats=statistics), targets + made)
     if written != expected_rows:
-        for p in targets:
+        for p in targets + made:
             p.unlink(missing_ok=True)
         raise StorageError(f"{url}: the data files hold {written} rows, {expected_rows} were written")
 
@@ -355,11 +528,12 @@ def common_schema(url: str, storage_options: dict | None = None) -> pa.Schema:
 
 
 def finish_parquet_table(url: str, properties: dict, *, expected_rows: int,
-                         storage_options: dict | None = None) -> None:
-    """A plain Parquet table's ``_metadata``/``_common_metadata`` and, last, ``table.properties``."""
+                         storage_options: dict | None = None, schema: pa.Schema | None = None) -> None:
+    """A plain Parquet table's ``_metadata``/``_common_metadata`` (``schema``: its described schema)
+    and, last, ``table.properties``."""
     root = written_by_workers(url, storage_options)
-    _write_metadata(root, url, expected_rows, order_by_healpix=False)
-    write_voparquet(root, name=properties["table"], description=properties.get("title"))
+    _write_metadata(root, url, expected_rows, order_by_healpix=False, thumbnail=False)
+    write_voparquet(root, name=properties["table"], description=properties.get("title"), schema=schema)
     stamp = {"builder": BUILDER, "creation_date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%MUTC"),
              BUILD_ID: uuid.uuid4().hex}
     text = "".join(f"{k}={v}\n" for k, v in (properties | stamp).items() if v is not None)
@@ -387,6 +561,7 @@ def write_collection_properties(url: str, *, name: str, title: str, margins: lis
     root = upath(url, storage_options)
     target = root / "collection.properties"
     _guarded(f"writing {target}", lambda: props.to_properties_file(root), [target])
+    write_summaries(root)
 
 
 def margin_name(catalog: str, margin_arcsec: float) -> str:

@@ -342,8 +342,8 @@ class Lake:
             A table of the lake; ``pt_src_6x2_cat``/``ext_src_6x2_cat`` give the 6x Catalog rows
             (``cat == "1"``, see :meth:`six_x_catalog`).
         columns : list of str or str or None, optional
-            Columns to load, pushed down to the Parquet reads; ``"all"`` loads every column,
-            ``None`` the catalogue's default columns (every column of a Parquet table).
+            Columns to load, pushed down to the Parquet reads; ``None`` or ``"all"`` loads every
+            column (plain ``lsdb.open_catalog`` loads only the catalogue's ``hats_cols_default``).
         filters : list or None, optional
             pyarrow filters (``[("j_m", "<", 12.0)]``), pushed down to the Parquet reads.
         search_filter : lsdb search or None, optional
@@ -382,7 +382,8 @@ class Lake:
         if entry.format == "parquet":
             return dd.read_parquet(self.parquet_files(name), columns=columns, filters=filters,
                                    storage_options=self.storage_options or None, **kwargs)
-        opts = {"columns": columns, "filters": filters, "search_filter": search_filter, **kwargs}
+        opts = {"columns": "all" if columns is None else columns, "filters": filters,
+                "search_filter": search_filter, **kwargs}
         opts = {k: v for k, v in opts.items() if v is not None}
         if self.storage_options:
             opts["storage_options"] = self.storage_options
