@@ -310,6 +310,12 @@ def test_single_table_build_indexes_its_key_by_default(tiny_inputs, tmp_path, ca
     assert main(["build", "--table", "pt_src_6x2", "--input", str(tiny_inputs[0]), "--output", str(bare),
                  "--no-index", "-q"]) == 0
     assert not list(bare.glob("*_index"))
+    assert not (out / "README.md").exists()  # hats' summaries only on request
+    summarised = tmp_path / "summarised"
+    assert main(["build", "--table", "pt_src_6x2", "--input", str(tiny_inputs[0]), "--output",
+                 str(summarised), "--catalog-summaries", "-q"]) == 0
+    for catalog in (summarised, summarised / "pt_src_6x2_cntr_index"):
+        assert (catalog / "README.md").read_text().lstrip().startswith("#"), catalog
 
 
 @pytest.mark.slow  # runs tasks on an in-process cluster

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from hats.io import paths
 
-from tmass_lake.convert.writer import PER_PARTITION_STATISTICS, default_columns
+from tmass_lake.convert.writer import PER_PARTITION_STATISTICS, default_columns, write_catalog_summaries
 
 COLLECTIONS = ("pt_src_c", "pt_src_6x2_cat", "cf_lightcurves", "ext_src_c")
 NO_SUMMARY = {"ext_src_c"}  # the mock's 6 sky pixels: hats 0.11.1's density map fails (README.md)
@@ -28,6 +28,8 @@ def catalogs(env, name: str) -> dict[str, object]:
 @pytest.mark.parametrize("name", COLLECTIONS)
 def test_thumbnail_statistics_and_summaries(env, name):
     root = env.lake / name
+    assert not (root / "README.md").exists()  # summaries are written on request (--catalog-summaries)
+    write_catalog_summaries(str(root))
     if name not in NO_SUMMARY:
         assert (root / "README.md").read_text().lstrip().startswith("#") and (root / "index.html").exists()
     for kind, cat in catalogs(env, name).items():

@@ -11,6 +11,7 @@ from tmass_lake.cli.options import check_urls, data_bytes, storage_options
 from tmass_lake.convert import LakeArguments, build_lake, build_table, load_pipelines, table_arguments
 from tmass_lake.convert.parameters import BuildParameters, resolve_parameters
 from tmass_lake.convert.pipelines import ALL, family_names
+from tmass_lake.convert.writer import write_catalog_summaries
 from tmass_lake.errors import InputError, UserError, did_you_mean
 from tmass_lake.readers import expand_inputs, is_tap
 from tmass_lake.schema import load_schema
@@ -63,6 +64,8 @@ def cmd_build(ns: argparse.Namespace) -> int:
     cache_alignment_kernels()
     with cluster(ns, size) as client:
         report = build_table(args, client)
+    if ns.catalog_summaries and schema.positional:
+        write_catalog_summaries(ns.output, so)
     if report.get("already_complete"):
         print(f"{ns.output} is already complete (same inputs and parameters): nothing to resume")
     print(f"{schema.table}: {report['lines_read']:,} lines read, {report['rows_written']:,} rows "
@@ -78,7 +81,7 @@ def _build_lake(ns: argparse.Namespace, so: dict, overrides: dict) -> int:
         pipelines=tuple(load_pipelines(ns.pipeline, overrides)), input_roots=tuple(ns.input),
         output=ns.output.rstrip("/"), tmp_dir=ns.tmp_dir, storage_options=so, resume=ns.resume,
         rebuild=tuple(ns.rebuild or ()), tables=tuple(ns.tables) if ns.tables else None,
-        progress=not ns.quiet)
+        progress=not ns.quiet, catalog_summaries=ns.catalog_summaries)
     for root in ns.input:  # before the cluster starts: a mistyped root is one line, at once
         fs, path = filesystem(root, so)
         if not is_tap(root) and is_local(fs) and not fs.isdir(path):  # (an object-store prefix may be empty)

@@ -207,6 +207,9 @@ def register_build(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--tmp-dir", metavar="URL", help="scratch space, any fsspec URL every worker reaches "
                                                     "(default: OUTPUT/_build)")
     b.add_argument("--resume", action="store_true", help="continue an interrupted build")
+    b.add_argument("--catalog-summaries", action="store_true",
+                   help="also write hats' catalog summaries (README.md, index.html) of every collection, "
+                        "margin and index (~10 s per collection)")
     add_build_parameters(b)
     add_cluster(b)
     add_storage_option(b)

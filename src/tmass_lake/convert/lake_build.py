@@ -35,7 +35,7 @@ from tmass_lake.convert.lock import BuildLock
 from tmass_lake.convert.manifest import table_entry, write_manifest
 from tmass_lake.convert.parameters import scratch_url, table_arguments
 from tmass_lake.convert.pipelines import DerivedSpec, LightCurveSpec, Pipeline, TableSpec
-from tmass_lake.convert.report import write_lake_report
+from tmass_lake.convert.report import write_lake_report, write_lake_summaries
 from tmass_lake.convert.resume import Records
 from tmass_lake.convert.scratch import remove_inside
 from tmass_lake.convert.table import build_table
@@ -69,6 +69,7 @@ class LakeArguments:
     progress: bool = True
     tables: tuple[str, ...] | None = None  # restrict the build to these names
     report_plots: bool = True
+    catalog_summaries: bool = False  # hats' README.md/index.html per collection: ~10 s each, on request
     index_rows_per_file: int = 5_000_000
     echo: Callable[[str], None] = print
 
@@ -320,6 +321,9 @@ def build_lake(args: LakeArguments, client: Client) -> dict:
                                   run.skipped, summary, args.storage_options)
         write_lake_report(args.output, manifest, args.storage_options, plots=args.report_plots, client=client,
                           replot=run.built, echo=echo if args.progress else None)
+        if args.catalog_summaries:
+            write_lake_summaries(args.output, manifest, client, args.storage_options,
+                                 echo=echo if args.progress else None)
         fs, scratch = filesystem(args.scratch, args.storage_options)
         if fs.exists(scratch) and not fs.ls(scratch):
             fs.rm(scratch, recursive=True)

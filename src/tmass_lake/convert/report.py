@@ -55,7 +55,7 @@ from tmass_lake.convert.card import (
 )
 from tmass_lake.convert.manifest import HATS_TYPES, format_drift
 from tmass_lake.convert.tasks import run_tasks
-from tmass_lake.convert.writer import upath
+from tmass_lake.convert.writer import upath, write_catalog_summaries
 from tmass_lake.lake import plot_light_curve
 from tmass_lake.storage import ensure_dir, filesystem, join, retrying, url_of, write_text
 
@@ -614,3 +614,25 @@ def write_lake_report(lake: str, manifest: dict, storage_options: dict | None = 
         echo(f"report: {len(report['plots'])} plot(s), report.txt and report.json -> {url_of(fs, root)} "
              f"({time.perf_counter() - started:.1f} s)")
     return report
+
+
+def _summary_task(lake: str, entry: dict, storage_options: dict) -> None:
+    """hats' summaries of one collection, in a worker (pyplot's state taking turns, as the plots)."""
+    with PLOT_LOCK:
+        matplotlib.use("Agg")
+        write_catalog_summaries(join(lake, entry["path"]), storage_options)
+
+
+def write_lake_summaries(lake: str, manifest: dict, client: Client, storage_options: dict | None = None,
+                         echo: Callable[[str], None] | None = None) -> int:
+    """hats' catalog summaries (``README.md``, ``index.html``) of every collection of the lake, its
+    margins and indexes, drawn on ``client``'s workers; returns how many collections."""
+    started = time.perf_counter()
+    entries = [e for e in manifest["tables"].values() if e["type"] in HATS_TYPES]
+    if echo is not None and entries:
+        echo(f"catalog summaries: {len(entries)} collection(s) ...")
+    run_tasks(client, lambda e: _summary_task(lake, e, storage_options or {}), entries, "catalog summaries",
+              echo is not None)
+    if echo is not None and entries:
+        echo(f"catalog summaries written ({time.perf_counter() - started:.1f} s)")
+    return len(entries)

@@ -387,8 +387,8 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
 
     ``pixels`` (object and margin catalogs) gives ``partition_info.csv`` and
     ``per_partition_statistics.parquet``; without them (index catalogs) ``_metadata`` is not
-    reordered by pixel. Every catalog gets hats' ``data_thumbnail.parquet`` (one row per data file)
-    and its summaries (``README.md``, ``index.html``: :func:`write_summaries`). ``histogram`` (object
+    reordered by pixel. Every catalog gets hats' ``data_thumbnail.parquet`` (one row per data file);
+    its summaries are written on request (:func:`write_catalog_summaries`). ``histogram`` (object
     catalogs: the non-empty order-10 pixels and their row counts) gives the point map and skymaps.
     ``schema`` is the catalog's described schema (units, UCDs, descriptions, provenance), for
     ``_common_metadata``: the data files carry types and compact VOParquet only. Unless the
@@ -427,8 +427,6 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
     props = TableProperties(**(provenance | properties | extra))
     target = root / "hats.properties"
     _guarded(f"writing {target}", lambda: props.to_properties_file(root), [target])
-    if properties.get("catalog_type") in ("margin", "index"):
-        write_summaries(root)  # an object catalog's is its collection's (write_collection_properties)
 
 
 def write_summaries(root: UPath) -> None:
@@ -561,7 +559,19 @@ def write_collection_properties(url: str, *, name: str, title: str, margins: lis
     root = upath(url, storage_options)
     target = root / "collection.properties"
     _guarded(f"writing {target}", lambda: props.to_properties_file(root), [target])
+
+
+def write_catalog_summaries(url: str, storage_options: dict | None = None) -> None:
+    """hats' summaries of a finished collection (its main catalog), its margins and its indexes.
+
+    On request (``build --catalog-summaries``), as hats writes them: each draws the catalog's
+    pixel and density maps, ~5 s per collection and format, so a build does not pay it unasked.
+    """
+    root = upath(url, storage_options)
+    props = CollectionProperties.read_from_dir(root)
     write_summaries(root)
+    for sub in [*(props.all_margins or []), *(props.all_indexes or {}).values()]:
+        write_summaries(root / sub)
 
 
 def margin_name(catalog: str, margin_arcsec: float) -> str:
