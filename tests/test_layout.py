@@ -197,8 +197,9 @@ def test_gator_projection_builds_exactly_and_strict_layout_refuses_it(local_clie
     documented = [n for n in PSC.names if n in {PSC.lookup()[g].name for g in GATOR}]
     assert built.column_names == ["_healpix_29", *documented, *COMPUTED]
     assert_values_equal_text(built, text, GATOR)
-    assert built.schema.field("dist").metadata[b"unit"] == b"arcsec"
-    assert built.schema.field("date").metadata[b"description"] == PSC.column("date").description.encode()
+    described = pq.read_schema(tmp_path / "out" / "fp_psc" / "dataset" / "_common_metadata")
+    assert described.field("dist").metadata[b"unit"] == b"arcsec"
+    assert described.field("date").metadata[b"description"] == PSC.column("date").description.encode()
     drift = report["columns"]
     assert drift["absent"] == [n for n in PSC.names if n not in documented]
     assert drift["aliases"] == {"dec": "decl", "date": "xdate"}

@@ -31,6 +31,7 @@ from fsspec.implementations.local import LocalFileSystem
 from hats.io.validation import is_valid_collection
 from upath import UPath
 
+import tmass_lake.convert.writer as writer
 import tmass_lake.storage as storage
 from tmass_lake.convert import build_table
 from tmass_lake.convert.writer import finish_parquet_table
@@ -90,6 +91,7 @@ def test_failed_reduce_leaves_no_valid_collection_and_resume_completes(
         return real(fs, path)
 
     monkeypatch.setattr(storage, "open_atomic", deny_after_three)
+    monkeypatch.setattr(writer, "open_atomic", deny_after_three)  # the data files' writer
     inputs = expand_inputs([f"s3://{BUCKET}/in/{TABLE}/"], so)
     args = make_args(pt_schema, inputs, out, storage_options=so)
     with pytest.raises(StorageError, match=rf"writing s3://{BUCKET}/failing/{TABLE}/dataset/.*Npix=.*"
@@ -101,6 +103,7 @@ def test_failed_reduce_leaves_no_valid_collection_and_resume_completes(
     assert not is_valid_collection(UPath(out, **so), verbose=False)
 
     monkeypatch.setattr(storage, "open_atomic", real)
+    monkeypatch.setattr(writer, "open_atomic", real)
     args = make_args(pt_schema, inputs, out, storage_options=so, resume=True)
     build_table(args, threaded_client)
     assert is_valid_collection(UPath(out, **so), strict=True, verbose=False)

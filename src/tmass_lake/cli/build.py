@@ -83,8 +83,10 @@ def _build_lake(ns: argparse.Namespace, so: dict, overrides: dict) -> int:
         rebuild=tuple(ns.rebuild or ()), tables=tuple(ns.tables) if ns.tables else None,
         progress=not ns.quiet, catalog_summaries=ns.catalog_summaries)
     for root in ns.input:  # before the cluster starts: a mistyped root is one line, at once
+        if is_tap(root):
+            continue
         fs, path = filesystem(root, so)
-        if not is_tap(root) and is_local(fs) and not fs.isdir(path):  # (an object-store prefix may be empty)
+        if is_local(fs) and not fs.isdir(path):  # (an object-store prefix may be empty)
             raise InputError(root, "no such input root (a directory holding irsa/<table>/...)")
     size = None if any(is_tap(u) for u in ns.input) else data_bytes(ns.input, so)
     cache_alignment_kernels()

@@ -83,7 +83,7 @@ def build_collection(args: TableArguments, plan: ResumePlan, client: Client) -> 
         "catalog_name": args.table, "catalog_type": "object", "total_rows": rows,
         "hats_cols_sort": HEALPIX_COLUMN, "hats_max_rows": threshold,
     }, expected_rows=rows, storage_options=args.storage_options, schema=schema.arrow_schema(),
-        key_column=schema.key_column,
+        id_columns=tuple(c for c in (schema.key_column, *args.indexes) if c),
         pixels=[HealpixPixel(r["order"], r["pixel"]) for r in records], histogram=sparse_histogram(results))
     with_margin = [r for r in records if r["margin_rows"]]
     margin_rows = sum(r["margin_rows"] for r in with_margin)

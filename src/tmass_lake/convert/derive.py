@@ -166,7 +166,7 @@ def derive_catalog(args: DeriveArguments, client: Client, *, index_rows_per_file
             "catalog_name": args.name, "catalog_type": "object", "total_rows": rows,
             "hats_cols_sort": HEALPIX_COLUMN, "hats_max_rows": info.hats_max_rows,
         }, expected_rows=rows, storage_options=so, schema=described,
-            key_column=args.schema.key_column,
+            id_columns=(args.schema.key_column,) if args.schema.key_column else (),
             pixels=[HealpixPixel(r["order"], r["pixel"]) for r in kept], histogram=hist)
         with_margin = [r for r in kept if r["margin_rows"]]
         margin_rows = sum(r["margin_rows"] for r in with_margin)

@@ -306,7 +306,7 @@ def build_light_curves(args: LightCurveArguments, client: Client) -> dict:
         hist = tuple(np.concatenate([np.asarray(r["hist"][i], np.int64) for r in records]) for i in (0, 1))
         finish_catalog(task.output, props | {"catalog_name": args.name, "total_rows": rows},
                        expected_rows=rows, storage_options=so, pixels=pixels, histogram=hist,
-                       schema=task.schema, key_column=INDEX_COLUMN)
+                       schema=task.schema, id_columns=(INDEX_COLUMN,))
         stages["lightcurves"], clock = time.time() - clock, time.time()
 
         margin, margin_rows, arcsec = None, 0, 0.0

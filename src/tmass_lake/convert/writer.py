@@ -32,7 +32,6 @@ import io
 import logging
 import re
 import uuid
-import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -265,14 +264,14 @@ def vounit(unit: str | None) -> str | None:
     ``d``, ``mas/yr`` -> ``mas.yr**-1``), or quoted when VOUnit does not know it (``'DN'``)."""
     if not unit:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            spelled = u.Unit(unit).to_string("vounit")
-            u.Unit(spelled, format="vounit")  # what a VOTable reader parses, whatever astropy saw before
-            return spelled
-        except (ValueError, Warning):
-            return f"'{unit}'"
+    # parse_strict="raise", not a warnings filter: filters are process-wide, and on an in-process
+    # (threaded) cluster an "error" filter here turned other threads' warnings into exceptions
+    try:
+        spelled = u.Unit(unit, parse_strict="raise").to_string("vounit")
+        u.Unit(spelled, format="vounit", parse_strict="raise")  # what a VOTable reader parses
+        return spelled
+    except ValueError:
+        return f"'{unit}'"
 
 
 def _exact_descriptions(xml: str, table: TableElement) -> str:
@@ -382,7 +381,7 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
                    pixels: list[HealpixPixel] | None = None,
                    histogram: tuple[np.ndarray, np.ndarray] | None = None,
                    empty_schema: pa.Schema | None = None, schema: pa.Schema | None = None,
-                   key_column: str | None = None) -> None:
+                   id_columns: tuple[str, ...] = ()) -> None:
     """Write a catalog's metadata around its written data files, ``hats.properties`` last.
 
     ``pixels`` (object and margin catalogs) gives ``partition_info.csv`` and
@@ -392,7 +391,7 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
     catalogs: the non-empty order-10 pixels and their row counts) gives the point map and skymaps.
     ``schema`` is the catalog's described schema (units, UCDs, descriptions, provenance), for
     ``_common_metadata``: the data files carry types and compact VOParquet only. Unless the
-    properties set it, ``hats_cols_default`` is :func:`default_columns` of it (and ``key_column``,
+    properties set it, ``hats_cols_default`` is :func:`default_columns` of it (and ``id_columns``,
     the table's key). Raises if
     ``_metadata`` does not count ``expected_rows`` rows. A catalog of no partition at all (the
     margin of a table whose partitions have no neighbours) is written from ``empty_schema``:
@@ -413,7 +412,7 @@ def finish_catalog(url: str, properties: dict, *, expected_rows: int, storage_op
     write_voparquet(root, name=properties["catalog_name"], schema=schema or empty_schema,
                     description=properties.get("obs_description") or properties.get("obs_title"))
     if "hats_cols_default" not in properties:
-        extra["hats_cols_default"] = default_columns(common_schema(url, storage_options), key_column) or None
+        extra["hats_cols_default"] = default_columns(common_schema(url, storage_options), id_columns) or None
     if histogram is not None:
         dense = np.zeros(12 * 4**HISTOGRAM_ORDER, dtype=np.int64)
         np.add.at(dense, histogram[0], histogram[1])
@@ -453,17 +452,18 @@ def write_summaries(root: UPath) -> None:
 MAGNITUDE_BANDS = ("em.IR.J", "em.IR.H", "em.IR.K")
 
 
-def default_columns(schema: pa.Schema, key_column: str | None = None) -> list[str]:
+def default_columns(schema: pa.Schema, id_columns: tuple[str, ...] = ()) -> list[str]:
     """``hats_cols_default``: the columns a user needs first, chosen from the described schema.
 
     IRSA publishes no short form of the Extended Mission working databases (Gator's short form is
     the All-Sky release's), and the schema files record no TAP ``principal`` flags, so the choice
-    follows the table's key and the documented UCDs: every ``meta.main`` column (the position, the observation
+    follows the table's key and indexed columns (``id_columns``, so ``id_search`` works on a plain
+    open) and the documented UCDs: every ``meta.main`` column (the position, the observation
     date), the epoch (``time.epoch``), per 2MASS band J, H, Ks the first magnitude (``phot.mag``) and
     its first uncertainty (``stat.error;phot.mag``), and every nested column (the light curves).
     Empty for a schema with none of these (hats then loads every column)."""
     ucds = {f.name: (f.metadata or {}).get(b"ucd", b"").decode() for f in schema}
-    chosen = [key_column] if key_column in ucds else []
+    chosen = [c for c in id_columns if c in ucds]  # the key and every indexed column (id_search)
     chosen += [n for n, ucd in ucds.items() if "meta.main" in ucd or ucd.startswith("time.epoch")]
     for band in MAGNITUDE_BANDS:
         for kind in ("phot.mag", "stat.error;phot.mag"):
