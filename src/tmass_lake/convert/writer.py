@@ -502,9 +502,17 @@ def _write_metadata(root: UPath, url: str, expected_rows: int, *, order_by_healp
         written = _guarded(f"writing {targets[0]}", lambda: _write_empty_metadata(empty_schema, targets),
                            targets)
     else:
-        written = _guarded(f"writing {targets[0]}", lambda: write_parquet_metadata(
-            root, order_by_healpix=order_by_healpix, create_thumbnail=thumbnail,
-            create_per_partition_stats=statistics), targets + made)
+        def write() -> int:
+            try:
+                return write_parquet_metadata(root, order_by_healpix=order_by_healpix,
+                                              create_thumbnail=thumbnail,
+                                              create_per_partition_stats=statistics)
+            except StopIteration:  # hats' thumbnail takes every data file's first row: an empty file has none
+                LOG.warning("%s: a data file holds no row, so no data_thumbnail.parquet", url)
+                return write_parquet_metadata(root, order_by_healpix=order_by_healpix, create_thumbnail=False,
+                                              create_per_partition_stats=statistics)
+
+        written = _guarded(f"writing {targets[0]}", write, targets + made)
     if written != expected_rows:
         for p in targets + made:
             p.unlink(missing_ok=True)
