@@ -95,7 +95,9 @@ def served_metadata(service: TapService, table: str, data_file: Path) -> None:
     """A harvested data file's documented columns carry our names, types and words (layout from the
     service, documentation from the schema); the service's own columns its words and units."""
     served, ours = service.tables[table], load_schema(table)
-    fields = {f.name: f for f in pq.read_schema(data_file)}
+    # a data file carries types and compact VOParquet; the words are in its catalog's _common_metadata
+    dataset = next(p for p in data_file.parents if p.name == "dataset")
+    fields = {f.name: f for f in pq.read_schema(dataset / "_common_metadata")}
     assert [n for n in fields if n in ours.names] == [n for n in ours.names if n in served.served]
     for name in served.served:
         meta = {k.decode(): v.decode() for k, v in (fields[name].metadata or {}).items()}
@@ -337,7 +339,8 @@ def test_harvest_equals_the_file_build(tap_service, file_lake, tmp_path):
     assert manifest["tables"]["pt_src_c"]["columns"]["aliases"] == {"dec": "decl", "date": "xdate"}
     psc = next((tmp_path / "tap" / "pt_src_c").rglob("Npix=*.parquet"))
     assert pq.read_schema(psc).field("date").type == pa.date32()  # Gator's text xdate, typed as documented
-    assert pq.read_schema(psc).field("ra_hours").metadata[b"unit"] == b"h"
+    described = pq.read_schema(next(p for p in psc.parents if p.name == "dataset") / "_common_metadata")
+    assert described.field("ra_hours").metadata[b"unit"] == b"h"  # the service's unit, kept
     assert len([q for q in manifest["tables"]["pt_src_c"]["tap"]["queries"] if q["kind"] == "data"]) >= 8
     assert_same_rows(tmp_path / "tap" / "cf_lightcurves", file_lake / "cf_lightcurves", "gcntr")
     info = cli("info", str(tmp_path / "tap")).stdout
