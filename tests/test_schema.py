@@ -45,7 +45,7 @@ def test_schema_loads_with_metadata(table):
 
 def test_incomplete_layouts_say_so():
     assert load_schema("pt_src_rej").layout_status == "inferred"
-    assert "not retrievable" in load_schema("pt_src_6x2").layout_note
+    assert "gives no column list" in load_schema("pt_src_6x2").layout_note
     assert load_schema("fp_psc").layout_status == "documented"
     documented = {c.name for c in load_schema("cf_info").columns if c.provenance == "documented"}
     assert {"gcntr", "napp"} <= documented
