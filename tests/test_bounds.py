@@ -106,15 +106,20 @@ def test_a_short_run_of_empty_lines_is_kept_line_by_line(good, tmp_path):
     assert rows == 300 and [b.line for b in bad] == list(range(6, 6 + MIN_BLANK_RUN - 1))
 
 
+def read_traced(path):
+    """``read(path)`` in blocks of ``LIMIT``, with the peak of Python allocations while it ran."""
+    tracemalloc.start()
+    try:
+        result = read(path, block_bytes=LIMIT)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_empty_lines_are_read_in_bounded_memory(tmp_path):
     path = tmp_path / "newlines"
     path.write_bytes(b"\n" * (20 * MB))
-    tracemalloc.start()
-    try:
-        rows, bad, n = read(path, block_bytes=LIMIT)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    (rows, bad, n), peak = read_traced(path)
     assert rows == 0 and n == 20 * MB and quarantined_lines(bad) == 20 * MB and len(bad) <= 21
     assert peak < 16 * LIMIT
 
@@ -122,12 +127,7 @@ def test_empty_lines_are_read_in_bounded_memory(tmp_path):
 def test_a_file_of_newlines_then_rows_is_read_in_bounded_memory(good, tmp_path):
     path = tmp_path / "in"
     path.write_bytes(b"".join(good[:3]) + b"\n" * (20 * MB) + b"".join(good[3:]))
-    tracemalloc.start()
-    try:
-        rows, bad, n = read(path, block_bytes=LIMIT)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    (rows, bad, n), peak = read_traced(path)
     assert rows == 300 and n == 300 + 20 * MB and quarantined_lines(bad) == 20 * MB and len(bad) < 64
     assert peak < 32 * LIMIT  # one object per empty line would take GBs
 
