@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import s3fs
+from astropy.table import MaskedColumn
 from dask.distributed import Client
 from tap_server import tap_service  # noqa: F401 - the DaCHS fixture, shared by the TAP tests
 
@@ -476,3 +477,16 @@ def env(tmp_path_factory, local_client):
 @pytest.fixture(scope="session")
 def lake(env):
     return open_lake(str(env.lake))
+
+
+def masked_column(column: pa.ChunkedArray) -> MaskedColumn:
+    """An Arrow column as astropy writes it into IPAC/VOTable: masked nulls, dates and text as text."""
+    a = column.combine_chunks()
+    mask = a.is_null().to_numpy(zero_copy_only=False)
+    if pa.types.is_date32(a.type) or pa.types.is_string(a.type):
+        values = np.array([str(v) if v is not None else "" for v in a.to_pylist()])
+    else:
+        fill = 0 if pa.types.is_integer(a.type) else np.nan
+        values = np.array([v if v is not None else fill for v in a.to_pylist()],
+                          dtype=a.type.to_pandas_dtype())
+    return MaskedColumn(values, mask=mask)

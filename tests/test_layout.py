@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from astropy.io.votable import from_table, writeto
-from astropy.table import MaskedColumn, Table
-from conftest import as_text, bulk_lines, normalise
+from astropy.table import Table
+from conftest import as_text, bulk_lines, masked_column, normalise
 
 from tmass_lake.cli import main
 from tmass_lake.convert import build_table, resolve_parameters, table_arguments
@@ -58,15 +58,7 @@ def gator_table(typed: pa.Table, names: list[str]) -> Table:
     cols = {}
     for name in names:
         column = known[name.lower()]
-        a = typed.column(column.name).combine_chunks()
-        mask = a.is_null().to_numpy(zero_copy_only=False)
-        if pa.types.is_date32(a.type) or pa.types.is_string(a.type):
-            values = np.array([str(v) if v is not None else "" for v in a.to_pylist()])
-        else:
-            fill = 0 if pa.types.is_integer(a.type) else np.nan
-            values = np.array([v if v is not None else fill for v in a.to_pylist()],
-                              dtype=a.type.to_pandas_dtype())
-        cols[name] = MaskedColumn(values, mask=mask)
+        cols[name] = masked_column(typed.column(column.name))
     out = Table(cols)
     n = len(out)
     out["clon"] = [f"{v:.4f}h" for v in typed.column("ra").to_numpy() / 15.0]

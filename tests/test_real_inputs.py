@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from astropy.io.votable import from_table, writeto
-from astropy.table import MaskedColumn, Table
-from conftest import as_text, bulk_lines, normalise
+from astropy.table import Table
+from conftest import as_text, bulk_lines, masked_column, normalise
 
 from tmass_lake.cli import main
 from tmass_lake.convert import LakeArguments, build_lake, build_table, resolve_parameters, table_arguments
@@ -69,15 +69,7 @@ def astropy_table(t: pa.Table) -> Table:
     """An astropy table of typed rows: masked columns, dates as ISO text, units from the schema."""
     cols = {}
     for name in t.column_names:
-        a = t.column(name).combine_chunks()
-        mask = a.is_null().to_numpy(zero_copy_only=False)
-        if pa.types.is_date32(a.type) or pa.types.is_string(a.type):
-            values = np.array([str(v) if v is not None else "" for v in a.to_pylist()])
-        else:
-            fill = 0 if pa.types.is_integer(a.type) else np.nan
-            values = np.array([v if v is not None else fill for v in a.to_pylist()],
-                              dtype=a.type.to_pandas_dtype())
-        cols[name] = MaskedColumn(values, mask=mask)
+        cols[name] = masked_column(t.column(name))
     out = Table(cols)
     for c in SCHEMA.columns:
         if c.name in out.colnames and c.unit:
